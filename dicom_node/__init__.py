@@ -1,0 +1,1 @@
+"""DICOM AI node: receives studies over DICOM, stores and indexes them, serves them back."""

@@ -1,0 +1,109 @@
+"""The `dicom-node` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_CONFIG_PATH, ConfigError, NodeConfig, load_config
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    return load_config(args.config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import configure_logging, serve
+
+    config = _config(args)
+    configure_logging(config.logging.level)
+    serve(config)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.path)
+    peers = (
+        ", ".join(f"{name} ({p.ae_title}@{p.host}:{p.port})" for name, p in config.peers.items())
+        or "none"
+    )
+    print(f"{args.path}: valid")
+    print(
+        f"  AE title {config.ae_title}, DICOM {config.dicom.host}:{config.dicom.port}, "
+        f"HTTP {config.http.host}:{config.http.port}"
+    )
+    print(f"  storage {config.storage.path}, index {config.storage.database_url}")
+    print(f"  peers: {peers}")
+    return 0
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from .scu import PeerUnavailable, echo
+
+    try:
+        status = echo(_config(args), args.peer)
+    except PeerUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if status != 0:
+        print(
+            f"error: peer {args.peer!r} answered C-ECHO with status 0x{status:04X}", file=sys.stderr
+        )
+        return 1
+    print(f"C-ECHO to {args.peer}: success")
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from .scu import PeerUnavailable, send
+
+    try:
+        report = send(_config(args), args.peer, [Path(p) for p in args.paths])
+    except PeerUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path, reason in report.failed:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    print(f"sent {report.sent} instance(s) to {args.peer}, {len(report.failed)} failed")
+    return 0 if not report.failed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the node")
+    serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    serve.set_defaults(run=_serve)
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
+    check.set_defaults(run=_check_config)
+    echo = commands.add_parser("echo", help="C-ECHO a configured peer")
+    echo.add_argument("peer", help="peer name (key under `peers`) or AE title")
+    echo.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    echo.set_defaults(run=_echo)
+    send = commands.add_parser("send", help="C-STORE files or folders to a configured peer")
+    send.add_argument("peer", help="peer name (key under `peers`) or AE title")
+    send.add_argument("paths", nargs="+", help="DICOM files or folders")
+    send.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    send.set_defaults(run=_send)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

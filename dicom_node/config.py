@@ -1,0 +1,193 @@
+"""The node's configuration: one YAML file, validated at start.
+
+Every key is declared here with its default, so a typo or a bad value is reported with the
+dotted name of the key at fault (``dicom.port: Input should be a valid integer``) instead of
+surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path("config/node.yaml")
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or has a bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not _AE_TITLE.match(stripped):
+        raise ValueError(
+            f"{value!r} is not a valid AE title (1-16 printable characters, no backslash)"
+        )
+    return stripped
+
+
+class PeerConfig(_Section):
+    """A known DICOM node: a destination for C-MOVE and sends, and a trusted caller."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class DicomConfig(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    #: Receiving processes sharing the port (SO_REUSEPORT); each is one Python interpreter.
+    workers: int = Field(default=2, ge=1, le=64)
+    #: Concurrent associations accepted by the whole node (shared by the workers).
+    max_associations: int = Field(default=32, ge=1)
+    #: Largest PDU we accept; 0 = unlimited, which lets senders use few, large PDUs.
+    max_pdu_size: int = Field(default=0, ge=0)
+    #: Only accept associations whose calling AE title is one of `peers`.
+    require_known_calling_ae: bool = False
+    #: Reject associations whose called AE title is not our own.
+    require_called_ae: bool = True
+    network_timeout: float = Field(default=60.0, gt=0)
+    acse_timeout: float = Field(default=30.0, gt=0)
+    dimse_timeout: float = Field(default=60.0, gt=0)
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class DuplicatePolicy(StrEnum):
+    """What to do with a SOP Instance UID that is already stored."""
+
+    KEEP_FIRST = "keep_first"  # answer success, keep the stored copy
+    REPLACE = "replace"  # store the new copy in place of the old one
+    REJECT = "reject"  # answer a failure status
+
+
+class StorageConfig(_Section):
+    path: Path = Path("storage")
+    #: SQLAlchemy URL of the index; default: SQLite file under `path`.
+    database: str | None = None
+    duplicates: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+
+    @property
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return f"sqlite:///{(self.path / 'index.sqlite').resolve()}"
+
+
+class ResultsConfig(_Section):
+    destinations: list[str] = []
+
+
+class FhirConfig(_Section):
+    base_url: str | None = None
+
+
+class StudyConfig(_Section):
+    #: Quiet time after the last instance before a study is complete and a job is written.
+    stable_seconds: float = Field(default=60.0, gt=0)
+    #: How often the stability monitor looks for quiet studies.
+    check_interval_seconds: float = Field(default=1.0, gt=0)
+
+
+class LoggingConfig(_Section):
+    level: str = "INFO"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"{value!r} is not a logging level")
+        return level
+
+
+class NodeConfig(_Section):
+    ae_title: str = "AI_NODE"
+    dicom: DicomConfig = DicomConfig()
+    http: HttpConfig = HttpConfig()
+    storage: StorageConfig = StorageConfig()
+    peers: dict[str, PeerConfig] = {}
+    results: ResultsConfig = ResultsConfig()
+    fhir: FhirConfig = FhirConfig()
+    study: StudyConfig = StudyConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    def model_post_init(self, __context: object) -> None:
+        if self.dicom.require_known_calling_ae and not self.peers:
+            raise ValueError("dicom.require_known_calling_ae is true but no peers are configured")
+        unknown = [name for name in self.results.destinations if name not in self.peers]
+        if unknown:
+            raise ValueError(f"results.destinations names unknown peers: {', '.join(unknown)}")
+
+    def peer(self, name: str) -> PeerConfig:
+        """The peer called `name` (its key in `peers`, or its AE title)."""
+        if name in self.peers:
+            return self.peers[name]
+        for peer in self.peers.values():
+            if peer.ae_title == name:
+                return peer
+        known = ", ".join(sorted(self.peers)) or "none configured"
+        raise ConfigError(f"unknown peer {name!r} (known peers: {known})")
+
+    def peer_by_ae_title(self, ae_title: str) -> PeerConfig | None:
+        for peer in self.peers.values():
+            if peer.ae_title == ae_title.strip():
+                return peer
+        return None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(data: object, source: str = "configuration") -> NodeConfig:
+    """Validate an already-loaded YAML document."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> NodeConfig:
+    """Read and validate the YAML file at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,60 @@
+"""The HTTP side of the node: health and Prometheus metrics (DICOMweb joins here later)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+
+from . import metrics
+from .storage import StorageArea
+
+log = logging.getLogger(__name__)
+
+
+def create_app(engine: Engine, storage: StorageArea, ae_title: str) -> FastAPI:
+    app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Ready when the index answers and the storage area is writable."""
+        problems = []
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as error:
+            problems.append(f"index: {type(error).__name__}")
+        if not os.access(storage.incoming, os.W_OK):
+            problems.append("storage: not writable")
+        body = {"status": "ok" if not problems else "failing", "ae_title": ae_title}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        payload, content_type = metrics.exposition()
+        return Response(payload, media_type=content_type)
+
+    return app
+
+
+class HttpServer:
+    """uvicorn in a thread of the node's main process."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

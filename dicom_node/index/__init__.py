@@ -1,0 +1,1 @@
+"""The index: what is stored, in SQL (SQLite by default, PostgreSQL when configured)."""

@@ -1,0 +1,43 @@
+"""Opening the index database, with the settings that make concurrent writers safe."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .schema import metadata
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers (C-FIND, HTTP) run beside the writer; FULL makes each commit
+    # durable before a C-STORE is acknowledged; busy_timeout lets several receiving
+    # processes take turns at the write lock instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_engine(url: str, create: bool = True) -> Engine:
+    """An engine on the index at `url`, with the tables created when `create`."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    if create:
+        metadata.create_all(engine, checkfirst=True)
+    return engine
+
+
+def dialect_insert(engine: Engine):
+    """The dialect's INSERT construct, which knows ON CONFLICT (SQLite and PostgreSQL)."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert
+    raise ValueError(
+        f"unsupported index database {engine.dialect.name!r}: use SQLite or PostgreSQL"
+    )

@@ -1,0 +1,288 @@
+"""Query matching over the index (PS3.4 C.2.2.2): the SQL behind C-FIND, C-MOVE and C-GET.
+
+Supported matching: universal (empty), single value, wildcard (`*`, `?`; case-insensitive for
+person names), list of values (backslash-separated), and range (`A-B`, `A-`, `-B`) for dates and
+times. ModalitiesInStudy matches a study when any of its series has one of the modalities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select
+from sqlalchemy.sql import Select
+
+from .schema import instances, series, studies
+
+
+class Level(StrEnum):
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+
+_DEPTH = {Level.PATIENT: 0, Level.STUDY: 1, Level.SERIES: 2, Level.IMAGE: 3}
+
+
+class QueryError(ValueError):
+    """The identifier cannot be answered: bad level, or matching on an unsupported key."""
+
+
+class Matching(Enum):
+    TEXT = "text"  # wildcard, case-sensitive
+    NAME = "name"  # wildcard, case-insensitive (PN)
+    UID = "uid"  # single or list, no wildcard
+    CODE = "code"  # CS: single, list or wildcard
+    DATE = "date"  # single or range
+    INTEGER = "integer"
+
+
+@dataclass(frozen=True)
+class Key:
+    level: Level
+    column: ColumnElement
+    matching: Matching
+
+
+KEYS: dict[str, Key] = {
+    "PatientID": Key(Level.PATIENT, studies.c.patient_id, Matching.TEXT),
+    "IssuerOfPatientID": Key(Level.PATIENT, studies.c.issuer_of_patient_id, Matching.TEXT),
+    "PatientName": Key(Level.PATIENT, studies.c.patient_name, Matching.NAME),
+    "PatientBirthDate": Key(Level.PATIENT, studies.c.patient_birth_date, Matching.DATE),
+    "PatientSex": Key(Level.PATIENT, studies.c.patient_sex, Matching.CODE),
+    "StudyInstanceUID": Key(Level.STUDY, studies.c.study_instance_uid, Matching.UID),
+    "StudyDate": Key(Level.STUDY, studies.c.study_date, Matching.DATE),
+    "StudyTime": Key(Level.STUDY, studies.c.study_time, Matching.DATE),
+    "AccessionNumber": Key(Level.STUDY, studies.c.accession_number, Matching.TEXT),
+    "StudyID": Key(Level.STUDY, studies.c.study_id, Matching.TEXT),
+    "StudyDescription": Key(Level.STUDY, studies.c.study_description, Matching.TEXT),
+    "ReferringPhysicianName": Key(Level.STUDY, studies.c.referring_physician_name, Matching.NAME),
+    "SeriesInstanceUID": Key(Level.SERIES, series.c.series_instance_uid, Matching.UID),
+    "Modality": Key(Level.SERIES, series.c.modality, Matching.CODE),
+    "SeriesNumber": Key(Level.SERIES, series.c.series_number, Matching.INTEGER),
+    "SeriesDescription": Key(Level.SERIES, series.c.series_description, Matching.TEXT),
+    "BodyPartExamined": Key(Level.SERIES, series.c.body_part_examined, Matching.CODE),
+    "SeriesDate": Key(Level.SERIES, series.c.series_date, Matching.DATE),
+    "SeriesTime": Key(Level.SERIES, series.c.series_time, Matching.DATE),
+    "SOPInstanceUID": Key(Level.IMAGE, instances.c.sop_instance_uid, Matching.UID),
+    "SOPClassUID": Key(Level.IMAGE, instances.c.sop_class_uid, Matching.UID),
+    "InstanceNumber": Key(Level.IMAGE, instances.c.instance_number, Matching.INTEGER),
+}
+
+#: Attributes computed from the index rather than stored (PS3.4 C.3.4 "optional keys").
+COMPUTED: dict[str, Level] = {
+    "NumberOfPatientRelatedStudies": Level.PATIENT,
+    "NumberOfPatientRelatedSeries": Level.PATIENT,
+    "NumberOfPatientRelatedInstances": Level.PATIENT,
+    "ModalitiesInStudy": Level.STUDY,
+    "SOPClassesInStudy": Level.STUDY,
+    "NumberOfStudyRelatedSeries": Level.STUDY,
+    "NumberOfStudyRelatedInstances": Level.STUDY,
+    "NumberOfSeriesRelatedInstances": Level.SERIES,
+}
+
+#: Keys that never take part in matching.
+NOT_MATCHED = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
+
+
+def _like_pattern(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _condition(key: Key, value: str) -> ColumnElement | None:
+    """The SQL condition for one matching key, or None for universal matching."""
+    value = value.strip()
+    if value in ("", "*"):
+        return None
+    column = key.column
+    if key.matching is Matching.UID:
+        uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
+        return column.in_(uids) if len(uids) > 1 else column == uids[0]
+    if key.matching is Matching.INTEGER:
+        try:
+            return column == int(value)
+        except ValueError:
+            raise QueryError(f"{value!r} is not an integer") from None
+    if key.matching is Matching.DATE:
+        if "-" in value:
+            low, high = (part.strip() for part in value.split("-", 1))
+            conditions = [column != ""]
+            if low:
+                conditions.append(column >= low)
+            if high:
+                # A time or date given to a coarser precision includes the whole of it.
+                conditions.append(column <= high + "\uffff" if len(high) < 8 else column <= high)
+            return and_(*conditions)
+        return column == value
+    values = value.split("\\") if key.matching is Matching.CODE else [value]
+    conditions = []
+    for item in values:
+        if key.matching is Matching.NAME:
+            conditions.append(func.lower(column).like(_like_pattern(item.lower()), escape="\\"))
+        elif "*" in item or "?" in item:
+            conditions.append(column.like(_like_pattern(item), escape="\\"))
+        else:
+            conditions.append(column == item)
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed identifier: the level, its matching conditions and the keys to return."""
+
+    level: Level
+    conditions: tuple[ColumnElement, ...]
+    modalities: tuple[str, ...]
+
+
+def build_query(level: Level, identifier: dict[str, str]) -> Query:
+    """Parse `identifier` (keyword -> value as text) for a query at `level`.
+
+    Raises QueryError for a matching value on a key the index cannot match at that level.
+    """
+    conditions = []
+    modalities: tuple[str, ...] = ()
+    for keyword, value in identifier.items():
+        if keyword in NOT_MATCHED or not value.strip() or value.strip() == "*":
+            continue
+        if keyword == "ModalitiesInStudy" and _DEPTH[level] >= _DEPTH[Level.STUDY]:
+            modalities = tuple(item for item in value.split("\\") if item)
+            continue
+        key = KEYS.get(keyword)
+        if key is None or _DEPTH[key.level] > _DEPTH[level]:
+            raise QueryError(f"matching on {keyword} is not supported at {level.value} level")
+        condition = _condition(key, value)
+        if condition is not None:
+            conditions.append(condition)
+    return Query(level, tuple(conditions), modalities)
+
+
+def _filtered(statement: Select, query: Query) -> Select:
+    for condition in query.conditions:
+        statement = statement.where(condition)
+    if query.modalities:
+        statement = statement.where(
+            exists().where(
+                and_(
+                    series.c.study_instance_uid == studies.c.study_instance_uid,
+                    series.c.modality.in_(query.modalities),
+                )
+            )
+        )
+    return statement
+
+
+def _base(query: Query) -> Select:
+    if query.level is Level.IMAGE:
+        joined = instances.join(series).join(studies)
+    elif query.level is Level.SERIES:
+        joined = series.join(studies)
+    else:
+        joined = studies
+    return select().select_from(joined)
+
+
+def matching_rows(engine: Engine, query: Query) -> Iterator[dict]:
+    """One dict per matching entity: the index columns of its level and the levels above."""
+    columns: list = list(studies.c)
+    if query.level is Level.PATIENT:
+        statement = _filtered(
+            select(
+                studies.c.patient_id,
+                func.max(studies.c.issuer_of_patient_id).label("issuer_of_patient_id"),
+                func.max(studies.c.patient_name).label("patient_name"),
+                func.max(studies.c.patient_birth_date).label("patient_birth_date"),
+                func.max(studies.c.patient_sex).label("patient_sex"),
+            ).select_from(studies),
+            query,
+        ).group_by(studies.c.patient_id)
+    else:
+        if query.level in (Level.SERIES, Level.IMAGE):
+            columns += list(series.c)
+        if query.level is Level.IMAGE:
+            columns += list(instances.c)
+        statement = _filtered(_base(query).add_columns(*columns), query)
+    with engine.connect() as connection:
+        for row in connection.execute(statement):
+            yield dict(row._mapping)
+
+
+def matching_instances(engine: Engine, query: Query) -> list[dict]:
+    """The instance rows under every entity matching `query` (for C-MOVE and C-GET)."""
+    joined = instances.join(series).join(studies)
+    statement = _filtered(select(*instances.c).select_from(joined), query).order_by(
+        instances.c.series_instance_uid, instances.c.instance_number
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def computed_values(engine: Engine, level: Level, row: dict, keywords: set[str]) -> dict:
+    """Values of the requested computed attributes (counts, modalities) for one result row."""
+    wanted = {keyword for keyword in keywords if keyword in COMPUTED}
+    if not wanted:
+        return {}
+    values: dict = {}
+    with engine.connect() as connection:
+        if level is Level.PATIENT:
+            patient = studies.c.patient_id == row["patient_id"]
+            values["NumberOfPatientRelatedStudies"] = connection.execute(
+                select(func.count()).select_from(studies).where(patient)
+            ).scalar_one()
+            values["NumberOfPatientRelatedSeries"] = connection.execute(
+                select(func.count()).select_from(series.join(studies)).where(patient)
+            ).scalar_one()
+            values["NumberOfPatientRelatedInstances"] = connection.execute(
+                select(func.count())
+                .select_from(instances.join(series).join(studies))
+                .where(patient)
+            ).scalar_one()
+        if level is Level.STUDY:
+            study = series.c.study_instance_uid == row["study_instance_uid"]
+            values["NumberOfStudyRelatedSeries"] = connection.execute(
+                select(func.count()).select_from(series).where(study)
+            ).scalar_one()
+            values["NumberOfStudyRelatedInstances"] = connection.execute(
+                select(func.count()).select_from(instances.join(series)).where(study)
+            ).scalar_one()
+            values["ModalitiesInStudy"] = sorted(
+                value
+                for value in connection.execute(
+                    select(series.c.modality).where(study).distinct()
+                ).scalars()
+                if value
+            )
+            values["SOPClassesInStudy"] = sorted(
+                connection.execute(
+                    select(instances.c.sop_class_uid)
+                    .select_from(instances.join(series))
+                    .where(study)
+                    .distinct()
+                ).scalars()
+            )
+        if level is Level.SERIES:
+            values["NumberOfSeriesRelatedInstances"] = connection.execute(
+                select(func.count())
+                .select_from(instances)
+                .where(instances.c.series_instance_uid == row["series_instance_uid"])
+            ).scalar_one()
+    return {keyword: values[keyword] for keyword in wanted if keyword in values}
+
+
+def representative_path(engine: Engine, level: Level, row: dict) -> str | None:
+    """Path of one stored instance of the entity, to read attributes the index does not hold."""
+    if level is Level.IMAGE:
+        return row["path"]
+    statement = select(instances.c.path).select_from(instances.join(series).join(studies))
+    if level is Level.SERIES:
+        statement = statement.where(series.c.series_instance_uid == row["series_instance_uid"])
+    elif level is Level.STUDY:
+        statement = statement.where(studies.c.study_instance_uid == row["study_instance_uid"])
+    else:
+        statement = statement.where(studies.c.patient_id == row["patient_id"])
+    with engine.connect() as connection:
+        return connection.execute(statement.limit(1)).scalar()

@@ -1,0 +1,113 @@
+"""Tables of the index, following the DICOM information model (study > series > instance).
+
+Patient attributes live on the study row: a patient is the set of studies sharing a
+PatientID, which is what a Patient Root C-FIND groups on.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+#: Study states: `receiving` until no instance arrived for `study.stable_seconds`, then `complete`.
+STUDY_RECEIVING = "receiving"
+STUDY_COMPLETE = "complete"
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("study_instance_uid", String(64), primary_key=True),
+    Column("patient_id", String(64), nullable=False, default=""),
+    Column("issuer_of_patient_id", String(64), nullable=False, default=""),
+    Column("patient_name", String(324), nullable=False, default=""),
+    Column("patient_birth_date", String(8), nullable=False, default=""),
+    Column("patient_sex", String(16), nullable=False, default=""),
+    Column("study_date", String(8), nullable=False, default=""),
+    Column("study_time", String(16), nullable=False, default=""),
+    Column("accession_number", String(16), nullable=False, default=""),
+    Column("study_id", String(16), nullable=False, default=""),
+    Column("study_description", String(64), nullable=False, default=""),
+    Column("referring_physician_name", String(324), nullable=False, default=""),
+    Column("state", String(16), nullable=False, default=STUDY_RECEIVING),
+    Column("last_received_at", Float, nullable=False),
+    Index("ix_studies_patient_id", "patient_id"),
+    Index("ix_studies_study_date", "study_date"),
+    Index("ix_studies_accession_number", "accession_number"),
+    Index("ix_studies_state_last_received", "state", "last_received_at"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("series_instance_uid", String(64), primary_key=True),
+    Column(
+        "study_instance_uid",
+        String(64),
+        ForeignKey("studies.study_instance_uid"),
+        nullable=False,
+    ),
+    Column("modality", String(16), nullable=False, default=""),
+    Column("series_number", Integer),
+    Column("series_description", String(64), nullable=False, default=""),
+    Column("body_part_examined", String(16), nullable=False, default=""),
+    Column("series_date", String(8), nullable=False, default=""),
+    Column("series_time", String(16), nullable=False, default=""),
+    Index("ix_series_study", "study_instance_uid"),
+    Index("ix_series_modality", "modality"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("sop_instance_uid", String(64), primary_key=True),
+    Column(
+        "series_instance_uid",
+        String(64),
+        ForeignKey("series.series_instance_uid"),
+        nullable=False,
+    ),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    #: Path of the file relative to `storage.path`.
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("calling_ae_title", String(16), nullable=False, default=""),
+    Column("received_at", Float, nullable=False),
+    Index("ix_instances_series", "series_instance_uid"),
+)
+
+#: Job states, consumed by the pipeline (de-identify, infer, deliver).
+JOB_PENDING = "pending"
+JOB_RUNNING = "running"
+JOB_DONE = "done"
+JOB_FAILED = "failed"
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "study_instance_uid",
+        String(64),
+        ForeignKey("studies.study_instance_uid"),
+        nullable=False,
+    ),
+    Column("state", String(16), nullable=False, default=JOB_PENDING),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_study", "study_instance_uid"),
+)

@@ -1,0 +1,210 @@
+"""Group commit of new instances into the index.
+
+Association threads hand their rows to one committer thread, which writes every row waiting
+at that moment in a single transaction and then wakes each sender. Each C-STORE is still
+answered only after its own row is committed, but concurrent stores share one commit (and one
+fsync of the database journal) instead of queueing for the write lock one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from enum import Enum
+
+from sqlalchemy import Connection, Engine, select, update
+
+from ..config import DuplicatePolicy
+from ..received import InstanceAttributes
+from .database import dialect_insert
+from .schema import STUDY_RECEIVING, instances, series, studies
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH = 256
+
+
+class Outcome(Enum):
+    STORED = "stored"
+    DUPLICATE_KEPT = "duplicate_kept"  # the first copy stays; the new file must be dropped
+    DUPLICATE_REJECTED = "duplicate_rejected"
+    REPLACED = "replaced"  # the new copy took the old one's place; the old file must go
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    attributes: InstanceAttributes
+    transfer_syntax_uid: str
+    path: str
+    size: int
+    calling_ae_title: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    outcome: Outcome
+    replaced_path: str | None = None
+
+
+class IndexWriter:
+    """The committer thread of one process; `commit` blocks until the row is durable."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        duplicates: DuplicatePolicy,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._duplicates = duplicates
+        self._insert = dialect_insert(engine)
+        self._queue: queue.Queue[tuple[NewInstance, Future] | None] = queue.Queue()
+        self._on_batch = on_batch
+        self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+        self._thread.start()
+
+    def commit(self, item: NewInstance) -> CommitResult:
+        future: Future[CommitResult] = Future()
+        self._queue.put((item, future))
+        return future.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[tuple[NewInstance, Future]]) -> None:
+        try:
+            with self._engine.begin() as connection:
+                results = [self._write(connection, item) for item, _ in batch]
+        except Exception as error:
+            if len(batch) == 1:
+                log.error("index commit failed: %s", error)
+                batch[0][1].set_exception(error)
+                return
+            # One bad row must not fail its neighbours: retry them one by one.
+            for pair in batch:
+                self._commit_batch([pair])
+            return
+        if self._on_batch:
+            self._on_batch(len(batch))
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+
+    def _write(self, connection: Connection, item: NewInstance) -> CommitResult:
+        a = item.attributes
+        connection.execute(
+            self._insert(studies)
+            .values(
+                study_instance_uid=a.study_instance_uid,
+                patient_id=a.patient_id,
+                issuer_of_patient_id=a.issuer_of_patient_id,
+                patient_name=a.patient_name,
+                patient_birth_date=a.patient_birth_date,
+                patient_sex=a.patient_sex,
+                study_date=a.study_date,
+                study_time=a.study_time,
+                accession_number=a.accession_number,
+                study_id=a.study_id,
+                study_description=a.study_description,
+                referring_physician_name=a.referring_physician_name,
+                state=STUDY_RECEIVING,
+                last_received_at=item.received_at,
+            )
+            .on_conflict_do_nothing(index_elements=["study_instance_uid"])
+        )
+        connection.execute(
+            self._insert(series)
+            .values(
+                series_instance_uid=a.series_instance_uid,
+                study_instance_uid=a.study_instance_uid,
+                modality=a.modality,
+                series_number=a.series_number,
+                series_description=a.series_description,
+                body_part_examined=a.body_part_examined,
+                series_date=a.series_date,
+                series_time=a.series_time,
+            )
+            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+        )
+        row = dict(
+            sop_instance_uid=a.sop_instance_uid,
+            series_instance_uid=a.series_instance_uid,
+            sop_class_uid=a.sop_class_uid,
+            instance_number=a.instance_number,
+            transfer_syntax_uid=item.transfer_syntax_uid,
+            path=item.path,
+            size=item.size,
+            calling_ae_title=item.calling_ae_title,
+            received_at=item.received_at,
+        )
+        inserted = connection.execute(
+            self._insert(instances)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        ).rowcount
+        if inserted:
+            result = CommitResult(Outcome.STORED)
+        elif self._duplicates is DuplicatePolicy.REPLACE:
+            old_path = connection.execute(
+                select(instances.c.path).where(instances.c.sop_instance_uid == a.sop_instance_uid)
+            ).scalar_one()
+            connection.execute(
+                update(instances)
+                .where(instances.c.sop_instance_uid == a.sop_instance_uid)
+                .values(**row)
+            )
+            result = CommitResult(Outcome.REPLACED, replaced_path=old_path)
+        elif self._duplicates is DuplicatePolicy.REJECT:
+            return CommitResult(Outcome.DUPLICATE_REJECTED)
+        else:
+            return CommitResult(Outcome.DUPLICATE_KEPT)
+        # New content: the study is receiving again, whatever its state was.
+        connection.execute(
+            update(studies)
+            .where(studies.c.study_instance_uid == a.study_instance_uid)
+            .values(state=STUDY_RECEIVING, last_received_at=item.received_at)
+        )
+        return result
+
+
+def instance_exists(engine: Engine, sop_instance_uid: str) -> bool:
+    """Cheap pre-check so a duplicate need not be written to disk at all."""
+    with engine.connect() as connection:
+        return (
+            connection.execute(
+                select(instances.c.sop_instance_uid).where(
+                    instances.c.sop_instance_uid == sop_instance_uid
+                )
+            ).first()
+            is not None
+        )
+
+
+def now() -> float:
+    return time.time()

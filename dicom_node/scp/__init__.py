@@ -1,0 +1,1 @@
+"""The node's DIMSE service handlers (SCP side)."""

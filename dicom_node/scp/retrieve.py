@@ -1,0 +1,188 @@
+"""C-MOVE and C-GET handlers: sending stored instances back, as stored when the peer accepts it.
+
+Each instance is offered in its stored transfer syntax first. When the peer only accepts an
+uncompressed syntax, the instance is decompressed for that sub-operation (the stored file is
+never changed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+)
+from sqlalchemy import Engine
+
+from .. import metrics
+from ..config import NodeConfig
+from ..index.query import QueryError, build_query, matching_instances
+from ..storage import StorageArea
+from .find import UNABLE_TO_PROCESS, QueryFailure, _identifier_values, parse_level
+
+log = logging.getLogger(__name__)
+
+MOVE_DESTINATION_UNKNOWN = 0xA801
+SUB_OPERATION_FAILED = 0xB000
+_PATIENT_ROOT = {
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+}
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def _matches(engine: Engine, event: Event) -> list[dict]:
+    identifier = event.identifier
+    level = parse_level(identifier, event.request.AffectedSOPClassUID in _PATIENT_ROOT)
+    try:
+        query = build_query(level, _identifier_values(identifier))
+    except QueryError as error:
+        raise QueryFailure(UNABLE_TO_PROCESS, str(error), "unsupported_key") from None
+    if not query.conditions and not query.modalities:
+        raise QueryFailure(
+            UNABLE_TO_PROCESS, "a retrieve needs at least one unique key", "no_unique_key"
+        )
+    return matching_instances(engine, query)
+
+
+def storage_contexts(rows: list[dict]) -> list[PresentationContext]:
+    """Presentation contexts to propose for `rows`: each SOP class with its stored syntaxes."""
+    syntaxes: dict[str, list[str]] = {}
+    for row in rows:
+        offered = syntaxes.setdefault(row["sop_class_uid"], [])
+        if row["transfer_syntax_uid"] not in offered:
+            offered.append(row["transfer_syntax_uid"])
+    contexts = []
+    for sop_class, stored in syntaxes.items():
+        for syntax in stored:
+            contexts.append(build_context(sop_class, [syntax]))
+        if any(UID(syntax) not in _UNCOMPRESSED for syntax in stored):
+            contexts.append(build_context(sop_class, list(_UNCOMPRESSED)))
+    return contexts[:128]  # PS3.8: at most 128 presentation contexts per association
+
+
+def _accepted_syntaxes(event: Event, sop_class: str) -> set[str]:
+    return {
+        str(context.transfer_syntax[0])
+        for context in event.assoc.accepted_contexts
+        if context.abstract_syntax == sop_class
+    }
+
+
+class _Sender:
+    """Loads stored instances for sub-operations, decompressing only when the peer needs it."""
+
+    def __init__(self, storage: StorageArea) -> None:
+        self._storage = storage
+
+    def load(self, row: dict, accepted: set[str]) -> Dataset:
+        dataset = dcmread(self._storage.path(row["path"]))
+        stored = row["transfer_syntax_uid"]
+        if not accepted or stored in accepted:
+            return dataset
+        if UID(stored).is_compressed and accepted & {str(s) for s in _UNCOMPRESSED}:
+            dataset.decompress()
+        return dataset
+
+    def sub_operations(
+        self, rows: list[dict], accepted_for: callable
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        for row in rows:
+            try:
+                dataset = self.load(row, accepted_for(row["sop_class_uid"]))
+            except Exception as error:
+                log.error("cannot read stored instance %s: %s", row["path"], error)
+                metrics.FAILURES.labels(reason="retrieve_read").inc()
+                # pynetdicom counts a pending answer that is not a Dataset as a failed sub-operation
+                yield 0xFF00, row["sop_instance_uid"]
+                continue
+            yield 0xFF00, dataset
+
+
+class MoveHandler:
+    """Bound to EVT_C_MOVE: the destination must be a configured peer."""
+
+    def __init__(self, engine: Engine, storage: StorageArea, config: NodeConfig) -> None:
+        self._engine = engine
+        self._sender = _Sender(storage)
+        self._config = config
+
+    def __call__(self, event: Event) -> Iterator:
+        destination = event.move_destination.decode("ascii", "replace").strip()
+        peer = self._config.peer_by_ae_title(destination)
+        if peer is None:
+            metrics.FAILURES.labels(reason="move_unknown_destination").inc()
+            log.warning("C-MOVE to unknown destination AE %r refused (0xA801)", destination)
+            yield None, None
+            return
+        try:
+            rows = _matches(self._engine, event)
+        except QueryFailure as failure:
+            metrics.FAILURES.labels(reason=f"move_{failure.reason}").inc()
+            log.warning("C-MOVE refused (0x%04X): %s", failure.status, failure.comment)
+            yield peer.host, peer.port
+            yield failure.status, failure.response()
+            return
+        log.info("C-MOVE of %d instance(s) to %s", len(rows), destination)
+        yield peer.host, peer.port, {"contexts": storage_contexts(rows) or None}
+        yield len(rows)
+        store_assoc = None
+
+        def accepted_for(sop_class: str) -> set[str]:
+            nonlocal store_assoc
+            if store_assoc is None:
+                store_assoc = next(
+                    (
+                        a
+                        for a in event.assoc.ae.active_associations
+                        if a.is_requestor and a.acceptor.ae_title.strip() == destination
+                    ),
+                    None,
+                )
+            if store_assoc is None:
+                return set()
+            return {
+                str(cx.transfer_syntax[0])
+                for cx in store_assoc.accepted_contexts
+                if cx.abstract_syntax == sop_class
+            }
+
+        for status, dataset in self._sender.sub_operations(rows, accepted_for):
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield status, dataset
+
+
+class GetHandler:
+    """Bound to EVT_C_GET: instances go back over the requestor's own association."""
+
+    def __init__(self, engine: Engine, storage: StorageArea) -> None:
+        self._engine = engine
+        self._sender = _Sender(storage)
+
+    def __call__(self, event: Event) -> Iterator:
+        try:
+            rows = _matches(self._engine, event)
+        except QueryFailure as failure:
+            metrics.FAILURES.labels(reason=f"get_{failure.reason}").inc()
+            log.warning("C-GET refused (0x%04X): %s", failure.status, failure.comment)
+            yield 0
+            yield failure.status, failure.response()
+            return
+        log.info("C-GET of %d instance(s)", len(rows))
+        yield len(rows)
+        for status, dataset in self._sender.sub_operations(
+            rows, lambda sop_class: _accepted_syntaxes(event, sop_class)
+        ):
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield status, dataset

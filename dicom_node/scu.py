@@ -1,0 +1,127 @@
+"""The node as a DICOM SCU: C-ECHO and C-STORE to configured peers, with actionable errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE, _config
+from pynetdicom.association import Association
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import Verification
+
+from .config import NodeConfig, PeerConfig
+
+log = logging.getLogger(__name__)
+
+# Send files as stored, without decoding them (needs an exact transfer syntax match,
+# which the contexts below always propose).
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+_MAX_CONTEXTS = 128  # PS3.8 7.1.1.13
+
+
+class PeerUnavailable(Exception):
+    """The peer did not accept an association (down, unreachable or rejecting us)."""
+
+
+def _describe(peer_name: str, peer: PeerConfig) -> str:
+    return f"peer {peer_name!r} ({peer.ae_title} at {peer.host}:{peer.port})"
+
+
+def _associate(config: NodeConfig, peer_name: str, contexts: list) -> Association:
+    peer = config.peer(peer_name)
+    ae = AE(config.ae_title)
+    ae.acse_timeout = config.dicom.acse_timeout
+    ae.dimse_timeout = config.dicom.dimse_timeout
+    ae.network_timeout = config.dicom.network_timeout
+    ae.connection_timeout = 10
+    ae.requested_contexts = contexts
+    association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if association.is_established:
+        return association
+    if association.is_rejected:
+        raise PeerUnavailable(
+            f"{_describe(peer_name, peer)} rejected the association "
+            "(check that it knows our AE title and accepts these SOP classes)"
+        )
+    raise PeerUnavailable(
+        f"cannot reach {_describe(peer_name, peer)}: connection refused, timed out or "
+        "aborted (is it running and listening on that port?)"
+    )
+
+
+def echo(config: NodeConfig, peer_name: str) -> int:
+    """C-ECHO the peer; return its status (0x0000 is success)."""
+    association = _associate(config, peer_name, [build_context(Verification)])
+    try:
+        status = association.send_c_echo()
+    finally:
+        association.release()
+    if not status or "Status" not in status:
+        raise PeerUnavailable(f"peer {peer_name!r} did not answer the C-ECHO")
+    return int(status.Status)
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+def _file_key(path: Path) -> tuple[str, str]:
+    meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+
+
+def send(config: NodeConfig, peer_name: str, paths: Iterable[Path]) -> SendReport:
+    """C-STORE every DICOM file under `paths` to the peer, each in its own transfer syntax."""
+    report = SendReport()
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for path in dicom_files(paths):
+        try:
+            groups.setdefault(_file_key(path), []).append(path)
+        except (InvalidDicomError, AttributeError, OSError) as error:
+            report.failed.append((str(path), f"not a DICOM file with file meta: {error}"))
+    keys = list(groups)
+    for start in range(0, len(keys), _MAX_CONTEXTS):
+        batch = keys[start : start + _MAX_CONTEXTS]
+        contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in batch]
+        association = _associate(config, peer_name, contexts)
+        try:
+            for key in batch:
+                for path in groups[key]:
+                    _send_one(association, path, report)
+        finally:
+            if association.is_established:
+                association.release()
+    return report
+
+
+def _send_one(association: Association, path: Path, report: SendReport) -> None:
+    try:
+        status = association.send_c_store(path)
+    except (ValueError, AttributeError) as error:
+        report.failed.append((str(path), str(error)))
+        return
+    if not status or "Status" not in status:
+        report.failed.append((str(path), "no answer (association aborted or timed out)"))
+        return
+    code = int(status.Status)
+    if code in (0x0000, 0xB000, 0xB006, 0xB007):
+        report.sent += 1
+    else:
+        comment = status.get("ErrorComment", "")
+        report.failed.append((str(path), f"status 0x{code:04X} {comment}".strip()))

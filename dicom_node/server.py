@@ -1,0 +1,169 @@
+"""`dicom-node serve`: the receiving processes, the stability monitor and the HTTP server.
+
+The main process prepares storage and index, then runs one receiver, the monitor and HTTP;
+`dicom.workers - 1` more receivers run in child processes on the same port. SIGTERM or SIGINT
+stops accepting associations, lets open ones finish (bounded), and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+from multiprocessing.sharedctypes import Synchronized
+
+from pynetdicom import evt
+
+from .config import NodeConfig
+from .index.database import open_engine
+from .storage import StorageArea
+
+log = logging.getLogger(__name__)
+
+_DRAIN_SECONDS = 30.0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pynetdicom's INFO lines repeat per message what the node already logs once.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class Receiver:
+    """One pynetdicom listener with its handlers and index writer."""
+
+    def __init__(self, config: NodeConfig, open_total: Synchronized | None) -> None:
+        from . import metrics
+        from .index.writer import IndexWriter
+        from .scp.ae import SharedPortServer, access_handlers, build_ae
+        from .scp.find import FindHandler
+        from .scp.retrieve import GetHandler, MoveHandler
+        from .scp.store import StoreHandler
+
+        self.engine = open_engine(config.storage.database_url, create=False)
+        storage = StorageArea(config.storage.path)
+        self.writer = IndexWriter(
+            self.engine, config.storage.duplicates, on_batch=metrics.INDEX_BATCH.observe
+        )
+        self.ae = build_ae(config, open_total)
+        handlers = access_handlers(self.ae) + [
+            (evt.EVT_C_ECHO, lambda _event: 0x0000),
+            (
+                evt.EVT_C_STORE,
+                StoreHandler(storage, self.engine, self.writer, config.storage.duplicates),
+            ),
+            (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
+            (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),
+            (evt.EVT_C_GET, GetHandler(self.engine, storage)),
+        ]
+        self.server = self.ae.make_server(
+            (config.dicom.host, config.dicom.port),
+            evt_handlers=handlers,
+            server_class=SharedPortServer,
+        )
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="dicom-listener", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, give open associations time to finish, then close the index."""
+        self.server.shutdown()
+        self.server.server_close()
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for association in self.ae.active_associations:
+            association.abort()
+        self.writer.close()
+        self.engine.dispose()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def _handler(signum, _frame) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    stop.wait()
+
+
+def _child_receiver(config: NodeConfig, open_total: Synchronized) -> None:
+    configure_logging(config.logging.level)
+    receiver = Receiver(config, open_total)
+    receiver.start()
+    _wait_for_signal()
+    receiver.stop()
+
+
+def _prepare_metrics_folder(storage_root) -> None:
+    folder = storage_root / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def serve(config: NodeConfig) -> None:
+    """Run the node until SIGTERM/SIGINT."""
+    storage = StorageArea(config.storage.path)
+    storage.prepare()
+    if config.dicom.workers > 1:
+        # Must precede the first import of prometheus_client in this process.
+        _prepare_metrics_folder(storage.root)
+    from .http_api import HttpServer, create_app
+    from .stability import StabilityMonitor
+
+    engine = open_engine(config.storage.database_url, create=True)
+    context = multiprocessing.get_context("spawn")
+    open_total = context.Value("i", 0) if config.dicom.workers > 1 else None
+    receiver = Receiver(config, open_total)
+    children = [
+        context.Process(
+            target=_child_receiver, args=(config, open_total), name=f"receiver-{number}"
+        )
+        for number in range(1, config.dicom.workers)
+    ]
+    for child in children:
+        child.start()
+    receiver.start()
+    monitor = StabilityMonitor(
+        engine, config.study.stable_seconds, config.study.check_interval_seconds
+    )
+    monitor.start()
+    http = HttpServer(
+        create_app(engine, storage, config.ae_title), config.http.host, config.http.port
+    )
+    http.start()
+    log.info(
+        "%s listening for DICOM on %s:%d (%d receiving process(es)), HTTP on %s:%d, index %s",
+        config.ae_title,
+        config.dicom.host,
+        config.dicom.port,
+        config.dicom.workers,
+        config.http.host,
+        config.http.port,
+        engine.url.render_as_string(hide_password=True),
+    )
+    _wait_for_signal()
+    for child in children:
+        if child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    receiver.stop()
+    monitor.stop()
+    http.stop()
+    for child in children:
+        child.join(timeout=_DRAIN_SECONDS + 5)
+    engine.dispose()
+    log.info("stopped")
