@@ -1,25 +1,75 @@
 """Checking a received dataset and reading the attributes the index needs, without decoding pixels.
 
-pydicom silently accepts a dataset cut in the middle of an element, so the element stream is
-walked here and every value length is checked against the bytes actually received. Pixel data
-is never decompressed or re-encoded: only element headers are read.
+pydicom silently accepts a dataset cut in the middle of an element, so the top-level element
+stream is walked here and every value length is checked against the bytes actually received.
+Only the few values the index needs are decoded, straight from the raw element bytes: on the
+ingest path this is several times cheaper than building pydicom DataElements. Pixel data is
+never decompressed or re-encoded.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
-from pydicom.dataset import Dataset
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.filereader import data_element_generator
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
+_CHARACTER_SET = Tag(0x0008, 0x0005)
 _SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _SEQUENCE_DELIMITER_BE = b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"
+_PN_DELIMITERS = {0x5E, 0x3D}  # ^ and =
+_NATIVE_SYNTAXES = {
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+}
+
+#: Attributes decoded on ingest: the index columns and the pixel geometry checked below.
+_TEXT_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "Modality",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "SeriesDate",
+    "SeriesTime",
+    "InstanceNumber",
+    "SeriesNumber",
+    "NumberOfFrames",
+)
+_US_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
+_TAGS = {keyword: Tag(tag_for_keyword(keyword)) for keyword in _TEXT_KEYWORDS + _US_KEYWORDS}
+_WANTED = sorted({*_TAGS.values(), _CHARACTER_SET, _PIXEL_DATA})
+_PERSON_NAMES = {"PatientName", "ReferringPhysicianName"}
 
 
 class MalformedDataset(ValueError):
@@ -54,17 +104,76 @@ class InstanceAttributes:
     series_time: str
 
 
+class ReceivedDataset:
+    """The checked top-level elements of a received dataset, decoded on demand."""
+
+    def __init__(self, elements: dict, little_endian: bool, total_length: int) -> None:
+        self._elements = elements
+        self._little_endian = little_endian
+        self.total_length = total_length
+        charset = self._ascii(_CHARACTER_SET)
+        try:
+            self._encodings = convert_encodings(charset.split("\\") if charset else None)
+        except Exception:
+            self._encodings = convert_encodings(None)
+
+    def _raw(self, tag: Tag) -> bytes | None:
+        element = self._elements.get(tag)
+        if not isinstance(element, RawDataElement) or element.value is None:
+            return None
+        return element.value
+
+    def _ascii(self, tag: Tag) -> str:
+        value = self._raw(tag)
+        return value.decode("ascii", "replace").strip(" \x00") if value else ""
+
+    def text(self, keyword: str) -> str:
+        value = self._raw(_TAGS[keyword])
+        if not value:
+            return ""
+        delimiters = _PN_DELIMITERS if keyword in _PERSON_NAMES else set()
+        try:
+            return decode_bytes(value, self._encodings, delimiters).strip(" \x00")
+        except Exception:
+            return value.decode("latin-1").strip(" \x00")
+
+    def integer(self, keyword: str) -> int | None:
+        text = self.text(keyword).split("\\")[0].strip()
+        try:
+            return int(text) if text else None
+        except ValueError:
+            return None
+
+    def unsigned_short(self, keyword: str) -> int | None:
+        value = self._raw(_TAGS[keyword])
+        if not value or len(value) < 2:
+            return None
+        return struct.unpack("<H" if self._little_endian else ">H", value[:2])[0]
+
+    def pixel_data_length(self) -> int | None:
+        element = self._elements.get(_PIXEL_DATA)
+        return None if element is None else element.length
+
+
 def _plain_dataset(raw: bytes, transfer_syntax: UID) -> tuple[bytes, bool, bool]:
-    if transfer_syntax.is_deflated:
+    try:
+        implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+        deflated = transfer_syntax.is_deflated
+    except ValueError:
+        # A syntax newer than pydicom (e.g. Deflated Image Frame Compression): every transfer
+        # syntax defined after the original three encodes its dataset in explicit VR little
+        # endian (PS3.5 Section 10), which is all this walk needs.
+        implicit, little, deflated = False, True, False
+    if deflated:
         try:
             raw = zlib.decompress(raw, -zlib.MAX_WBITS)
         except zlib.error as error:
             raise MalformedDataset(f"deflated dataset does not inflate: {error}") from None
-    return raw, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+    return raw, implicit, little
 
 
-def parse_dataset(raw: bytes, transfer_syntax: UID) -> Dataset:
-    """A pydicom Dataset over `raw` (encoded in `transfer_syntax`), checked for completeness.
+def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
+    """Walk `raw` (encoded in `transfer_syntax`) and check that every element is complete.
 
     Raises MalformedDataset naming the first element that is cut short or unparseable.
     """
@@ -73,100 +182,75 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> Dataset:
         raise MalformedDataset("the dataset is empty")
     delimiter = _SEQUENCE_DELIMITER_LE if little else _SEQUENCE_DELIMITER_BE
     stream = BytesIO(data)
-    elements = {}
     size = len(data)
+    elements = {}
     try:
-        for element in data_element_generator(stream, implicit, little, defer_size=None):
+        for element in data_element_generator(stream, implicit, little, specific_tags=_WANTED):
             end = stream.tell()
-            if element.length == _UNDEFINED:
+            length = getattr(element, "length", None)
+            if length == _UNDEFINED:
                 if data[end - 8 : end] != delimiter:
                     raise MalformedDataset(
                         f"element {element.tag} of undefined length ends without its "
                         "sequence delimiter (dataset truncated)"
                     )
-            elif element.value is not None and len(element.value) != element.length:
+            elif end > size or (isinstance(element.value, bytes) and len(element.value) != length):
                 raise MalformedDataset(
-                    f"element {element.tag} declares {element.length} bytes but only "
-                    f"{len(element.value)} were received (dataset truncated)"
+                    f"element {element.tag} declares {length} bytes but the dataset ends "
+                    "before them (dataset truncated)"
                 )
             elements[element.tag] = element
-            if end > size:
-                raise MalformedDataset(f"element {element.tag} runs past the end of the dataset")
     except MalformedDataset:
         raise
     except Exception as error:  # pydicom raises many types on garbage input
         raise MalformedDataset(f"cannot parse dataset: {error}") from None
-    if not elements:
-        raise MalformedDataset("the dataset holds no elements")
-    dataset = Dataset(elements)
-    dataset.set_original_encoding(implicit, little, None)
-    return dataset
+    if stream.tell() > size:
+        raise MalformedDataset("an element runs past the end of the dataset (dataset truncated)")
+    return ReceivedDataset(elements, little, size)
 
 
-def _text(dataset: Dataset, keyword: str) -> str:
-    try:
-        value = dataset.get(keyword)
-    except Exception:  # an invalid value must not block storage; the index keeps ""
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(item) for item in value)
-    return str(value).strip()
-
-
-def _integer(dataset: Dataset, keyword: str) -> int | None:
-    try:
-        value = dataset.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except Exception:
-        return None
-
-
-def instance_attributes(dataset: Dataset) -> InstanceAttributes:
+def instance_attributes(dataset: ReceivedDataset) -> InstanceAttributes:
     """The indexed attributes of `dataset`; UIDs are returned as found (possibly empty)."""
+    text = dataset.text
     return InstanceAttributes(
-        sop_class_uid=_text(dataset, "SOPClassUID"),
-        sop_instance_uid=_text(dataset, "SOPInstanceUID"),
-        study_instance_uid=_text(dataset, "StudyInstanceUID"),
-        series_instance_uid=_text(dataset, "SeriesInstanceUID"),
-        instance_number=_integer(dataset, "InstanceNumber"),
-        patient_id=_text(dataset, "PatientID"),
-        issuer_of_patient_id=_text(dataset, "IssuerOfPatientID"),
-        patient_name=_text(dataset, "PatientName"),
-        patient_birth_date=_text(dataset, "PatientBirthDate"),
-        patient_sex=_text(dataset, "PatientSex"),
-        study_date=_text(dataset, "StudyDate"),
-        study_time=_text(dataset, "StudyTime"),
-        accession_number=_text(dataset, "AccessionNumber"),
-        study_id=_text(dataset, "StudyID"),
-        study_description=_text(dataset, "StudyDescription"),
-        referring_physician_name=_text(dataset, "ReferringPhysicianName"),
-        modality=_text(dataset, "Modality"),
-        series_number=_integer(dataset, "SeriesNumber"),
-        series_description=_text(dataset, "SeriesDescription"),
-        body_part_examined=_text(dataset, "BodyPartExamined"),
-        series_date=_text(dataset, "SeriesDate"),
-        series_time=_text(dataset, "SeriesTime"),
+        sop_class_uid=text("SOPClassUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        study_instance_uid=text("StudyInstanceUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        instance_number=dataset.integer("InstanceNumber"),
+        patient_id=text("PatientID"),
+        issuer_of_patient_id=text("IssuerOfPatientID"),
+        patient_name=text("PatientName"),
+        patient_birth_date=text("PatientBirthDate"),
+        patient_sex=text("PatientSex"),
+        study_date=text("StudyDate"),
+        study_time=text("StudyTime"),
+        accession_number=text("AccessionNumber"),
+        study_id=text("StudyID"),
+        study_description=text("StudyDescription"),
+        referring_physician_name=text("ReferringPhysicianName"),
+        modality=text("Modality"),
+        series_number=dataset.integer("SeriesNumber"),
+        series_description=text("SeriesDescription"),
+        body_part_examined=text("BodyPartExamined"),
+        series_date=text("SeriesDate"),
+        series_time=text("SeriesTime"),
     )
 
 
-def check_native_pixel_length(dataset: Dataset, transfer_syntax: UID) -> None:
+def check_native_pixel_length(dataset: ReceivedDataset, transfer_syntax: UID) -> None:
     """Reject native (uncompressed) pixel data shorter than its declared geometry."""
-    if transfer_syntax.is_compressed or _PIXEL_DATA not in dataset:
+    actual = dataset.pixel_data_length()
+    if actual is None or actual == _UNDEFINED or transfer_syntax not in _NATIVE_SYNTAXES:
         return
-    try:
-        rows = int(dataset.Rows)
-        columns = int(dataset.Columns)
-        bits = int(dataset.BitsAllocated)
-        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    except Exception:
-        return  # geometry absent or unreadable: nothing to compare with
-    expected = rows * columns * samples * frames * bits // 8 if bits != 1 else None
-    if expected is None:
-        return
-    actual = dataset.get_item(_PIXEL_DATA).length
+    rows = dataset.unsigned_short("Rows")
+    columns = dataset.unsigned_short("Columns")
+    bits = dataset.unsigned_short("BitsAllocated")
+    if not rows or not columns or not bits or bits == 1:
+        return  # geometry absent, or bit-packed: nothing simple to compare with
+    samples = dataset.unsigned_short("SamplesPerPixel") or 1
+    frames = dataset.integer("NumberOfFrames") or 1
+    expected = rows * columns * samples * frames * bits // 8
     if actual < expected:
         raise MalformedDataset(
             f"PixelData holds {actual} bytes but Rows x Columns x SamplesPerPixel x "

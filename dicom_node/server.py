@@ -16,6 +16,7 @@ import threading
 import time
 from multiprocessing.sharedctypes import Synchronized
 
+from pydicom import config as pydicom_config
 from pynetdicom import evt
 
 from .config import NodeConfig
@@ -47,6 +48,10 @@ class Receiver:
         from .scp.retrieve import GetHandler, MoveHandler
         from .scp.store import StoreHandler
 
+        # Value validation (regular expressions on every element pynetdicom encodes or
+        # decodes) costs more than storing an instance; the node stores bytes as received.
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+        pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
         self.engine = open_engine(config.storage.database_url, create=False)
         storage = StorageArea(config.storage.path)
         self.writer = IndexWriter(
@@ -57,7 +62,7 @@ class Receiver:
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (
                 evt.EVT_C_STORE,
-                StoreHandler(storage, self.engine, self.writer, config.storage.duplicates),
+                StoreHandler(storage, self.writer, config.storage.duplicates),
             ),
             (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
             (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from ..config import DuplicatePolicy
 from ..received import InstanceAttributes
@@ -66,6 +65,7 @@ class IndexWriter:
         self._insert = dialect_insert(engine)
         self._queue: queue.Queue[tuple[NewInstance, Future] | None] = queue.Queue()
         self._on_batch = on_batch
+        self._prepare_statements()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
         self._thread.start()
 
@@ -116,11 +116,29 @@ class IndexWriter:
         for (_, future), result in zip(batch, results, strict=True):
             future.set_result(result)
 
+    def _prepare_statements(self) -> None:
+        # Built once: compiling a fresh INSERT per row costs more than the row itself.
+        insert = self._insert
+        self._study_statement = insert(studies).on_conflict_do_nothing(
+            index_elements=["study_instance_uid"]
+        )
+        self._series_statement = insert(series).on_conflict_do_nothing(
+            index_elements=["series_instance_uid"]
+        )
+        self._instance_statement = insert(instances).on_conflict_do_nothing(
+            index_elements=["sop_instance_uid"]
+        )
+        self._touch_study = (
+            update(studies)
+            .where(studies.c.study_instance_uid == bindparam("uid"))
+            .values(state=STUDY_RECEIVING, last_received_at=bindparam("at"))
+        )
+
     def _write(self, connection: Connection, item: NewInstance) -> CommitResult:
         a = item.attributes
         connection.execute(
-            self._insert(studies)
-            .values(
+            self._study_statement,
+            dict(
                 study_instance_uid=a.study_instance_uid,
                 patient_id=a.patient_id,
                 issuer_of_patient_id=a.issuer_of_patient_id,
@@ -135,12 +153,11 @@ class IndexWriter:
                 referring_physician_name=a.referring_physician_name,
                 state=STUDY_RECEIVING,
                 last_received_at=item.received_at,
-            )
-            .on_conflict_do_nothing(index_elements=["study_instance_uid"])
+            ),
         )
         connection.execute(
-            self._insert(series)
-            .values(
+            self._series_statement,
+            dict(
                 series_instance_uid=a.series_instance_uid,
                 study_instance_uid=a.study_instance_uid,
                 modality=a.modality,
@@ -149,8 +166,7 @@ class IndexWriter:
                 body_part_examined=a.body_part_examined,
                 series_date=a.series_date,
                 series_time=a.series_time,
-            )
-            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+            ),
         )
         row = dict(
             sop_instance_uid=a.sop_instance_uid,
@@ -163,11 +179,7 @@ class IndexWriter:
             calling_ae_title=item.calling_ae_title,
             received_at=item.received_at,
         )
-        inserted = connection.execute(
-            self._insert(instances)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-        ).rowcount
+        inserted = connection.execute(self._instance_statement, row).rowcount
         if inserted:
             result = CommitResult(Outcome.STORED)
         elif self._duplicates is DuplicatePolicy.REPLACE:
@@ -185,26 +197,5 @@ class IndexWriter:
         else:
             return CommitResult(Outcome.DUPLICATE_KEPT)
         # New content: the study is receiving again, whatever its state was.
-        connection.execute(
-            update(studies)
-            .where(studies.c.study_instance_uid == a.study_instance_uid)
-            .values(state=STUDY_RECEIVING, last_received_at=item.received_at)
-        )
+        connection.execute(self._touch_study, {"uid": a.study_instance_uid, "at": item.received_at})
         return result
-
-
-def instance_exists(engine: Engine, sop_instance_uid: str) -> bool:
-    """Cheap pre-check so a duplicate need not be written to disk at all."""
-    with engine.connect() as connection:
-        return (
-            connection.execute(
-                select(instances.c.sop_instance_uid).where(
-                    instances.c.sop_instance_uid == sop_instance_uid
-                )
-            ).first()
-            is not None
-        )
-
-
-def now() -> float:
-    return time.time()

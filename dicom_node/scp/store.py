@@ -9,17 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from io import BytesIO
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom.events import Event
-from sqlalchemy import Engine
 
 from .. import metrics
 from ..config import DuplicatePolicy
-from ..index.writer import IndexWriter, NewInstance, Outcome, instance_exists
+from ..file_meta import encode_file_meta
+from ..index.writer import IndexWriter, NewInstance, Outcome
 from ..received import (
     MalformedDataset,
     check_native_pixel_length,
@@ -40,9 +38,6 @@ UID_MISSING = 0xC001
 UID_MISMATCH = 0xC002
 DUPLICATE_REJECTED = 0xC003
 
-_PREAMBLE = b"\x00" * 128 + b"DICM"
-IMPLEMENTATION_VERSION = "DICOM_AI_NODE_01"
-
 
 @dataclass(frozen=True)
 class StoreFailure(Exception):
@@ -57,33 +52,16 @@ class StoreFailure(Exception):
         return answer
 
 
-def _file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> bytes:
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    buffer = BytesIO()
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return buffer.getvalue()
-
-
 class StoreHandler:
     """Bound to EVT_C_STORE; one instance serves every association of a process."""
 
     def __init__(
         self,
         storage: StorageArea,
-        engine: Engine,
         writer: IndexWriter,
         duplicates: DuplicatePolicy,
     ) -> None:
         self._storage = storage
-        self._engine = engine
         self._writer = writer
         self._duplicates = duplicates
 
@@ -138,16 +116,12 @@ class StoreHandler:
                 "SOPClassUID differs from the request's AffectedSOPClassUID",
             )
 
-        if self._duplicates is not DuplicatePolicy.REPLACE and self._is_duplicate(sop_instance):
-            self._on_duplicate(sop_instance, calling_ae)
-            return
-
-        meta = _file_meta(sop_class, sop_instance, transfer_syntax, calling_ae)
+        meta = encode_file_meta(sop_class, sop_instance, transfer_syntax, calling_ae)
         try:
-            path = self._storage.write([_PREAMBLE, meta, raw])
+            path = self._storage.write([meta, raw])
         except StorageError as error:
             raise StoreFailure(OUT_OF_RESOURCES, "storage_write", str(error)) from None
-        size = len(_PREAMBLE) + len(meta) + len(raw)
+        size = len(meta) + len(raw)
         item = NewInstance(
             attributes=attributes,
             transfer_syntax_uid=str(transfer_syntax),
@@ -165,7 +139,8 @@ class StoreHandler:
             ) from None
 
         if result.outcome in (Outcome.DUPLICATE_KEPT, Outcome.DUPLICATE_REJECTED):
-            # Another association stored the same instance between our check and commit.
+            # Duplicates are found by the index's unique key, which also settles two
+            # associations storing the same instance at once.
             self._storage.remove(path)
             self._on_duplicate(sop_instance, calling_ae)
             return
@@ -175,14 +150,6 @@ class StoreHandler:
             log.info("instance from %s replaced an earlier copy", calling_ae)
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
-
-    def _is_duplicate(self, sop_instance: str) -> bool:
-        try:
-            return instance_exists(self._engine, sop_instance)
-        except Exception as error:
-            raise StoreFailure(
-                INDEX_UNAVAILABLE, "index_read", f"index unavailable: {type(error).__name__}"
-            ) from None
 
     def _on_duplicate(self, sop_instance: str, calling_ae: str) -> None:
         metrics.DUPLICATES.labels(policy=self._duplicates.value).inc()
