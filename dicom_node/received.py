@@ -191,13 +191,11 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
             if length == _UNDEFINED:
                 if data[end - 8 : end] != delimiter:
                     raise MalformedDataset(
-                        f"element {element.tag} of undefined length ends without its "
-                        "sequence delimiter (dataset truncated)"
+                        f"truncated: {element.tag} (undefined length) has no sequence delimiter"
                     )
             elif end > size or (isinstance(element.value, bytes) and len(element.value) != length):
                 raise MalformedDataset(
-                    f"element {element.tag} declares {length} bytes but the dataset ends "
-                    "before them (dataset truncated)"
+                    f"truncated: {element.tag} declares {length} bytes, the dataset ends first"
                 )
             elements[element.tag] = element
     except MalformedDataset:
@@ -205,7 +203,7 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
     except Exception as error:  # pydicom raises many types on garbage input
         raise MalformedDataset(f"cannot parse dataset: {error}") from None
     if stream.tell() > size:
-        raise MalformedDataset("an element runs past the end of the dataset (dataset truncated)")
+        raise MalformedDataset("truncated: an element runs past the end of the dataset")
     return ReceivedDataset(elements, little, size)
 
 
@@ -253,6 +251,5 @@ def check_native_pixel_length(dataset: ReceivedDataset, transfer_syntax: UID) ->
     expected = rows * columns * samples * frames * bits // 8
     if actual < expected:
         raise MalformedDataset(
-            f"PixelData holds {actual} bytes but Rows x Columns x SamplesPerPixel x "
-            f"NumberOfFrames x BitsAllocated needs {expected} (pixel data truncated)"
+            f"truncated: PixelData holds {actual} bytes, its geometry needs {expected}"
         )

@@ -7,6 +7,7 @@ folder fsynced, so a file that has a row in the index is always complete. Anythi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -58,7 +59,8 @@ class StorageArea:
             os.rename(partial, final)
             _fsync_folder(folder)
         except OSError as error:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             raise StorageError(error.errno, f"cannot write to storage: {error.strerror}") from None
         return relative
 

@@ -91,6 +91,12 @@ class NodeAE(AE):
 class SharedPortServer(ThreadedAssociationServer):
     """The pynetdicom listener, with SO_REUSEPORT so sibling processes share the port."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # AE.start_server() registers its servers so that shutdown() can unregister them;
+        # make_server(), which is the only way to pass a server class, does not.
+        self.ae._servers.append(self)
+
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()

@@ -1,0 +1,191 @@
+"""Fixtures: the node as a real `dicom-node serve` process, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TRANSFER_SYNTAXES = SHARED_DATA / "dicom_transfer_syntaxes_pydicom"
+MALFORMED = SHARED_DATA / "dicom_malformed_pydicom"
+CT_SERIES = SHARED_DATA / "ct_chest_midrc_ricord_1a"
+DCMTK = Path("/usr/bin")
+TOOL_ENV = {**os.environ, "TCP_NODELAY": "1"}
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DICOM_NODE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout=30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a DCMTK tool by absolute path (pynetdicom installs look-alikes in the venv)."""
+    return subprocess.run(
+        [str(DCMTK / tool), *args], env=TOOL_ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(database_kind, tmp_path) -> str:
+    if database_kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            name = f"dicom_node_test_{uuid.uuid4().hex[:12]}"
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as error:
+        reason = f"no PostgreSQL server answers at {POSTGRES_ADMIN_URL}: {error}"
+        print(reason)
+        pytest.skip(reason)
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@dataclass
+class RunningNode:
+    """A `dicom-node serve` process and what a test needs to talk to it."""
+
+    root: Path
+    config_path: Path
+    settings: dict
+    process: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.root / "node.log"
+
+    @property
+    def port(self) -> int:
+        return self.settings["dicom"]["port"]
+
+    @property
+    def http_port(self) -> int:
+        return self.settings["http"]["port"]
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.settings["storage"]["path"])
+
+    @property
+    def database_url(self) -> str:
+        return self.settings["storage"]["database"]
+
+    def start(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.settings))
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dicom_node", "--config", str(self.config_path), "serve"],
+            cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, self.process)
+        wait_for_port(self.http_port, self.process)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=60)
+        self.process = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def engine(self):
+        from dicom_node.index.database import open_engine
+
+        return open_engine(self.database_url, create=False)
+
+
+@pytest.fixture
+def make_node(tmp_path, database_url):
+    """Factory: a configured node (not yet started); every started node is stopped after."""
+    nodes: list[RunningNode] = []
+
+    def factory(**overrides) -> RunningNode:
+        root = tmp_path / f"node{len(nodes)}"
+        root.mkdir()
+        settings = {
+            "ae_title": "AI_NODE",
+            "dicom": {"host": "127.0.0.1", "port": free_port(), "workers": 1},
+            "http": {"port": free_port()},
+            "storage": {"path": str(root / "storage"), "database": database_url},
+            "study": {"stable_seconds": 3600, "check_interval_seconds": 0.2},
+            "logging": {"level": "INFO"},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(settings.get(key), dict):
+                settings[key].update(value)
+            else:
+                settings[key] = value
+        node = RunningNode(root, root / "node.yaml", settings)
+        nodes.append(node)
+        return node
+
+    yield factory
+    for node in nodes:
+        if node.process is not None:
+            node.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def node(make_node) -> RunningNode:
+    running = make_node()
+    running.start()
+    return running
+
+
+@pytest.fixture
+def copy_files(tmp_path):
+    """Copy named files of a shared data folder into a fresh folder (storescu +sd sends all)."""
+
+    def copy(source: Path, names: list[str] | None = None) -> Path:
+        target = tmp_path / f"send-{uuid.uuid4().hex[:8]}"
+        target.mkdir()
+        for path in sorted(source.glob("*.dcm")):
+            if names is None or path.name in names:
+                shutil.copy(path, target / path.name)
+        return target
+
+    return copy
