@@ -97,7 +97,14 @@ def test_stored_dataset_is_byte_identical_to_what_was_sent(node):
 def test_storescu_full_ct_series_indexed_with_counts(node, copy_files):
     # -xs: propose JPEG Lossless SV1 (the CT's own syntax) so storescu sends it as stored.
     result = dcmtk(
-        "storescu", "-xs", "-aec", "AI_NODE", "127.0.0.1", str(node.port), "+sd", str(copy_files(CT_SERIES))
+        "storescu",
+        "-xs",
+        "-aec",
+        "AI_NODE",
+        "127.0.0.1",
+        str(node.port),
+        "+sd",
+        str(copy_files(CT_SERIES)),
     )
     assert result.returncode == 0 and "E:" not in result.stderr, result.stderr[-2000:]
     with node.engine().connect() as connection:

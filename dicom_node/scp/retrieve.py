@@ -115,7 +115,10 @@ class MoveHandler:
         self._config = config
 
     def __call__(self, event: Event) -> Iterator:
-        destination = event.move_destination.decode("ascii", "replace").strip()
+        destination = event.move_destination
+        if isinstance(destination, bytes):
+            destination = destination.decode("ascii", "replace")
+        destination = destination.strip()
         peer = self._config.peer_by_ae_title(destination)
         if peer is None:
             metrics.FAILURES.labels(reason="move_unknown_destination").inc()

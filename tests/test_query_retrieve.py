@@ -1,0 +1,202 @@
+"""C-FIND, C-GET and C-MOVE driven by DCMTK, with Orthanc as the move destination."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import requests
+
+from .conftest import CT_SERIES, TOOL_ENV, dcmtk, free_port, wait_for_port
+
+STUDY_UID = "1.2.826.0.1.3680043.10.474.419639.152757649181548418723364589755"
+SERIES_UID = "1.2.826.0.1.3680043.10.474.419639.300423266679936330916265249312"
+
+
+@pytest.fixture
+def ct_node(make_node, copy_files, tmp_path):
+    orthanc_port = free_port()
+    node = make_node(
+        peers={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc_port}}
+    )
+    node.orthanc_port = orthanc_port
+    node.start()
+    folder = copy_files(CT_SERIES, [f"1-{n:03d}.dcm" for n in range(1, 21)])
+    result = dcmtk(
+        "dcmsend",
+        "--decompress-never",
+        "-aec",
+        "AI_NODE",
+        "127.0.0.1",
+        str(node.port),
+        "--scan-directories",
+        str(folder),
+    )
+    assert result.returncode == 0, result.stderr
+    return node
+
+
+def find(node, *keys: str, model: str = "-S") -> tuple[list[dict], str]:
+    result = dcmtk(
+        "findscu",
+        "-v",
+        model,
+        "-aec",
+        "AI_NODE",
+        "127.0.0.1",
+        str(node.port),
+        *[arg for key in keys for arg in ("-k", key)],
+    )
+    answers, current = [], None
+    output = result.stdout + result.stderr
+    for line in output.splitlines():
+        if "Find Response:" in line:
+            current = {}
+            answers.append(current)
+        elif current is not None and line.startswith("I: (") and "[" in line:
+            keyword = line.split("#")[-1].split()[-1]
+            current[keyword] = line.split("[", 1)[1].split("]", 1)[0].strip()
+    return answers, output
+
+
+def test_find_at_every_level_with_counts(ct_node):
+    studies, _ = find(
+        ct_node,
+        "QueryRetrieveLevel=STUDY",
+        "PatientID=MIDRC*",
+        "StudyDate=20040101-20041231",
+        "ModalitiesInStudy=CT",
+        "NumberOfStudyRelatedInstances",
+        "NumberOfStudyRelatedSeries",
+        "StudyInstanceUID",
+    )
+    assert len(studies) == 1
+    assert studies[0]["StudyInstanceUID"] == STUDY_UID
+    assert studies[0]["NumberOfStudyRelatedInstances"] == "20"
+    assert studies[0]["NumberOfStudyRelatedSeries"] == "1"
+    patients, _ = find(
+        ct_node,
+        "QueryRetrieveLevel=PATIENT",
+        "PatientName=*ricord*",
+        "NumberOfPatientRelatedInstances",
+        model="-P",
+    )
+    assert patients and patients[0]["NumberOfPatientRelatedInstances"] == "20"
+    series, _ = find(
+        ct_node,
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={STUDY_UID}",
+        "SeriesInstanceUID",
+        "Modality=CT",
+        "NumberOfSeriesRelatedInstances",
+    )
+    assert series[0]["SeriesInstanceUID"] == SERIES_UID
+    assert series[0]["NumberOfSeriesRelatedInstances"] == "20"
+    images, _ = find(
+        ct_node,
+        "QueryRetrieveLevel=IMAGE",
+        f"SeriesInstanceUID={SERIES_UID}",
+        "SOPInstanceUID",
+        "InstanceNumber",
+    )
+    assert len(images) == 20
+    nothing, _ = find(ct_node, "QueryRetrieveLevel=STUDY", "StudyDate=-20001231")
+    assert nothing == []
+
+
+def test_find_bad_level_and_unsupported_key(ct_node):
+    answers, log = find(ct_node, "QueryRetrieveLevel=PATIENT", "PatientID")  # Study Root
+    assert answers == [] and "DataSetDoesNotMatchSOPClass" in log
+    answers, _ = find(ct_node, "QueryRetrieveLevel=STUDY", "PatientWeight=70")
+    assert answers == []
+    assert "C-FIND refused (0xC000): matching on PatientWeight" in ct_node.log()
+
+
+def test_get_returns_the_stored_instances(ct_node, tmp_path):
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        "AI_NODE",
+        "127.0.0.1",
+        str(ct_node.port),
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        f"SeriesInstanceUID={SERIES_UID}",
+        "-od",
+        str(out),
+    )
+    assert len(list(out.iterdir())) == 20, result.stderr[-2000:]
+
+
+def test_move_to_orthanc_and_unknown_destination(ct_node, tmp_path):
+    http = free_port()
+    storage = tmp_path / "orthanc"
+    config = tmp_path / "orthanc.json"
+    config.write_text(
+        json.dumps(
+            {
+                "Name": "test",
+                "StorageDirectory": str(storage),
+                "IndexDirectory": str(storage),
+                "DicomAet": "ORTHANC",
+                "DicomPort": ct_node.orthanc_port,
+                "HttpPort": http,
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "Plugins": [],
+                "DicomModalities": {"node": ["AI_NODE", "127.0.0.1", ct_node.port]},
+            }
+        )
+    )
+    orthanc = subprocess.Popen(
+        ["/usr/sbin/Orthanc", str(config)],
+        env=TOOL_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(ct_node.orthanc_port, orthanc)
+        wait_for_port(http, orthanc)
+        result = dcmtk(
+            "movescu",
+            "-S",
+            "-aec",
+            "AI_NODE",
+            "-aem",
+            "ORTHANC",
+            "127.0.0.1",
+            str(ct_node.port),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        stats = requests.get(f"http://127.0.0.1:{http}/statistics", timeout=10).json()
+        assert stats["CountInstances"] == 20
+        studies = requests.get(f"http://127.0.0.1:{http}/studies?expand", timeout=10).json()
+        assert studies[0]["MainDicomTags"]["StudyInstanceUID"] == STUDY_UID
+    finally:
+        orthanc.terminate()
+        orthanc.wait(timeout=30)
+    result = dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        "AI_NODE",
+        "-aem",
+        "NOBODY",
+        "127.0.0.1",
+        str(ct_node.port),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={STUDY_UID}",
+    )
+    assert "MoveDestinationUnknown" in result.stdout + result.stderr
+    assert "unknown destination AE 'NOBODY'" in ct_node.log()
