@@ -125,8 +125,12 @@ class IndexWriter:
         self._series_statement = insert(series).on_conflict_do_nothing(
             index_elements=["series_instance_uid"]
         )
-        self._instance_statement = insert(instances).on_conflict_do_nothing(
-            index_elements=["sop_instance_uid"]
+        # RETURNING tells a new row from a conflict on both SQLite and PostgreSQL
+        # (rowcount of an ON CONFLICT DO NOTHING insert is not reliable across drivers).
+        self._instance_statement = (
+            insert(instances)
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+            .returning(instances.c.sop_instance_uid)
         )
         self._touch_study = (
             update(studies)
@@ -179,7 +183,7 @@ class IndexWriter:
             calling_ae_title=item.calling_ae_title,
             received_at=item.received_at,
         )
-        inserted = connection.execute(self._instance_statement, row).rowcount
+        inserted = connection.execute(self._instance_statement, row).first() is not None
         if inserted:
             result = CommitResult(Outcome.STORED)
         elif self._duplicates is DuplicatePolicy.REPLACE:
