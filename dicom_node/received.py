@@ -40,32 +40,34 @@ _NATIVE_SYNTAXES = {
     ExplicitVRBigEndian,
 }
 
+#: InstanceAttributes field -> the keyword it is read from; integers are IS values.
+_INDEXED = {
+    "sop_class_uid": "SOPClassUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "instance_number": "InstanceNumber",
+    "patient_id": "PatientID",
+    "issuer_of_patient_id": "IssuerOfPatientID",
+    "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_sex": "PatientSex",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "accession_number": "AccessionNumber",
+    "study_id": "StudyID",
+    "study_description": "StudyDescription",
+    "referring_physician_name": "ReferringPhysicianName",
+    "modality": "Modality",
+    "series_number": "SeriesNumber",
+    "series_description": "SeriesDescription",
+    "body_part_examined": "BodyPartExamined",
+    "series_date": "SeriesDate",
+    "series_time": "SeriesTime",
+}
+_INTEGER_FIELDS = {"instance_number", "series_number"}
 #: Attributes decoded on ingest: the index columns and the pixel geometry checked below.
-_TEXT_KEYWORDS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDescription",
-    "ReferringPhysicianName",
-    "Modality",
-    "SeriesDescription",
-    "BodyPartExamined",
-    "SeriesDate",
-    "SeriesTime",
-    "InstanceNumber",
-    "SeriesNumber",
-    "NumberOfFrames",
-)
+_TEXT_KEYWORDS = (*_INDEXED.values(), "NumberOfFrames")
 _US_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
 _TAGS = {keyword: Tag(tag_for_keyword(keyword)) for keyword in _TEXT_KEYWORDS + _US_KEYWORDS}
 _WANTED = sorted({*_TAGS.values(), _CHARACTER_SET, _PIXEL_DATA})
@@ -209,30 +211,11 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
 
 def instance_attributes(dataset: ReceivedDataset) -> InstanceAttributes:
     """The indexed attributes of `dataset`; UIDs are returned as found (possibly empty)."""
-    text = dataset.text
     return InstanceAttributes(
-        sop_class_uid=text("SOPClassUID"),
-        sop_instance_uid=text("SOPInstanceUID"),
-        study_instance_uid=text("StudyInstanceUID"),
-        series_instance_uid=text("SeriesInstanceUID"),
-        instance_number=dataset.integer("InstanceNumber"),
-        patient_id=text("PatientID"),
-        issuer_of_patient_id=text("IssuerOfPatientID"),
-        patient_name=text("PatientName"),
-        patient_birth_date=text("PatientBirthDate"),
-        patient_sex=text("PatientSex"),
-        study_date=text("StudyDate"),
-        study_time=text("StudyTime"),
-        accession_number=text("AccessionNumber"),
-        study_id=text("StudyID"),
-        study_description=text("StudyDescription"),
-        referring_physician_name=text("ReferringPhysicianName"),
-        modality=text("Modality"),
-        series_number=dataset.integer("SeriesNumber"),
-        series_description=text("SeriesDescription"),
-        body_part_examined=text("BodyPartExamined"),
-        series_date=text("SeriesDate"),
-        series_time=text("SeriesTime"),
+        **{
+            field: dataset.integer(keyword) if field in _INTEGER_FIELDS else dataset.text(keyword)
+            for field, keyword in _INDEXED.items()
+        }
     )
 
 
