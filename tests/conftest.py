@@ -53,6 +53,20 @@ def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedPr
     )
 
 
+def dcmsend(port: int, folder: Path) -> subprocess.CompletedProcess:
+    """Send every file under `folder` to the node, each in its own (possibly compressed) syntax."""
+    return dcmtk(
+        "dcmsend",
+        "--decompress-never",
+        "-aec",
+        "AI_NODE",
+        "127.0.0.1",
+        str(port),
+        "--scan-directories",
+        str(folder),
+    )
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_kind(request) -> str:
     return request.param

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from .conftest import CT_SERIES, TOOL_ENV, dcmtk, free_port, wait_for_port
+from .conftest import CT_SERIES, TOOL_ENV, dcmsend, dcmtk, free_port, wait_for_port
 
 STUDY_UID = "1.2.826.0.1.3680043.10.474.419639.152757649181548418723364589755"
 SERIES_UID = "1.2.826.0.1.3680043.10.474.419639.300423266679936330916265249312"
@@ -23,16 +23,7 @@ def ct_node(make_node, copy_files, tmp_path):
     node.orthanc_port = orthanc_port
     node.start()
     folder = copy_files(CT_SERIES, [f"1-{n:03d}.dcm" for n in range(1, 21)])
-    result = dcmtk(
-        "dcmsend",
-        "--decompress-never",
-        "-aec",
-        "AI_NODE",
-        "127.0.0.1",
-        str(node.port),
-        "--scan-directories",
-        str(folder),
-    )
+    result = dcmsend(node.port, folder)
     assert result.returncode == 0, result.stderr
     return node
 
@@ -58,6 +49,24 @@ def find(node, *keys: str, model: str = "-S") -> tuple[list[dict], str]:
             keyword = line.split("#")[-1].split()[-1]
             current[keyword] = line.split("[", 1)[1].split("]", 1)[0].strip()
     return answers, output
+
+
+def move_study(node, destination: str) -> subprocess.CompletedProcess:
+    """C-MOVE the CT study from the node to `destination` with DCMTK's movescu."""
+    return dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        "AI_NODE",
+        "-aem",
+        destination,
+        "127.0.0.1",
+        str(node.port),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={STUDY_UID}",
+    )
 
 
 def test_find_at_every_level_with_counts(ct_node):
@@ -162,20 +171,7 @@ def test_move_to_orthanc_and_unknown_destination(ct_node, tmp_path):
     try:
         wait_for_port(ct_node.orthanc_port, orthanc)
         wait_for_port(http, orthanc)
-        result = dcmtk(
-            "movescu",
-            "-S",
-            "-aec",
-            "AI_NODE",
-            "-aem",
-            "ORTHANC",
-            "127.0.0.1",
-            str(ct_node.port),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
-        )
+        result = move_study(ct_node, "ORTHANC")
         assert result.returncode == 0, result.stderr[-2000:]
         stats = requests.get(f"http://127.0.0.1:{http}/statistics", timeout=10).json()
         assert stats["CountInstances"] == 20
@@ -184,19 +180,6 @@ def test_move_to_orthanc_and_unknown_destination(ct_node, tmp_path):
     finally:
         orthanc.terminate()
         orthanc.wait(timeout=30)
-    result = dcmtk(
-        "movescu",
-        "-S",
-        "-aec",
-        "AI_NODE",
-        "-aem",
-        "NOBODY",
-        "127.0.0.1",
-        str(ct_node.port),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={STUDY_UID}",
-    )
+    result = move_study(ct_node, "NOBODY")
     assert "MoveDestinationUnknown" in result.stdout + result.stderr
     assert "unknown destination AE 'NOBODY'" in ct_node.log()

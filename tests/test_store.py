@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from dicom_node.index.schema import instances, series, studies
 
-from .conftest import CT_SERIES, MALFORMED, TRANSFER_SYNTAXES, dcmtk
+from .conftest import CT_SERIES, MALFORMED, TRANSFER_SYNTAXES, dcmsend, dcmtk
 
 
 def dataset_bytes(data: bytes) -> tuple[bytes, str]:
@@ -56,16 +56,7 @@ def test_dcmsend_every_transfer_syntax_stored_as_received(node, copy_files):
     """DCMTK proposes each file's own syntax; pixel data must be stored without re-encoding."""
     samples = [p for p in unique_samples() if p.name not in NEWER_THAN_DCMTK]
     folder = copy_files(TRANSFER_SYNTAXES, [p.name for p in samples])
-    result = dcmtk(
-        "dcmsend",
-        "--decompress-never",
-        "-aec",
-        "AI_NODE",
-        "127.0.0.1",
-        str(node.port),
-        "--scan-directories",
-        str(folder),
-    )
+    result = dcmsend(node.port, folder)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = stored_rows(node)
     assert len(rows) == len(samples)
