@@ -2,7 +2,7 @@
 
 Several receiving processes can listen on the same port (SO_REUSEPORT: the kernel spreads
 connections over them), which is how the node gets past one interpreter's GIL. The association
-limit stays global: each process's share is the configured limit minus what the others hold.
+limit stays global: it counts the node's open connections in memory shared by the processes.
 """
 
 from __future__ import annotations
@@ -64,10 +64,15 @@ class NodeAE(AE):
 
     @property
     def maximum_associations(self) -> int:
-        if self._open_total is None:
-            return self._limit
-        held_elsewhere = self._open_total.value - self._open_here
-        return max(self._limit - held_elsewhere, 0)
+        """What pynetdicom compares with its count of acceptor threads in this process.
+
+        That count also holds threads of connections already closed (a port probe's thread
+        lingers), so the limit is applied to open connections instead: node-wide ones, as
+        counted on EVT_CONN_OPEN/CLOSE, the new one included.
+        """
+        open_now = self._open_total.value if self._open_total is not None else self._open_here
+        threads_here = sum(1 for assoc in self.active_associations if assoc.is_acceptor)
+        return max(self._limit - open_now + threads_here, 0)
 
     @maximum_associations.setter
     def maximum_associations(self, value: int) -> None:
@@ -113,7 +118,7 @@ def _log_rejection(event: Event) -> None:
         requestor.ae_title,
         requestor.address,
         requestor.port,
-        event.assoc.acceptor.ae_title if key != (1, 1, 7) else requestor.primitive.called_ae_title,
+        requestor.primitive.called_ae_title,
         reason,
     )
 
