@@ -21,6 +21,7 @@ from pynetdicom import evt
 
 from .config import NodeConfig
 from .index.database import open_engine
+from .recovery import reconcile
 from .storage import StorageArea
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,11 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
         deadline = time.monotonic() + _DRAIN_SECONDS
-        while self.ae.active_associations and time.monotonic() < deadline:
+        # Only established associations have work to finish; a connection that never sent
+        # an association request (a port probe) would hold its thread until the ACSE timeout.
+        while time.monotonic() < deadline and any(
+            association.is_established for association in self.ae.active_associations
+        ):
             time.sleep(0.1)
         for association in self.ae.active_associations:
             association.abort()
@@ -131,6 +136,7 @@ def serve(config: NodeConfig) -> None:
     from .stability import StabilityMonitor
 
     engine = open_engine(config.storage.database_url, create=True)
+    reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
     open_total = context.Value("i", 0) if config.dicom.workers > 1 else None
     receiver = Receiver(config, open_total)

@@ -1,8 +1,9 @@
 """The storage area: received bytes, written durably and never modified afterwards.
 
-A file is written under `incoming/`, fsynced, then renamed into its shard folder and the
-folder fsynced, so a file that has a row in the index is always complete. Anything left in
-`incoming/` after a crash was never acknowledged and is removed at start.
+A file is written under `incoming/` and renamed into its shard folder; `sync` then flushes the
+file and its folder to disk. The C-STORE handler flushes while the index commits the file's
+row and answers only when both are done; `recovery` settles what a crash leaves between the
+two. Anything left in `incoming/` after a crash was never acknowledged and is removed at start.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+_SHARD = re.compile(r"[0-9a-f]{2}")
 
 
 class StorageError(OSError):
@@ -35,7 +40,10 @@ class StorageArea:
             leftover.unlink(missing_ok=True)
 
     def write(self, chunks: list[bytes]) -> str:
-        """Write `chunks` as one new durable file; return its path relative to the root."""
+        """Write `chunks` as one new file; return its path relative to the root.
+
+        The file is complete for readers once this returns, durable once `sync` returns.
+        """
         name = uuid.uuid4().hex
         relative = f"{name[:2]}/{name[2:4]}/{name}.dcm"
         final = self.root / relative
@@ -48,7 +56,6 @@ class StorageArea:
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
-                os.fsync(fd)
             finally:
                 os.close(fd)
             folder = final.parent
@@ -57,12 +64,24 @@ class StorageArea:
                 _fsync_folder(folder.parent)
                 _fsync_folder(folder.parent.parent)
             os.rename(partial, final)
-            _fsync_folder(folder)
         except OSError as error:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
             raise StorageError(error.errno, f"cannot write to storage: {error.strerror}") from None
         return relative
+
+    def sync(self, relative: str) -> None:
+        """Flush a written file's data and its folder entry to disk."""
+        path = self.root / relative
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)  # the data and the size; the rename is in the folder's sync
+            finally:
+                os.close(fd)
+            _fsync_folder(path.parent)
+        except OSError as error:
+            raise StorageError(error.errno, f"cannot flush to storage: {error.strerror}") from None
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -72,6 +91,25 @@ class StorageArea:
             (self.root / relative).unlink(missing_ok=True)
         except OSError as error:
             log.error("cannot remove stored file %s: %s", relative, error.strerror)
+
+    def files_changed_since(self, timestamp: float) -> Iterator[str]:
+        """Relative paths of stored files modified at or after `timestamp`.
+
+        Only shard folders whose own mtime (set when a file is renamed in) is that recent are
+        listed, so this costs one stat per shard folder rather than one per file.
+        """
+        for top in _shards(self.root):
+            for shard in _shards(Path(top.path)):
+                if shard.stat().st_mtime < timestamp:
+                    continue
+                for entry in os.scandir(shard.path):
+                    if entry.name.endswith(".dcm") and entry.stat().st_mtime >= timestamp:
+                        yield f"{top.name}/{shard.name}/{entry.name}"
+
+
+def _shards(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return [e for e in entries if _SHARD.fullmatch(e.name) and e.is_dir()]
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -85,6 +85,7 @@ instances = Table(
     Column("calling_ae_title", String(16), nullable=False, default=""),
     Column("received_at", Float, nullable=False),
     Index("ix_instances_series", "series_instance_uid"),
+    Index("ix_instances_received_at", "received_at"),
 )
 
 #: Job states, consumed by the pipeline (de-identify, infer, deliver).

@@ -21,11 +21,13 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from ..config import DuplicatePolicy
 from ..received import InstanceAttributes
 from .database import dialect_insert
+from .removal import remove_instance
 from .schema import STUDY_RECEIVING, instances, series, studies
 
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
+_MAX_KNOWN_SERIES = 10_000
 
 
 class Outcome(Enum):
@@ -65,14 +67,27 @@ class IndexWriter:
         self._insert = dialect_insert(engine)
         self._queue: queue.Queue[tuple[NewInstance, Future] | None] = queue.Queue()
         self._on_batch = on_batch
+        # Series (and so their studies) already in the index: a series' later instances skip
+        # two inserts. Cleared whenever rows may have gone (a failed batch, a retraction).
+        self._known_series: set[str] = set()
         self._prepare_statements()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
         self._thread.start()
 
-    def commit(self, item: NewInstance) -> CommitResult:
+    def submit(self, item: NewInstance) -> Future[CommitResult]:
+        """Queue the row; the future resolves once it is committed (or failed)."""
         future: Future[CommitResult] = Future()
         self._queue.put((item, future))
-        return future.result()
+        return future
+
+    def commit(self, item: NewInstance) -> CommitResult:
+        return self.submit(item).result()
+
+    def retract(self, item: NewInstance) -> None:
+        """Take back a committed row whose file could not be made durable."""
+        with self._engine.begin() as connection:
+            remove_instance(connection, item.attributes.sop_instance_uid, item.path)
+        self._known_series.clear()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -103,6 +118,7 @@ class IndexWriter:
             with self._engine.begin() as connection:
                 results = [self._write(connection, item) for item, _ in batch]
         except Exception as error:
+            self._known_series.clear()
             if len(batch) == 1:
                 log.error("index commit failed: %s", error)
                 batch[0][1].set_exception(error)
@@ -111,6 +127,9 @@ class IndexWriter:
             for pair in batch:
                 self._commit_batch([pair])
             return
+        if len(self._known_series) > _MAX_KNOWN_SERIES:
+            self._known_series.clear()
+        self._known_series.update(item.attributes.series_instance_uid for item, _ in batch)
         if self._on_batch:
             self._on_batch(len(batch))
         for (_, future), result in zip(batch, results, strict=True):
@@ -138,7 +157,7 @@ class IndexWriter:
             .values(state=STUDY_RECEIVING, last_received_at=bindparam("at"))
         )
 
-    def _write(self, connection: Connection, item: NewInstance) -> CommitResult:
+    def _write_study_and_series(self, connection: Connection, item: NewInstance) -> None:
         a = item.attributes
         connection.execute(
             self._study_statement,
@@ -172,6 +191,11 @@ class IndexWriter:
                 series_time=a.series_time,
             ),
         )
+
+    def _write(self, connection: Connection, item: NewInstance) -> CommitResult:
+        a = item.attributes
+        if a.series_instance_uid not in self._known_series:
+            self._write_study_and_series(connection, item)
         row = dict(
             sop_instance_uid=a.sop_instance_uid,
             series_instance_uid=a.series_instance_uid,

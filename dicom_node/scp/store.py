@@ -1,13 +1,14 @@
 """The C-STORE handler: check, write durably, index, then answer.
 
-The answer is sent only after the file is fsynced and its index row committed. The stored file
-holds the dataset bytes exactly as received, behind a file meta group written here.
+The answer is sent only after the file is flushed to disk and its index row committed. The
+stored file holds the dataset bytes exactly as received, behind a file meta group written here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -17,7 +18,7 @@ from pynetdicom.events import Event
 from .. import metrics
 from ..config import DuplicatePolicy
 from ..file_meta import encode_file_meta
-from ..index.writer import IndexWriter, NewInstance, Outcome
+from ..index.writer import CommitResult, IndexWriter, NewInstance, Outcome
 from ..received import (
     MalformedDataset,
     check_native_pixel_length,
@@ -130,14 +131,7 @@ class StoreHandler:
             calling_ae_title=calling_ae,
             received_at=time.time(),
         )
-        try:
-            result = self._writer.commit(item)
-        except Exception as error:
-            self._storage.remove(path)
-            raise StoreFailure(
-                INDEX_UNAVAILABLE, "index_write", f"index unavailable: {type(error).__name__}"
-            ) from None
-
+        result = self._write_durably(item)
         if result.outcome in (Outcome.DUPLICATE_KEPT, Outcome.DUPLICATE_REJECTED):
             # Duplicates are found by the index's unique key, which also settles two
             # associations storing the same instance at once.
@@ -150,6 +144,41 @@ class StoreHandler:
             log.info("instance from %s replaced an earlier copy", calling_ae)
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
+
+    def _write_durably(self, item: NewInstance) -> CommitResult:
+        """Flush the file and commit its row; both are done when this returns.
+
+        The flush runs while the index commits (they wait on different disk writes); a crash
+        in between is settled by `recovery` at the next start. Under the `replace` policy the
+        earlier copy's row is overwritten, so the new file must be durable first.
+        """
+        if self._duplicates is DuplicatePolicy.REPLACE:
+            self._sync(item)
+            return self._commit(self._writer.submit(item), item)
+        pending = self._writer.submit(item)
+        try:
+            self._sync(item)
+        except StoreFailure:
+            if self._commit(pending, item).outcome is Outcome.STORED:
+                self._writer.retract(item)
+            raise
+        return self._commit(pending, item)
+
+    def _sync(self, item: NewInstance) -> None:
+        try:
+            self._storage.sync(item.path)
+        except StorageError as error:
+            self._storage.remove(item.path)
+            raise StoreFailure(OUT_OF_RESOURCES, "storage_write", str(error)) from None
+
+    def _commit(self, pending: Future[CommitResult], item: NewInstance) -> CommitResult:
+        try:
+            return pending.result()
+        except Exception as error:
+            self._storage.remove(item.path)
+            raise StoreFailure(
+                INDEX_UNAVAILABLE, "index_write", f"index unavailable: {type(error).__name__}"
+            ) from None
 
     def _on_duplicate(self, sop_instance: str, calling_ae: str) -> None:
         metrics.DUPLICATES.labels(policy=self._duplicates.value).inc()

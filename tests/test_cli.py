@@ -1,0 +1,118 @@
+"""The `dicom-node` command line: check-config, and echo/send as an SCU against DCMTK's storescp."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, free_port, wait_for_port
+
+
+def dicom_node(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_node", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def write_config(tmp_path, settings: dict):
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture
+def storescp(tmp_path):
+    """DCMTK's storescp as the peer (+xa: any transfer syntax), writing into a folder."""
+    port = free_port()
+    received = tmp_path / "storescp"
+    received.mkdir()
+    process = subprocess.Popen(
+        [str(DCMTK / "storescp"), "+xa", "-aet", "STORESCP", "-od", str(received), str(port)],
+        env=TOOL_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    yield port, received
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_check_config_accepts_the_shipped_default():
+    result = dicom_node("check-config", "config/node.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout and "AI_NODE" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"dicom": {"port": "eleven"}}, "dicom.port"),
+        ({"dicom": {"prot": 104}}, "dicom.prot"),
+        ({"storage": {"duplicates": "sometimes"}}, "storage.duplicates"),
+        ({"ae_title": "A_TITLE_MUCH_TOO_LONG"}, "ae_title"),
+        ({"dicom": {"require_known_calling_ae": True}}, "no peers are configured"),
+    ],
+)
+def test_check_config_names_the_bad_key(tmp_path, settings, message):
+    result = dicom_node("check-config", str(write_config(tmp_path, settings)))
+    assert result.returncode == 3
+    assert message in result.stderr
+
+
+def test_check_config_reports_unreadable_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("dicom: [unclosed\n")
+    result = dicom_node("check-config", str(path))
+    assert result.returncode == 3
+    assert "not valid YAML" in result.stderr
+
+
+def test_echo_and_send_to_a_peer_that_is_down(tmp_path):
+    down = free_port()  # nothing listens here
+    config = write_config(
+        tmp_path, {"peers": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": down}}}
+    )
+    for args in (["echo", "pacs"], ["send", "pacs", str(TRANSFER_SYNTAXES / "CT_small.dcm")]):
+        result = dicom_node("--config", str(config), *args)
+        assert result.returncode == 2, result.stderr
+        assert f"cannot reach peer 'pacs' (PACS at 127.0.0.1:{down})" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_echo_unknown_peer_lists_the_known_ones(tmp_path):
+    config = write_config(
+        tmp_path, {"peers": {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104}}}
+    )
+    result = dicom_node("--config", str(config), "echo", "nowhere")
+    assert result.returncode == 3
+    assert "unknown peer 'nowhere'" in result.stderr and "pacs" in result.stderr
+
+
+def test_echo_and_send_to_storescp(tmp_path, storescp):
+    port, received = storescp
+    config = write_config(
+        tmp_path,
+        {"peers": {"archive": {"ae_title": "STORESCP", "host": "127.0.0.1", "port": port}}},
+    )
+    result = dicom_node("--config", str(config), "echo", "archive")
+    assert result.returncode == 0, result.stderr
+    assert "C-ECHO to archive: success" in result.stdout
+
+    files = [TRANSFER_SYNTAXES / name for name in ("CT_small.dcm", "MR_small_RLE.dcm")]
+    not_dicom = tmp_path / "notes.txt"
+    not_dicom.write_text("not a DICOM file")
+    result = dicom_node(
+        "--config", str(config), "send", "archive", *map(str, files), str(not_dicom)
+    )
+    assert result.returncode == 1  # one input was not DICOM: reported, the rest sent
+    assert "sent 2 instance(s) to archive, 1 failed" in result.stdout
+    assert "notes.txt" in result.stderr
+    assert len(list(received.iterdir())) == 2

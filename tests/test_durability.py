@@ -1,0 +1,161 @@
+"""Crashes and restarts: what was acknowledged survives, what was not leaves nothing behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import select, update
+
+from dicom_node.index.schema import JOB_DONE, JOB_PENDING, STUDY_COMPLETE, jobs, studies
+
+from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, dcmtk
+from .test_store import stored_rows
+
+
+def write_study(folder, count: int, study_uid: str | None = None) -> dict[str, str]:
+    """`count` copies of a small CT with fresh instance UIDs; returns file name -> SOP UID."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = dcmread(TRANSFER_SYNTAXES / "CT_small.dcm")
+    template.StudyInstanceUID = study_uid or generate_uid()
+    template.SeriesInstanceUID = generate_uid()
+    written = {}
+    for number in range(count):
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.InstanceNumber = number + 1
+        name = f"{number:04d}.dcm"
+        template.save_as(folder / name)
+        written[name] = str(template.SOPInstanceUID)
+    return written
+
+
+def storescu(port: int, folder) -> subprocess.CompletedProcess:
+    return dcmtk("storescu", "-aec", "AI_NODE", "127.0.0.1", str(port), "+sd", str(folder))
+
+
+def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(make_node, tmp_path):
+    node = make_node()
+    node.start()
+    folder = tmp_path / "study"
+    uids = write_study(folder, 300)
+    # -v prints each file before sending it and each response after: the acknowledgements.
+    sender = subprocess.Popen(
+        [str(DCMTK / "storescu"), "-v", "-aec", "AI_NODE", "127.0.0.1", str(node.port)]
+        + [str(folder / name) for name in sorted(uids)],
+        env=TOOL_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    acknowledged, current = [], None
+    for line in sender.stdout:
+        if "Sending file:" in line:
+            current = line.rsplit("/", 1)[-1].strip()
+        elif "Received Store Response (Success)" in line:
+            acknowledged.append(uids[current])
+            if len(acknowledged) == 120:
+                node.stop(signal.SIGKILL)
+    sender.wait(timeout=60)
+    assert len(acknowledged) >= 120 and len(acknowledged) < 300, "the node was not killed mid-way"
+
+    node.start()
+    rows = stored_rows(node)
+    missing = [uid for uid in acknowledged if uid not in rows]
+    assert not missing, f"{len(missing)} acknowledged instance(s) lost"
+    expected = dcmread(folder / "0000.dcm").PixelData
+    for row in rows.values():  # every indexed file is complete, acknowledged or not
+        stored = node.storage / row["path"]
+        assert stored.stat().st_size == row["size"]
+        assert dcmread(stored).PixelData == expected
+    assert list((node.storage / "incoming").iterdir()) == []
+    assert len(list(node.storage.glob("??/??/*.dcm"))) == len(rows)
+    # The sender can simply send everything again: duplicates are kept once.
+    assert storescu(node.port, folder).returncode == 0
+    assert len(stored_rows(node)) == 300
+
+
+def test_restart_settles_what_a_power_cut_leaves(make_node, tmp_path):
+    """A committed row whose file is short, and a file with no row, never were acknowledged."""
+    node = make_node()
+    node.start()
+    uids = write_study(tmp_path / "study", 3)
+    assert storescu(node.port, tmp_path / "study").returncode == 0
+    node.stop()
+    rows = stored_rows(node)
+    short_uid, kept_uid, _ = sorted(rows)
+    short_file = node.storage / rows[short_uid]["path"]
+    short_file.write_bytes(short_file.read_bytes()[:1000])
+    orphan = node.storage / rows[kept_uid]["path"].replace(".dcm", "0.dcm")
+    orphan.write_bytes(b"\0" * 500)
+
+    node.start()
+    after = stored_rows(node)
+    assert sorted(after) == sorted(set(uids.values()) - {short_uid})
+    assert not short_file.exists() and not orphan.exists()
+    log = node.log()
+    assert "removed 1 index row(s) whose file was not complete" in log
+    assert "removed 1 stored file(s) without an index row" in log
+
+
+def wait_until(condition, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def study_state(node, study_uid: str) -> str | None:
+    with node.engine().connect() as connection:
+        return connection.execute(
+            select(studies.c.state).where(studies.c.study_instance_uid == study_uid)
+        ).scalar()
+
+
+def study_jobs(node, study_uid: str) -> list[str]:
+    with node.engine().connect() as connection:
+        return list(
+            connection.execute(
+                select(jobs.c.state)
+                .where(jobs.c.study_instance_uid == study_uid)
+                .order_by(jobs.c.id)
+            ).scalars()
+        )
+
+
+def test_stable_study_gets_a_durable_job_and_reopens_on_new_instances(make_node, tmp_path):
+    node = make_node(study={"stable_seconds": 1.5, "check_interval_seconds": 0.2})
+    node.start()
+    study_uid = generate_uid()
+    write_study(tmp_path / "first", 2, study_uid)
+    assert storescu(node.port, tmp_path / "first").returncode == 0
+    assert study_state(node, study_uid) == "receiving"
+    assert study_jobs(node, study_uid) == []
+    wait_until(lambda: study_state(node, study_uid) == STUDY_COMPLETE)
+    assert study_jobs(node, study_uid) == [JOB_PENDING]
+
+    # More instances reopen the study; the job still pending covers them (no second job).
+    write_study(tmp_path / "late", 1, study_uid)
+    assert storescu(node.port, tmp_path / "late").returncode == 0
+    assert study_state(node, study_uid) == "receiving"
+    wait_until(lambda: study_state(node, study_uid) == STUDY_COMPLETE)
+    assert study_jobs(node, study_uid) == [JOB_PENDING]
+
+    # A restart, even a hard one, keeps the pending job.
+    node.stop(signal.SIGKILL)
+    node.start()
+    assert study_jobs(node, study_uid) == [JOB_PENDING]
+
+    # Once that job is done, new instances make the study complete again with a new job.
+    with node.engine().begin() as connection:
+        connection.execute(update(jobs).values(state=JOB_DONE))
+    write_study(tmp_path / "later", 1, study_uid)
+    assert storescu(node.port, tmp_path / "later").returncode == 0
+    wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE, JOB_PENDING])
+    assert "study complete after" in node.log()

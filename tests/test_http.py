@@ -1,0 +1,53 @@
+"""`/healthz` and `/metrics` as a monitoring system scrapes them, with one and two receivers."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydicom import dcmread
+
+from .conftest import MALFORMED
+from .test_durability import storescu, write_study
+from .test_store import send_raw
+
+
+def get(node, path: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}{path}", timeout=10) as answer:
+        return answer.status, answer.headers["Content-Type"], answer.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_count_what_was_received_and_refused(make_node, tmp_path, workers):
+    node = make_node(dicom={"workers": workers})
+    node.start()
+    status, _, body = get(node, "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+    write_study(tmp_path / "study", 5)
+    for _ in range(2):  # two associations: with two receivers, likely one on each
+        assert storescu(node.port, tmp_path / "study").returncode == 0
+    bad = MALFORMED / "MR_truncated.dcm"
+    meta = dcmread(bad, stop_before_pixels=True, force=True).file_meta
+    send_raw(node.port, meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID, bad)
+
+    status, content_type, body = get(node, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    values = samples(body)
+    sizes = sum(path.stat().st_size for path in node.storage.glob("??/??/*.dcm"))
+    assert values[("dicom_node_instances_received_total", ())] == 5
+    assert values[("dicom_node_bytes_received_total", ())] == sizes
+    assert values[("dicom_node_duplicates_total", (("policy", "keep_first"),))] == 5
+    assert values[("dicom_node_store_latency_seconds_count", ())] == 10  # every success
+    assert values[("dicom_node_failures_total", (("reason", "malformed_dataset"),))] == 1
+    assert values[("dicom_node_open_associations", ())] == 0
