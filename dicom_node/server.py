@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
-from multiprocessing.sharedctypes import Synchronized
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import SynchronizedArray
+from multiprocessing.synchronize import Lock as LockType
 
 from pydicom import config as pydicom_config
 from pynetdicom import evt
 
-from .config import NodeConfig
+from .config import ConfigError, NodeConfig
 from .index.database import open_engine
 from .recovery import reconcile
 from .storage import StorageArea
@@ -38,13 +42,24 @@ def configure_logging(level: str) -> None:
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+@dataclass(frozen=True)
+class SharedState:
+    """What the receiving processes share: the listening socket, their open associations,
+    and on SQLite a lock queueing their index commits (SQLite's busy handler sleeps for
+    milliseconds at a time)."""
+
+    listening_socket: socket.socket
+    loads: SynchronizedArray
+    index_lock: LockType | None
+
+
 class Receiver:
     """One pynetdicom listener with its handlers and index writer."""
 
-    def __init__(self, config: NodeConfig, open_total: Synchronized | None) -> None:
+    def __init__(self, config: NodeConfig, shared: SharedState, slot: int) -> None:
         from . import metrics
         from .index.writer import IndexWriter
-        from .scp.ae import SharedPortServer, access_handlers, build_ae
+        from .scp.ae import SharedListener, access_handlers, build_ae
         from .scp.find import FindHandler
         from .scp.retrieve import GetHandler, MoveHandler
         from .scp.store import StoreHandler
@@ -56,9 +71,12 @@ class Receiver:
         self.engine = open_engine(config.storage.database_url, create=False)
         storage = StorageArea(config.storage.path)
         self.writer = IndexWriter(
-            self.engine, config.storage.duplicates, on_batch=metrics.INDEX_BATCH.observe
+            self.engine,
+            config.storage.duplicates,
+            on_batch=metrics.INDEX_BATCH.observe,
+            lock=shared.index_lock,
         )
-        self.ae = build_ae(config, open_total)
+        self.ae = build_ae(config, shared.loads, slot)
         handlers = access_handlers(self.ae) + [
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (
@@ -72,7 +90,8 @@ class Receiver:
         self.server = self.ae.make_server(
             (config.dicom.host, config.dicom.port),
             evt_handlers=handlers,
-            server_class=SharedPortServer,
+            server_class=SharedListener,
+            listening_socket=shared.listening_socket,
         )
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="dicom-listener", daemon=True
@@ -98,23 +117,32 @@ class Receiver:
         self.engine.dispose()
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(parent_sentinel: int | None = None) -> None:
+    """Block until SIGTERM/SIGINT or, in a child receiver, until the main process is gone."""
     stop = threading.Event()
 
     def _handler(signum, _frame) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
+    def _watch_parent() -> None:
+        # A main process killed outright must not leave receivers holding the port.
+        multiprocessing.connection.wait([parent_sentinel])
+        log.warning("the node's main process is gone: stopping this receiver")
+        stop.set()
+
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
+    if parent_sentinel is not None:
+        threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
     stop.wait()
 
 
-def _child_receiver(config: NodeConfig, open_total: Synchronized) -> None:
+def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
     configure_logging(config.logging.level)
-    receiver = Receiver(config, open_total)
+    receiver = Receiver(config, shared, slot)
     receiver.start()
-    _wait_for_signal()
+    _wait_for_signal(multiprocessing.parent_process().sentinel)
     receiver.stop()
 
 
@@ -133,16 +161,28 @@ def serve(config: NodeConfig) -> None:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
     from .http_api import HttpServer, create_app
+    from .scp.ae import open_listening_socket
     from .stability import StabilityMonitor
 
     engine = open_engine(config.storage.database_url, create=True)
     reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
-    open_total = context.Value("i", 0) if config.dicom.workers > 1 else None
-    receiver = Receiver(config, open_total)
+    try:
+        listening = open_listening_socket(config.dicom.host, config.dicom.port)
+    except OSError as error:
+        raise ConfigError(
+            f"dicom.port: cannot listen on {config.dicom.host}:{config.dicom.port}: "
+            f"{error.strerror}"
+        ) from None
+    shared = SharedState(
+        listening_socket=listening,
+        loads=context.Array("i", config.dicom.workers),
+        index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
+    )
+    receiver = Receiver(config, shared, 0)
     children = [
         context.Process(
-            target=_child_receiver, args=(config, open_total), name=f"receiver-{number}"
+            target=_child_receiver, args=(config, shared, number), name=f"receiver-{number}"
         )
         for number in range(1, config.dicom.workers)
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 
@@ -159,3 +160,16 @@ def test_stable_study_gets_a_durable_job_and_reopens_on_new_instances(make_node,
     assert storescu(node.port, tmp_path / "later").returncode == 0
     wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE, JOB_PENDING])
     assert "study complete after" in node.log()
+
+
+def test_receivers_stop_when_the_main_process_is_killed(make_node):
+    node = make_node(dicom={"workers": 2})
+    node.start()
+    node.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while True:  # the child receiver notices and releases the port
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", node.port)) != 0:
+                break
+        assert time.monotonic() < deadline, "a receiver outlived the main process"
+        time.sleep(0.2)

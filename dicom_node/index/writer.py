@@ -1,18 +1,21 @@
 """Group commit of new instances into the index.
 
 Association threads hand their rows to one committer thread, which writes every row waiting
-at that moment in a single transaction and then wakes each sender. Each C-STORE is still
-answered only after its own row is committed, but concurrent stores share one commit (and one
-fsync of the database journal) instead of queueing for the write lock one by one.
+at that moment in a single transaction, one multi-row statement per table, and then wakes each
+sender. Each C-STORE is still answered only after its own row is committed, but concurrent
+stores share one commit (and one flush of the database journal) instead of queueing for the
+write lock one by one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -61,15 +64,18 @@ class IndexWriter:
         engine: Engine,
         duplicates: DuplicatePolicy,
         on_batch: Callable[[int], None] | None = None,
+        lock: AbstractContextManager | None = None,
     ) -> None:
         self._engine = engine
         self._duplicates = duplicates
         self._insert = dialect_insert(engine)
         self._queue: queue.Queue[tuple[NewInstance, Future] | None] = queue.Queue()
         self._on_batch = on_batch
+        self._lock = lock or contextlib.nullcontext()
         # Series (and so their studies) already in the index: a series' later instances skip
         # two inserts. Cleared whenever rows may have gone (a failed batch, a retraction).
         self._known_series: set[str] = set()
+        self._open_connection: Connection | None = None
         self._prepare_statements()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
         self._thread.start()
@@ -111,14 +117,16 @@ class IndexWriter:
                 batch.append(item)
             self._commit_batch(batch)
             if stop:
+                self._drop_connection()
                 return
 
     def _commit_batch(self, batch: list[tuple[NewInstance, Future]]) -> None:
         try:
-            with self._engine.begin() as connection:
-                results = [self._write(connection, item) for item, _ in batch]
+            connection = self._connection()
+            with self._lock, connection.begin():
+                results = self._write_batch(connection, [item for item, _ in batch])
         except Exception as error:
-            self._known_series.clear()
+            self._drop_connection()
             if len(batch) == 1:
                 log.error("index commit failed: %s", error)
                 batch[0][1].set_exception(error)
@@ -135,6 +143,21 @@ class IndexWriter:
         for (_, future), result in zip(batch, results, strict=True):
             future.set_result(result)
 
+    def _connection(self) -> Connection:
+        # One connection for the thread's life: checking one out of the pool per batch
+        # cost as much as the rows themselves.
+        if self._open_connection is None:
+            self._open_connection = self._engine.connect()
+        return self._open_connection
+
+    def _drop_connection(self) -> None:
+        """After a failure: forget what may have changed and reconnect on the next batch."""
+        self._known_series.clear()
+        if self._open_connection is not None:
+            with contextlib.suppress(Exception):
+                self._open_connection.close()
+            self._open_connection = None
+
     def _prepare_statements(self) -> None:
         # Built once: compiling a fresh INSERT per row costs more than the row itself.
         insert = self._insert
@@ -144,8 +167,8 @@ class IndexWriter:
         self._series_statement = insert(series).on_conflict_do_nothing(
             index_elements=["series_instance_uid"]
         )
-        # RETURNING tells a new row from a conflict on both SQLite and PostgreSQL
-        # (rowcount of an ON CONFLICT DO NOTHING insert is not reliable across drivers).
+        # RETURNING tells new rows from conflicts on both SQLite and PostgreSQL, also when
+        # the batch's rows go in as one multi-row INSERT.
         self._instance_statement = (
             insert(instances)
             .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
@@ -157,73 +180,119 @@ class IndexWriter:
             .values(state=STUDY_RECEIVING, last_received_at=bindparam("at"))
         )
 
-    def _write_study_and_series(self, connection: Connection, item: NewInstance) -> None:
-        a = item.attributes
-        connection.execute(
-            self._study_statement,
-            dict(
-                study_instance_uid=a.study_instance_uid,
-                patient_id=a.patient_id,
-                issuer_of_patient_id=a.issuer_of_patient_id,
-                patient_name=a.patient_name,
-                patient_birth_date=a.patient_birth_date,
-                patient_sex=a.patient_sex,
-                study_date=a.study_date,
-                study_time=a.study_time,
-                accession_number=a.accession_number,
-                study_id=a.study_id,
-                study_description=a.study_description,
-                referring_physician_name=a.referring_physician_name,
-                state=STUDY_RECEIVING,
-                last_received_at=item.received_at,
-            ),
-        )
-        connection.execute(
-            self._series_statement,
-            dict(
-                series_instance_uid=a.series_instance_uid,
-                study_instance_uid=a.study_instance_uid,
-                modality=a.modality,
-                series_number=a.series_number,
-                series_description=a.series_description,
-                body_part_examined=a.body_part_examined,
-                series_date=a.series_date,
-                series_time=a.series_time,
-            ),
-        )
-
-    def _write(self, connection: Connection, item: NewInstance) -> CommitResult:
-        a = item.attributes
-        if a.series_instance_uid not in self._known_series:
-            self._write_study_and_series(connection, item)
-        row = dict(
-            sop_instance_uid=a.sop_instance_uid,
-            series_instance_uid=a.series_instance_uid,
-            sop_class_uid=a.sop_class_uid,
-            instance_number=a.instance_number,
-            transfer_syntax_uid=item.transfer_syntax_uid,
-            path=item.path,
-            size=item.size,
-            calling_ae_title=item.calling_ae_title,
-            received_at=item.received_at,
-        )
-        inserted = connection.execute(self._instance_statement, row).first() is not None
-        if inserted:
-            result = CommitResult(Outcome.STORED)
-        elif self._duplicates is DuplicatePolicy.REPLACE:
-            old_path = connection.execute(
-                select(instances.c.path).where(instances.c.sop_instance_uid == a.sop_instance_uid)
-            ).scalar_one()
+    def _write_batch(self, connection: Connection, items: list[NewInstance]) -> list[CommitResult]:
+        """Write the batch's rows with one statement per table; return each item's outcome."""
+        new_series = {
+            item.attributes.series_instance_uid: item
+            for item in items
+            if item.attributes.series_instance_uid not in self._known_series
+        }
+        if new_series:
+            studies_rows = {
+                item.attributes.study_instance_uid: _study_row(item) for item in new_series.values()
+            }
+            connection.execute(self._study_statement, _parameters(list(studies_rows.values())))
             connection.execute(
-                update(instances)
-                .where(instances.c.sop_instance_uid == a.sop_instance_uid)
-                .values(**row)
+                self._series_statement,
+                _parameters([_series_row(item) for item in new_series.values()]),
             )
-            result = CommitResult(Outcome.REPLACED, replaced_path=old_path)
-        elif self._duplicates is DuplicatePolicy.REJECT:
-            return CommitResult(Outcome.DUPLICATE_REJECTED)
-        else:
-            return CommitResult(Outcome.DUPLICATE_KEPT)
+        # The first item of each SOP Instance UID is tried as new; any other (the same
+        # instance sent twice at once) is a duplicate of it.
+        firsts: dict[str, int] = {}
+        for position, item in enumerate(items):
+            firsts.setdefault(item.attributes.sop_instance_uid, position)
+        inserted = set(
+            connection.execute(
+                self._instance_statement,
+                _parameters([_instance_row(items[position]) for position in firsts.values()]),
+            ).scalars()
+        )
+        results = [
+            CommitResult(Outcome.STORED)
+            if firsts[item.attributes.sop_instance_uid] == position
+            and item.attributes.sop_instance_uid in inserted
+            else self._write_duplicate(connection, item)
+            for position, item in enumerate(items)
+        ]
         # New content: the study is receiving again, whatever its state was.
-        connection.execute(self._touch_study, {"uid": a.study_instance_uid, "at": item.received_at})
-        return result
+        touched: dict[str, float] = {}
+        for item, result in zip(items, results, strict=True):
+            if result.outcome in (Outcome.STORED, Outcome.REPLACED):
+                uid = item.attributes.study_instance_uid
+                touched[uid] = max(touched.get(uid, 0.0), item.received_at)
+        if touched:
+            connection.execute(
+                self._touch_study,
+                _parameters([{"uid": uid, "at": at} for uid, at in touched.items()]),
+            )
+        return results
+
+    def _write_duplicate(self, connection: Connection, item: NewInstance) -> CommitResult:
+        if self._duplicates is DuplicatePolicy.REJECT:
+            return CommitResult(Outcome.DUPLICATE_REJECTED)
+        if self._duplicates is DuplicatePolicy.KEEP_FIRST:
+            return CommitResult(Outcome.DUPLICATE_KEPT)
+        uid = item.attributes.sop_instance_uid
+        old_path = connection.execute(
+            select(instances.c.path).where(instances.c.sop_instance_uid == uid)
+        ).scalar_one()
+        connection.execute(
+            update(instances)
+            .where(instances.c.sop_instance_uid == uid)
+            .values(**_instance_row(item))
+        )
+        return CommitResult(Outcome.REPLACED, replaced_path=old_path)
+
+
+def _parameters(rows: list[dict]) -> dict | list[dict]:
+    """One row as a plain execute: SQLAlchemy's many-rows path costs more than the row."""
+    return rows[0] if len(rows) == 1 else rows
+
+
+def _study_row(item: NewInstance) -> dict:
+    a = item.attributes
+    return dict(
+        study_instance_uid=a.study_instance_uid,
+        patient_id=a.patient_id,
+        issuer_of_patient_id=a.issuer_of_patient_id,
+        patient_name=a.patient_name,
+        patient_birth_date=a.patient_birth_date,
+        patient_sex=a.patient_sex,
+        study_date=a.study_date,
+        study_time=a.study_time,
+        accession_number=a.accession_number,
+        study_id=a.study_id,
+        study_description=a.study_description,
+        referring_physician_name=a.referring_physician_name,
+        state=STUDY_RECEIVING,
+        last_received_at=item.received_at,
+    )
+
+
+def _series_row(item: NewInstance) -> dict:
+    a = item.attributes
+    return dict(
+        series_instance_uid=a.series_instance_uid,
+        study_instance_uid=a.study_instance_uid,
+        modality=a.modality,
+        series_number=a.series_number,
+        series_description=a.series_description,
+        body_part_examined=a.body_part_examined,
+        series_date=a.series_date,
+        series_time=a.series_time,
+    )
+
+
+def _instance_row(item: NewInstance) -> dict:
+    a = item.attributes
+    return dict(
+        sop_instance_uid=a.sop_instance_uid,
+        series_instance_uid=a.series_instance_uid,
+        sop_class_uid=a.sop_class_uid,
+        instance_number=a.instance_number,
+        transfer_syntax_uid=item.transfer_syntax_uid,
+        path=item.path,
+        size=item.size,
+        calling_ae_title=item.calling_ae_title,
+        received_at=item.received_at,
+    )

@@ -1,15 +1,18 @@
 """The node's Application Entity as an SCP: presentation contexts, access control, the listener.
 
-Several receiving processes can listen on the same port (SO_REUSEPORT: the kernel spreads
-connections over them), which is how the node gets past one interpreter's GIL. The association
-limit stays global: it counts the node's open connections in memory shared by the processes.
+Several receiving processes accept from one listening socket, which is how the node gets past
+one interpreter's GIL. A process that holds more associations than a sibling lets the sibling
+accept first, so parallel senders spread evenly (SO_REUSEPORT's hashing put three of four
+senders on one process as often as not). The association limit stays global: each process
+counts its open connections in an array shared by all.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from multiprocessing.sharedctypes import Synchronized
+import time
+from multiprocessing.sharedctypes import SynchronizedArray
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
@@ -26,6 +29,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from .. import metrics
 from ..config import NodeConfig
+from . import wakeups
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +60,11 @@ _REJECT_REASONS = {
 class NodeAE(AE):
     """An AE whose association limit is shared with the node's other receiving processes."""
 
-    def __init__(self, ae_title: str, limit: int, open_total: Synchronized | None) -> None:
+    def __init__(self, ae_title: str, limit: int, loads: SynchronizedArray, slot: int) -> None:
         super().__init__(ae_title)
         self._limit = limit
-        self._open_total = open_total
-        self._open_here = 0
+        self._loads = loads
+        self._slot = slot
 
     @property
     def maximum_associations(self) -> int:
@@ -70,7 +74,7 @@ class NodeAE(AE):
         lingers), so the limit is applied to open connections instead: node-wide ones, as
         counted on EVT_CONN_OPEN/CLOSE, the new one included.
         """
-        open_now = self._open_total.value if self._open_total is not None else self._open_here
+        open_now = sum(self._loads)
         threads_here = sum(1 for assoc in self.active_associations if assoc.is_acceptor)
         return max(self._limit - open_now + threads_here, 0)
 
@@ -78,33 +82,70 @@ class NodeAE(AE):
     def maximum_associations(self, value: int) -> None:
         self._limit = value
 
-    def connection_opened(self, _event: Event) -> None:
-        self._open_here += 1
-        if self._open_total is not None:
-            with self._open_total.get_lock():
-                self._open_total.value += 1
+    def busier_than_a_sibling(self) -> bool:
+        loads = self._loads[:]
+        return loads[self._slot] > min(loads)
+
+    def connection_accepted(self) -> None:
+        """Counted at accept (not later, on EVT_CONN_OPEN, in the connection's own thread)
+        so that connections arriving together already see this process as busier."""
+        self._count(+1)
+
+    def connection_opened(self, event: Event) -> None:
+        wakeups.install(event.assoc)
         metrics.OPEN_ASSOCIATIONS.inc()
 
     def connection_closed(self, _event: Event) -> None:
-        self._open_here -= 1
-        if self._open_total is not None:
-            with self._open_total.get_lock():
-                self._open_total.value -= 1
+        self._count(-1)
         metrics.OPEN_ASSOCIATIONS.dec()
 
+    def _count(self, change: int) -> None:
+        with self._loads.get_lock():
+            self._loads[self._slot] += change
 
-class SharedPortServer(ThreadedAssociationServer):
-    """The pynetdicom listener, with SO_REUSEPORT so sibling processes share the port."""
 
-    def __init__(self, *args, **kwargs) -> None:
+#: How long a busier process waits before accepting, so that a less loaded sibling takes
+#: the connection (the busier one then finds nothing left to accept).
+_DEFER_SECONDS = 0.005
+
+
+class SharedListener(ThreadedAssociationServer):
+    """pynetdicom's listener, accepting from a listening socket opened once for all processes."""
+
+    def __init__(self, *args, listening_socket: socket.socket, **kwargs) -> None:
+        self._listening_socket = listening_socket
         super().__init__(*args, **kwargs)
         # AE.start_server() registers its servers so that shutdown() can unregister them;
         # make_server(), which is the only way to pass a server class, does not.
         self.ae._servers.append(self)
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        self.socket.close()
+        self.socket = self._listening_socket
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Already listening (see `open_listening_socket`)."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        if self.ae.busier_than_a_sibling():
+            time.sleep(_DEFER_SECONDS)
+        # Non-blocking: when a sibling took the connection, accept() raises BlockingIOError,
+        # which socketserver treats as "no request this time".
+        request = super().get_request()
+        self.ae.connection_accepted()
+        return request
+
+    def server_close(self) -> None:
+        # Only close: shutdown() would stop the siblings listening on the same socket.
+        self.socket.close()
+
+
+def open_listening_socket(host: str, port: int) -> socket.socket:
+    """The node's DICOM port, non-blocking so that every process can race to accept."""
+    listening = socket.create_server((host, port), backlog=128)
+    listening.setblocking(False)
+    return listening
 
 
 def _log_rejection(event: Event) -> None:
@@ -133,10 +174,10 @@ def _log_accepted(event: Event) -> None:
     )
 
 
-def build_ae(config: NodeConfig, open_total: Synchronized | None = None) -> NodeAE:
-    """The SCP entity described by `config` (contexts, limits, AE title checks)."""
+def build_ae(config: NodeConfig, loads: SynchronizedArray, slot: int) -> NodeAE:
+    """The SCP entity of receiving process `slot` (contexts, limits, AE title checks)."""
     dicom = config.dicom
-    ae = NodeAE(config.ae_title, dicom.max_associations, open_total)
+    ae = NodeAE(config.ae_title, dicom.max_associations, loads, slot)
     ae.maximum_pdu_size = dicom.max_pdu_size
     ae.network_timeout = dicom.network_timeout
     ae.acse_timeout = dicom.acse_timeout
