@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from ..config import DuplicatePolicy
 from ..received import InstanceAttributes
@@ -249,50 +249,26 @@ def _parameters(rows: list[dict]) -> dict | list[dict]:
     return rows[0] if len(rows) == 1 else rows
 
 
+def _row(table: Table, item: NewInstance, **fixed) -> dict:
+    """A row of `table`: each column from `fixed`, the item's attributes, or the item."""
+    row = {}
+    for name in table.columns.keys():
+        if name in fixed:
+            row[name] = fixed[name]
+        elif hasattr(item.attributes, name):
+            row[name] = getattr(item.attributes, name)
+        else:
+            row[name] = getattr(item, name)
+    return row
+
+
 def _study_row(item: NewInstance) -> dict:
-    a = item.attributes
-    return dict(
-        study_instance_uid=a.study_instance_uid,
-        patient_id=a.patient_id,
-        issuer_of_patient_id=a.issuer_of_patient_id,
-        patient_name=a.patient_name,
-        patient_birth_date=a.patient_birth_date,
-        patient_sex=a.patient_sex,
-        study_date=a.study_date,
-        study_time=a.study_time,
-        accession_number=a.accession_number,
-        study_id=a.study_id,
-        study_description=a.study_description,
-        referring_physician_name=a.referring_physician_name,
-        state=STUDY_RECEIVING,
-        last_received_at=item.received_at,
-    )
+    return _row(studies, item, state=STUDY_RECEIVING, last_received_at=item.received_at)
 
 
 def _series_row(item: NewInstance) -> dict:
-    a = item.attributes
-    return dict(
-        series_instance_uid=a.series_instance_uid,
-        study_instance_uid=a.study_instance_uid,
-        modality=a.modality,
-        series_number=a.series_number,
-        series_description=a.series_description,
-        body_part_examined=a.body_part_examined,
-        series_date=a.series_date,
-        series_time=a.series_time,
-    )
+    return _row(series, item)
 
 
 def _instance_row(item: NewInstance) -> dict:
-    a = item.attributes
-    return dict(
-        sop_instance_uid=a.sop_instance_uid,
-        series_instance_uid=a.series_instance_uid,
-        sop_class_uid=a.sop_class_uid,
-        instance_number=a.instance_number,
-        transfer_syntax_uid=item.transfer_syntax_uid,
-        path=item.path,
-        size=item.size,
-        calling_ae_title=item.calling_ae_title,
-        received_at=item.received_at,
-    )
+    return _row(instances, item)

@@ -29,7 +29,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from .. import metrics
 from ..config import NodeConfig
-from . import wakeups
+from . import tuning
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class NodeAE(AE):
         self._count(+1)
 
     def connection_opened(self, event: Event) -> None:
-        wakeups.install(event.assoc)
+        tuning.install(event.assoc)
         metrics.OPEN_ASSOCIATIONS.inc()
 
     def connection_closed(self, _event: Event) -> None:
