@@ -159,25 +159,26 @@ class IndexWriter:
             self._open_connection = None
 
     def _prepare_statements(self) -> None:
-        # Built once: compiling a fresh INSERT per row costs more than the row itself.
+        # Compiled once to the driver's SQL and run with the driver's executemany:
+        # SQLAlchemy's per-statement machinery cost more than the rows themselves.
         insert = self._insert
-        self._study_statement = insert(studies).on_conflict_do_nothing(
-            index_elements=["study_instance_uid"]
+        self._insert_studies = _DriverStatement(
+            self._engine,
+            insert(studies).on_conflict_do_nothing(index_elements=["study_instance_uid"]),
         )
-        self._series_statement = insert(series).on_conflict_do_nothing(
-            index_elements=["series_instance_uid"]
+        self._insert_series = _DriverStatement(
+            self._engine,
+            insert(series).on_conflict_do_nothing(index_elements=["series_instance_uid"]),
         )
-        # RETURNING tells new rows from conflicts on both SQLite and PostgreSQL, also when
-        # the batch's rows go in as one multi-row INSERT.
-        self._instance_statement = (
-            insert(instances)
-            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
-            .returning(instances.c.sop_instance_uid)
+        self._insert_instances = _DriverStatement(
+            self._engine,
+            insert(instances).on_conflict_do_nothing(index_elements=["sop_instance_uid"]),
         )
-        self._touch_study = (
+        self._touch_studies = _DriverStatement(
+            self._engine,
             update(studies)
             .where(studies.c.study_instance_uid == bindparam("uid"))
-            .values(state=STUDY_RECEIVING, last_received_at=bindparam("at"))
+            .values(state=STUDY_RECEIVING, last_received_at=bindparam("at")),
         )
 
     def _write_batch(self, connection: Connection, items: list[NewInstance]) -> list[CommitResult]:
@@ -191,28 +192,27 @@ class IndexWriter:
             studies_rows = {
                 item.attributes.study_instance_uid: _study_row(item) for item in new_series.values()
             }
-            connection.execute(self._study_statement, _parameters(list(studies_rows.values())))
-            connection.execute(
-                self._series_statement,
-                _parameters([_series_row(item) for item in new_series.values()]),
-            )
+            self._insert_studies.run(connection, list(studies_rows.values()))
+            self._insert_series.run(connection, [_series_row(item) for item in new_series.values()])
         # The first item of each SOP Instance UID is tried as new; any other (the same
         # instance sent twice at once) is a duplicate of it.
-        firsts: dict[str, int] = {}
-        for position, item in enumerate(items):
-            firsts.setdefault(item.attributes.sop_instance_uid, position)
-        inserted = set(
-            connection.execute(
-                self._instance_statement,
-                _parameters([_instance_row(items[position]) for position in firsts.values()]),
-            ).scalars()
-        )
+        firsts: dict[str, NewInstance] = {}
+        for item in items:
+            firsts.setdefault(item.attributes.sop_instance_uid, item)
+        added = self._insert_instances.run(connection, [_instance_row(i) for i in firsts.values()])
+        if added == len(firsts):
+            new_paths = {item.path for item in firsts.values()}
+        else:  # some were there already: the rows that hold this batch's files are the new ones
+            new_paths = set(
+                connection.execute(
+                    select(instances.c.path).where(instances.c.sop_instance_uid.in_(list(firsts)))
+                ).scalars()
+            )
         results = [
             CommitResult(Outcome.STORED)
-            if firsts[item.attributes.sop_instance_uid] == position
-            and item.attributes.sop_instance_uid in inserted
+            if item.path in new_paths
             else self._write_duplicate(connection, item)
-            for position, item in enumerate(items)
+            for item in items
         ]
         # New content: the study is receiving again, whatever its state was.
         touched: dict[str, float] = {}
@@ -221,9 +221,8 @@ class IndexWriter:
                 uid = item.attributes.study_instance_uid
                 touched[uid] = max(touched.get(uid, 0.0), item.received_at)
         if touched:
-            connection.execute(
-                self._touch_study,
-                _parameters([{"uid": uid, "at": at} for uid, at in touched.items()]),
+            self._touch_studies.run(
+                connection, [{"uid": uid, "at": at} for uid, at in touched.items()]
             )
         return results
 
@@ -244,9 +243,23 @@ class IndexWriter:
         return CommitResult(Outcome.REPLACED, replaced_path=old_path)
 
 
-def _parameters(rows: list[dict]) -> dict | list[dict]:
-    """One row as a plain execute: SQLAlchemy's many-rows path costs more than the row."""
-    return rows[0] if len(rows) == 1 else rows
+class _DriverStatement:
+    """A statement compiled once for the engine's driver, run with the driver's executemany."""
+
+    def __init__(self, engine: Engine, statement) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self._sql = compiled.string
+        self._positions = compiled.positiontup if compiled.positional else None
+        self._constants = compiled.params  # values written into the statement (e.g. a state)
+
+    def run(self, connection: Connection, rows: list[dict]) -> int:
+        """Execute for every row; return the number of rows changed."""
+        rows = [{**self._constants, **row} for row in rows] if self._constants else rows
+        if self._positions is None:
+            parameters = rows
+        else:
+            parameters = [tuple(row[name] for name in self._positions) for row in rows]
+        return connection.exec_driver_sql(self._sql, parameters).rowcount
 
 
 def _row(table: Table, item: NewInstance, **fixed) -> dict:
