@@ -1,15 +1,15 @@
 """`dicom-node serve`: the receiving processes, the stability monitor and the HTTP server.
 
 The main process prepares storage and index, then runs one receiver, the monitor and HTTP;
-`dicom.workers - 1` more receivers run in child processes on the same port. SIGTERM or SIGINT
-stops accepting associations, lets open ones finish (bounded), and exits.
+`dicom.workers - 1` more receivers run in child processes on the same port, started again if
+they die. SIGTERM or SIGINT stops accepting associations, lets open ones finish (bounded), and
+exits.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -31,6 +31,7 @@ from .storage import StorageArea
 log = logging.getLogger(__name__)
 
 _DRAIN_SECONDS = 30.0
+_SUPERVISION_SECONDS = 1.0
 
 
 def configure_logging(level: str) -> None:
@@ -117,33 +118,49 @@ class Receiver:
         self.engine.dispose()
 
 
-def _wait_for_signal(parent_sentinel: int | None = None) -> None:
-    """Block until SIGTERM/SIGINT or, in a child receiver, until the main process is gone."""
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = threading.Event()
 
     def _handler(signum, _frame) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
-    def _watch_parent() -> None:
-        # A main process killed outright must not leave receivers holding the port.
-        multiprocessing.connection.wait([parent_sentinel])
-        log.warning("the node's main process is gone: stopping this receiver")
-        stop.set()
-
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
-    if parent_sentinel is not None:
-        threading.Thread(target=_watch_parent, name="parent-watch", daemon=True).start()
-    stop.wait()
+    return stop
 
 
 def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
     configure_logging(config.logging.level)
+    stop = _stop_on_signal()
     receiver = Receiver(config, shared, slot)
     receiver.start()
-    _wait_for_signal(multiprocessing.parent_process().sentinel)
+    # A main process killed outright must not leave receivers holding the port.
+    parent = multiprocessing.parent_process()
+    while not stop.wait(_SUPERVISION_SECONDS):
+        if not parent.is_alive():
+            log.warning("the node's main process is gone: stopping this receiver")
+            break
     receiver.stop()
+
+
+def _start_receiver(context, config: NodeConfig, shared: SharedState, slot: int):
+    process = context.Process(
+        target=_child_receiver, args=(config, shared, slot), name=f"receiver-{slot}"
+    )
+    process.start()
+    return process
+
+
+def _replace_if_dead(process, context, config: NodeConfig, shared: SharedState, slot: int):
+    """A receiving process that died (killed, out of memory) is started again."""
+    if process.is_alive():
+        return process
+    log.error("receiving process %s exited with code %s: starting it again", slot, process.exitcode)
+    with shared.loads.get_lock():
+        shared.loads[slot] = 0  # its connections died with it
+    return _start_receiver(context, config, shared, slot)
 
 
 def _prepare_metrics_folder(storage_root) -> None:
@@ -179,15 +196,12 @@ def serve(config: NodeConfig) -> None:
         loads=context.Array("i", config.dicom.workers),
         index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
     )
+    stop = _stop_on_signal()
     receiver = Receiver(config, shared, 0)
-    children = [
-        context.Process(
-            target=_child_receiver, args=(config, shared, number), name=f"receiver-{number}"
-        )
-        for number in range(1, config.dicom.workers)
-    ]
-    for child in children:
-        child.start()
+    children = {
+        slot: _start_receiver(context, config, shared, slot)
+        for slot in range(1, config.dicom.workers)
+    }
     receiver.start()
     monitor = StabilityMonitor(
         engine, config.study.stable_seconds, config.study.check_interval_seconds
@@ -207,14 +221,16 @@ def serve(config: NodeConfig) -> None:
         config.http.port,
         engine.url.render_as_string(hide_password=True),
     )
-    _wait_for_signal()
-    for child in children:
-        if child.pid is not None:
-            os.kill(child.pid, signal.SIGTERM)
+    while not stop.wait(_SUPERVISION_SECONDS):
+        for slot, child in children.items():
+            children[slot] = _replace_if_dead(child, context, config, shared, slot)
+    for child in children.values():
+        if child.is_alive():
+            child.terminate()  # SIGTERM: the child drains its associations
     receiver.stop()
     monitor.stop()
     http.stop()
-    for child in children:
+    for child in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)
     engine.dispose()
     log.info("stopped")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -173,3 +175,26 @@ def test_receivers_stop_when_the_main_process_is_killed(make_node):
                 break
         assert time.monotonic() < deadline, "a receiver outlived the main process"
         time.sleep(0.2)
+
+
+def test_a_killed_receiving_process_is_replaced(make_node, tmp_path):
+    node = make_node(dicom={"workers": 2})
+    node.start()
+    children = Path(f"/proc/{node.process.pid}/task/{node.process.pid}/children")
+    receivers = wait_until(lambda: [int(pid) for pid in children.read_text().split()])
+    for pid in receivers:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: "starting it again" in node.log())
+    folders = [tmp_path / f"study{i}" for i in range(4)]
+    for folder in folders:
+        write_study(folder, 5)
+    senders = [
+        subprocess.Popen(
+            [str(DCMTK / "storescu"), "-aec", "AI_NODE", "127.0.0.1", str(node.port), "+sd"]
+            + [str(folder)],
+            env=TOOL_ENV,
+        )
+        for folder in folders
+    ]
+    assert [sender.wait(timeout=60) for sender in senders] == [0, 0, 0, 0]
+    assert len(stored_rows(node)) == 20

@@ -13,11 +13,11 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
+from multiprocessing.synchronize import Lock as LockType
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
 _MAX_KNOWN_SERIES = 10_000
+_TURN_TIMEOUT_SECONDS = 5.0
 
 
 class Outcome(Enum):
@@ -64,14 +65,14 @@ class IndexWriter:
         engine: Engine,
         duplicates: DuplicatePolicy,
         on_batch: Callable[[int], None] | None = None,
-        lock: AbstractContextManager | None = None,
+        lock: LockType | None = None,
     ) -> None:
         self._engine = engine
         self._duplicates = duplicates
         self._insert = dialect_insert(engine)
         self._queue: queue.Queue[tuple[NewInstance, Future] | None] = queue.Queue()
         self._on_batch = on_batch
-        self._lock = lock or contextlib.nullcontext()
+        self._lock = lock
         # Series (and so their studies) already in the index: a series' later instances skip
         # two inserts. Cleared whenever rows may have gone (a failed batch, a retraction).
         self._known_series: set[str] = set()
@@ -123,7 +124,7 @@ class IndexWriter:
     def _commit_batch(self, batch: list[tuple[NewInstance, Future]]) -> None:
         try:
             connection = self._connection()
-            with self._lock, connection.begin():
+            with _commit_turn(self._lock), connection.begin():
                 results = self._write_batch(connection, [item for item, _ in batch])
         except Exception as error:
             self._drop_connection()
@@ -241,6 +242,21 @@ class IndexWriter:
             .values(**_instance_row(item))
         )
         return CommitResult(Outcome.REPLACED, replaced_path=old_path)
+
+
+@contextlib.contextmanager
+def _commit_turn(lock: LockType | None) -> Iterator[None]:
+    """Hold the lock shared by the receiving processes, if any, while committing.
+
+    Bounded: a receiving process killed while holding it must not stop the others, which
+    then fall back on the database's own locking.
+    """
+    held = lock.acquire(timeout=_TURN_TIMEOUT_SECONDS) if lock is not None else False
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 class _DriverStatement:
