@@ -15,9 +15,10 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from multiprocessing.synchronize import Lock as LockType
+from operator import itemgetter
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
@@ -244,6 +245,11 @@ class IndexWriter:
         return CommitResult(Outcome.REPLACED, replaced_path=old_path)
 
 
+def _tuple_getter(names: list[str]) -> Callable[[dict], tuple]:
+    getter = itemgetter(*names)
+    return getter if len(names) > 1 else lambda row: (getter(row),)
+
+
 @contextlib.contextmanager
 def _commit_turn(lock: LockType | None) -> Iterator[None]:
     """Hold the lock shared by the receiving processes, if any, while committing.
@@ -265,29 +271,35 @@ class _DriverStatement:
     def __init__(self, engine: Engine, statement) -> None:
         compiled = statement.compile(dialect=engine.dialect)
         self._sql = compiled.string
-        self._positions = compiled.positiontup if compiled.positional else None
-        self._constants = compiled.params  # values written into the statement (e.g. a state)
+        self._in_order = _tuple_getter(compiled.positiontup) if compiled.positional else None
+        # Values written into the statement itself (e.g. a state to set).
+        self._constants = {k: v for k, v in compiled.params.items() if v is not None}
 
     def run(self, connection: Connection, rows: list[dict]) -> int:
         """Execute for every row; return the number of rows changed."""
-        rows = [{**self._constants, **row} for row in rows] if self._constants else rows
-        if self._positions is None:
-            parameters = rows
-        else:
-            parameters = [tuple(row[name] for name in self._positions) for row in rows]
+        if self._constants:
+            rows = [{**self._constants, **row} for row in rows]
+        parameters = rows if self._in_order is None else [self._in_order(row) for row in rows]
         return connection.exec_driver_sql(self._sql, parameters).rowcount
+
+
+def _columns(table: Table) -> list[tuple[str, bool]]:
+    """Each column's name, and whether InstanceAttributes (rather than NewInstance) holds it."""
+    attributes = {field.name for field in fields(InstanceAttributes)}
+    return [(name, name in attributes) for name in table.columns.keys()]
+
+
+_COLUMNS = {table.name: _columns(table) for table in (studies, series, instances)}
 
 
 def _row(table: Table, item: NewInstance, **fixed) -> dict:
     """A row of `table`: each column from `fixed`, the item's attributes, or the item."""
-    row = {}
-    for name in table.columns.keys():
-        if name in fixed:
-            row[name] = fixed[name]
-        elif hasattr(item.attributes, name):
-            row[name] = getattr(item.attributes, name)
-        else:
-            row[name] = getattr(item, name)
+    a = item.attributes
+    row = {
+        name: getattr(a, name) if in_attributes else getattr(item, name, None)
+        for name, in_attributes in _COLUMNS[table.name]
+    }
+    row.update(fixed)
     return row
 
 
