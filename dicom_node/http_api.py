@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import uvicorn
@@ -12,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from . import metrics
-from .storage import StorageArea
+from .storage import StorageArea, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +28,10 @@ def create_app(engine: Engine, storage: StorageArea, ae_title: str) -> FastAPI:
                 connection.execute(text("SELECT 1"))
         except Exception as error:
             problems.append(f"index: {type(error).__name__}")
-        if not os.access(storage.incoming, os.W_OK):
-            problems.append("storage: not writable")
+        try:
+            storage.check_writable()
+        except StorageError as error:
+            problems.append(f"storage: {error.strerror}")
         body = {"status": "ok" if not problems else "failing", "ae_title": ae_title}
         if problems:
             body["problems"] = problems

@@ -83,6 +83,15 @@ class StorageArea:
         except OSError as error:
             raise StorageError(error.errno, f"cannot flush to storage: {error.strerror}") from None
 
+    def check_writable(self) -> None:
+        """Create and remove a small file where received files start; StorageError if not."""
+        probe = self.incoming / f"probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"probe")
+            probe.unlink()
+        except OSError as error:
+            raise StorageError(error.errno, f"storage not writable: {error.strerror}") from None
+
     def path(self, relative: str) -> Path:
         return self.root / relative
 

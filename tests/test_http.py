@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -15,8 +16,12 @@ from .test_store import send_raw
 
 
 def get(node, path: str) -> tuple[int, str, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}{path}", timeout=10) as answer:
-        return answer.status, answer.headers["Content-Type"], answer.read().decode()
+    url = f"http://127.0.0.1:{node.http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.headers["Content-Type"], answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -51,3 +56,17 @@ def test_metrics_count_what_was_received_and_refused(make_node, tmp_path, worker
     assert values[("dicom_node_store_latency_seconds_count", ())] == 10  # every success
     assert values[("dicom_node_failures_total", (("reason", "malformed_dataset"),))] == 1
     assert values[("dicom_node_open_associations", ())] == 0
+
+
+def test_healthz_fails_when_storage_cannot_be_written(node):
+    incoming = node.storage / "incoming"
+    incoming.rmdir()
+    incoming.write_text("not a folder")  # writes now fail in the OS, even as root
+    status, _, body = get(node, "/healthz")
+    assert status == 503
+    answer = json.loads(body)
+    assert answer["status"] == "failing"
+    assert any(problem.startswith("storage: ") for problem in answer["problems"])
+    incoming.unlink()
+    incoming.mkdir()
+    assert get(node, "/healthz")[0] == 200
