@@ -15,14 +15,19 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
 from .config import NodeConfig, PeerConfig
+from .outbound_syntax import (
+    MAX_CONTEXTS,
+    accepted_syntaxes,
+    as_accepted,
+    needs_decompression,
+    proposed_contexts,
+)
 
 log = logging.getLogger(__name__)
 
 # Send files as stored, without decoding them (needs an exact transfer syntax match,
 # which the contexts below always propose).
 _config.STORE_SEND_CHUNKED_DATASET = True
-
-_MAX_CONTEXTS = 128  # PS3.8 7.1.1.13
 
 
 class PeerUnavailable(Exception):
@@ -96,25 +101,34 @@ def send(config: NodeConfig, peer_name: str, paths: Iterable[Path]) -> SendRepor
         except (InvalidDicomError, AttributeError, OSError) as error:
             report.failed.append((str(path), f"not a DICOM file with file meta: {error}"))
     keys = list(groups)
-    for start in range(0, len(keys), _MAX_CONTEXTS):
-        batch = keys[start : start + _MAX_CONTEXTS]
-        contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in batch]
-        association = _associate(config, peer_name, contexts)
+    # At most two contexts per key (its syntax, an uncompressed fallback) fit in one association.
+    per_association = MAX_CONTEXTS // 2
+    for start in range(0, len(keys), per_association):
+        batch = keys[start : start + per_association]
+        association = _associate(config, peer_name, proposed_contexts(batch))
         try:
-            for key in batch:
-                for path in groups[key]:
-                    _send_one(association, path, report)
+            for sop_class, syntax in batch:
+                accepted = accepted_syntaxes(association.accepted_contexts, sop_class)
+                for path in groups[(sop_class, syntax)]:
+                    _send_one(association, path, syntax, accepted, report)
         finally:
             if association.is_established:
                 association.release()
     return report
 
 
-def _send_one(association: Association, path: Path, report: SendReport) -> None:
+def _send_one(
+    association: Association, path: Path, syntax: str, accepted: set[str], report: SendReport
+) -> None:
+    if syntax not in accepted and not needs_decompression(syntax, accepted):
+        report.failed.append((str(path), f"the peer accepts neither {syntax} nor uncompressed"))
+        return
     try:
-        status = association.send_c_store(path)
-    except (ValueError, AttributeError) as error:
-        report.failed.append((str(path), str(error)))
+        # As stored when the peer takes the file's syntax (sent from the file, not decoded).
+        payload = as_accepted(dcmread(path), syntax, accepted) if syntax not in accepted else path
+        status = association.send_c_store(payload)
+    except (ValueError, AttributeError, NotImplementedError, RuntimeError) as error:
+        report.failed.append((str(path), str(error)))  # e.g. no codec to decompress it
         return
     if not status or "Status" not in status:
         report.failed.append((str(path), "no answer (association aborted or timed out)"))

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+from pydicom import dcmread
 
 from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, free_port, wait_for_port
 
@@ -29,12 +30,12 @@ def write_config(tmp_path, settings: dict):
 
 @pytest.fixture
 def storescp(tmp_path):
-    """DCMTK's storescp as the peer (+xa: any transfer syntax), writing into a folder."""
+    """DCMTK's storescp as the peer (by default it accepts only uncompressed syntaxes)."""
     port = free_port()
     received = tmp_path / "storescp"
     received.mkdir()
     process = subprocess.Popen(
-        [str(DCMTK / "storescp"), "+xa", "-aet", "STORESCP", "-od", str(received), str(port)],
+        [str(DCMTK / "storescp"), "-aet", "STORESCP", "-od", str(received), str(port)],
         env=TOOL_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -115,4 +116,11 @@ def test_echo_and_send_to_storescp(tmp_path, storescp):
     assert result.returncode == 1  # one input was not DICOM: reported, the rest sent
     assert "sent 2 instance(s) to archive, 1 failed" in result.stdout
     assert "notes.txt" in result.stderr
-    assert len(list(received.iterdir())) == 2
+    arrived = {dcmread(path).SOPInstanceUID: dcmread(path) for path in received.iterdir()}
+    assert len(arrived) == 2
+    rle = dcmread(files[1])
+    # storescp refuses RLE: the node fell back to an uncompressed copy of the same pixels.
+    copy = arrived[rle.SOPInstanceUID]
+    assert not copy.file_meta.TransferSyntaxUID.is_compressed
+    rle.decompress()
+    assert copy.PixelData == rle.PixelData

@@ -1,8 +1,7 @@
 """C-MOVE and C-GET handlers: sending stored instances back, as stored when the peer accepts it.
 
-Each instance is offered in its stored transfer syntax first. When the peer only accepts an
-uncompressed syntax, the instance is decompressed for that sub-operation (the stored file is
-never changed).
+Each instance is offered in its stored transfer syntax first, with an uncompressed fallback
+(see `outbound_syntax`).
 """
 
 from __future__ import annotations
@@ -12,9 +11,8 @@ from collections.abc import Iterator
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -24,6 +22,7 @@ from sqlalchemy import Engine
 from .. import metrics
 from ..config import NodeConfig
 from ..index.query import QueryError, build_query, matching_instances
+from ..outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
 from ..storage import StorageArea
 from .find import UNABLE_TO_PROCESS, QueryFailure, _identifier_values, parse_level
 
@@ -35,7 +34,6 @@ _PATIENT_ROOT = {
     PatientRootQueryRetrieveInformationModelMove,
     PatientRootQueryRetrieveInformationModelGet,
 }
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 def _matches(engine: Engine, event: Event) -> list[dict]:
@@ -54,26 +52,8 @@ def _matches(engine: Engine, event: Event) -> list[dict]:
 
 def storage_contexts(rows: list[dict]) -> list[PresentationContext]:
     """Presentation contexts to propose for `rows`: each SOP class with its stored syntaxes."""
-    syntaxes: dict[str, list[str]] = {}
-    for row in rows:
-        offered = syntaxes.setdefault(row["sop_class_uid"], [])
-        if row["transfer_syntax_uid"] not in offered:
-            offered.append(row["transfer_syntax_uid"])
-    contexts = []
-    for sop_class, stored in syntaxes.items():
-        for syntax in stored:
-            contexts.append(build_context(sop_class, [syntax]))
-        if any(UID(syntax) not in _UNCOMPRESSED for syntax in stored):
-            contexts.append(build_context(sop_class, list(_UNCOMPRESSED)))
-    return contexts[:128]  # PS3.8: at most 128 presentation contexts per association
-
-
-def _accepted_syntaxes(event: Event, sop_class: str) -> set[str]:
-    return {
-        str(context.transfer_syntax[0])
-        for context in event.assoc.accepted_contexts
-        if context.abstract_syntax == sop_class
-    }
+    pairs = ((row["sop_class_uid"], row["transfer_syntax_uid"]) for row in rows)
+    return proposed_contexts(pairs)[:MAX_CONTEXTS]
 
 
 class _Sender:
@@ -84,12 +64,7 @@ class _Sender:
 
     def load(self, row: dict, accepted: set[str]) -> Dataset:
         dataset = dcmread(self._storage.path(row["path"]))
-        stored = row["transfer_syntax_uid"]
-        if not accepted or stored in accepted:
-            return dataset
-        if UID(stored).is_compressed and accepted & {str(s) for s in _UNCOMPRESSED}:
-            dataset.decompress()
-        return dataset
+        return as_accepted(dataset, row["transfer_syntax_uid"], accepted)
 
     def sub_operations(
         self, rows: list[dict], accepted_for: callable
@@ -151,11 +126,7 @@ class MoveHandler:
                 )
             if store_assoc is None:
                 return set()
-            return {
-                str(cx.transfer_syntax[0])
-                for cx in store_assoc.accepted_contexts
-                if cx.abstract_syntax == sop_class
-            }
+            return accepted_syntaxes(store_assoc.accepted_contexts, sop_class)
 
         for status, dataset in self._sender.sub_operations(rows, accepted_for):
             if event.is_cancelled:
@@ -183,7 +154,7 @@ class GetHandler:
         log.info("C-GET of %d instance(s)", len(rows))
         yield len(rows)
         for status, dataset in self._sender.sub_operations(
-            rows, lambda sop_class: _accepted_syntaxes(event, sop_class)
+            rows, lambda sop_class: accepted_syntaxes(event.assoc.accepted_contexts, sop_class)
         ):
             if event.is_cancelled:
                 yield 0xFE00, None
