@@ -7,6 +7,10 @@ import subprocess
 
 import pytest
 import requests
+from pydicom import dcmread
+from sqlalchemy import select
+
+from dicom_node.index.schema import instances
 
 from .conftest import CT_SERIES, TOOL_ENV, dcmsend, dcmtk, free_port, wait_for_port
 
@@ -122,6 +126,9 @@ def test_find_bad_level_and_unsupported_key(ct_node):
     assert "C-FIND refused (0xC000): matching on PatientWeight" in ct_node.log()
 
 
+UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+
+
 def test_get_returns_the_stored_instances(ct_node, tmp_path):
     out = tmp_path / "got"
     out.mkdir()
@@ -140,6 +147,13 @@ def test_get_returns_the_stored_instances(ct_node, tmp_path):
         str(out),
     )
     assert len(list(out.iterdir())) == 20, result.stderr[-2000:]
+    # getscu takes only uncompressed syntaxes by default: the JPEG Lossless CT was decompressed
+    # for the transfer, and must still be the same instances.
+    received = [dcmread(path) for path in out.iterdir()]
+    assert {str(d.file_meta.TransferSyntaxUID) for d in received} <= UNCOMPRESSED_SYNTAXES
+    with ct_node.engine().connect() as connection:
+        stored = set(connection.execute(select(instances.c.sop_instance_uid)).scalars())
+    assert {str(d.SOPInstanceUID) for d in received} == stored
 
 
 def test_move_to_orthanc_and_unknown_destination(ct_node, tmp_path):
