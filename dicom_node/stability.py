@@ -15,6 +15,7 @@ from sqlalchemy import Engine, and_, select, update
 
 from .index.database import dialect_insert
 from .index.schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
+from .index.writer import STUDY_TOUCH_INTERVAL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class StabilityMonitor:
 
     def run_once(self, now: float) -> list[str]:
         """Complete every study quiet since before `now - stable_seconds`; return their UIDs."""
-        cutoff = now - self._stable_seconds
+        # Writers refresh last_received_at at most once per touch interval.
+        cutoff = now - self._stable_seconds - STUDY_TOUCH_INTERVAL_SECONDS
         quiet = and_(studies.c.state == STUDY_RECEIVING, studies.c.last_received_at <= cutoff)
         completed = []
         with self._engine.connect() as connection:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
 _MAX_KNOWN_SERIES = 10_000
+#: A study's last_received_at is refreshed at most this often by one writer (one statement
+#: per instance saved); the stability monitor waits this much longer to make up for it.
+STUDY_TOUCH_INTERVAL_SECONDS = 1.0
 _TURN_TIMEOUT_SECONDS = 5.0
 
 
@@ -77,6 +80,9 @@ class IndexWriter:
         # Series (and so their studies) already in the index: a series' later instances skip
         # two inserts. Cleared whenever rows may have gone (a failed batch, a retraction).
         self._known_series: set[str] = set()
+        # Study UID -> the received_at this writer last committed to it.
+        self._touched_at: dict[str, float] = {}
+        self._touching: dict[str, float] = {}
         self._open_connection: Connection | None = None
         self._prepare_statements()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
@@ -139,7 +145,9 @@ class IndexWriter:
             return
         if len(self._known_series) > _MAX_KNOWN_SERIES:
             self._known_series.clear()
+            self._touched_at.clear()
         self._known_series.update(item.attributes.series_instance_uid for item, _ in batch)
+        self._touched_at.update(self._touching)
         if self._on_batch:
             self._on_batch(len(batch))
         for (_, future), result in zip(batch, results, strict=True):
@@ -155,6 +163,7 @@ class IndexWriter:
     def _drop_connection(self) -> None:
         """After a failure: forget what may have changed and reconnect on the next batch."""
         self._known_series.clear()
+        self._touched_at.clear()
         if self._open_connection is not None:
             with contextlib.suppress(Exception):
                 self._open_connection.close()
@@ -216,15 +225,19 @@ class IndexWriter:
             else self._write_duplicate(connection, item)
             for item in items
         ]
-        # New content: the study is receiving again, whatever its state was.
-        touched: dict[str, float] = {}
+        # New content: the study is receiving again, whatever its state was. A study this
+        # writer touched less than the interval ago is still receiving (the monitor waits
+        # stable_seconds plus the interval), so only its time is left a little behind.
+        self._touching = {}
         for item, result in zip(items, results, strict=True):
             if result.outcome in (Outcome.STORED, Outcome.REPLACED):
                 uid = item.attributes.study_instance_uid
-                touched[uid] = max(touched.get(uid, 0.0), item.received_at)
-        if touched:
+                at = max(self._touching.get(uid, 0.0), item.received_at)
+                if at - self._touched_at.get(uid, float("-inf")) >= STUDY_TOUCH_INTERVAL_SECONDS:
+                    self._touching[uid] = at
+        if self._touching:
             self._touch_studies.run(
-                connection, [{"uid": uid, "at": at} for uid, at in touched.items()]
+                connection, [{"uid": uid, "at": at} for uid, at in self._touching.items()]
             )
         return results
 
