@@ -62,7 +62,8 @@ class CommitResult:
 
 
 class IndexWriter:
-    """The committer thread of one process; `commit` blocks until the row is durable."""
+    """The committer thread of one process; `submit` returns a future resolved once the row
+    is durable."""
 
     def __init__(
         self,
@@ -93,9 +94,6 @@ class IndexWriter:
         future: Future[CommitResult] = Future()
         self._queue.put((item, future))
         return future
-
-    def commit(self, item: NewInstance) -> CommitResult:
-        return self.submit(item).result()
 
     def retract(self, item: NewInstance) -> None:
         """Take back a committed row whose file could not be made durable."""
