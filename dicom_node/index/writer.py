@@ -83,7 +83,6 @@ class IndexWriter:
         self._known_series: set[str] = set()
         # Study UID -> the received_at this writer last committed to it.
         self._touched_at: dict[str, float] = {}
-        self._touching: dict[str, float] = {}
         self._open_connection: Connection | None = None
         self._prepare_statements()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
@@ -130,7 +129,7 @@ class IndexWriter:
         try:
             connection = self._connection()
             with _commit_turn(self._lock), connection.begin():
-                results = self._write_batch(connection, [item for item, _ in batch])
+                results, touched = self._write_batch(connection, [item for item, _ in batch])
         except Exception as error:
             self._drop_connection()
             if len(batch) == 1:
@@ -145,7 +144,7 @@ class IndexWriter:
             self._known_series.clear()
             self._touched_at.clear()
         self._known_series.update(item.attributes.series_instance_uid for item, _ in batch)
-        self._touched_at.update(self._touching)
+        self._touched_at.update(touched)
         if self._on_batch:
             self._on_batch(len(batch))
         for (_, future), result in zip(batch, results, strict=True):
@@ -190,8 +189,13 @@ class IndexWriter:
             .values(state=STUDY_RECEIVING, last_received_at=bindparam("at")),
         )
 
-    def _write_batch(self, connection: Connection, items: list[NewInstance]) -> list[CommitResult]:
-        """Write the batch's rows with one statement per table; return each item's outcome."""
+    def _write_batch(
+        self, connection: Connection, items: list[NewInstance]
+    ) -> tuple[list[CommitResult], dict[str, float]]:
+        """Write the batch's rows with one statement per table.
+
+        Returns each item's outcome, and the studies whose last_received_at was refreshed.
+        """
         new_series = {
             item.attributes.series_instance_uid: item
             for item in items
@@ -226,18 +230,18 @@ class IndexWriter:
         # New content: the study is receiving again, whatever its state was. A study this
         # writer touched less than the interval ago is still receiving (the monitor waits
         # stable_seconds plus the interval), so only its time is left a little behind.
-        self._touching = {}
+        touched: dict[str, float] = {}
         for item, result in zip(items, results, strict=True):
             if result.outcome in (Outcome.STORED, Outcome.REPLACED):
                 uid = item.attributes.study_instance_uid
-                at = max(self._touching.get(uid, 0.0), item.received_at)
+                at = max(touched.get(uid, 0.0), item.received_at)
                 if at - self._touched_at.get(uid, float("-inf")) >= STUDY_TOUCH_INTERVAL_SECONDS:
-                    self._touching[uid] = at
-        if self._touching:
+                    touched[uid] = at
+        if touched:
             self._touch_studies.run(
-                connection, [{"uid": uid, "at": at} for uid, at in self._touching.items()]
+                connection, [{"uid": uid, "at": at} for uid, at in touched.items()]
             )
-        return results
+        return results, touched
 
     def _write_duplicate(self, connection: Connection, item: NewInstance) -> CommitResult:
         if self._duplicates is DuplicatePolicy.REJECT:
