@@ -69,6 +69,12 @@ def _send(args: argparse.Namespace) -> int:
     return 0 if not report.failed else 1
 
 
+def _infer(args: argparse.Namespace) -> int:
+    from .local_inference import infer
+
+    return infer(_config(args).inference, [Path(p) for p in args.paths], args.model, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument(
@@ -93,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("paths", nargs="+", help="DICOM files or folders")
     send.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     send.set_defaults(run=_send)
+    infer = commands.add_parser(
+        "infer", help="run the models on DICOM files, series folders or PNG/JPEG images"
+    )
+    infer.add_argument(
+        "paths", nargs="+", help="DICOM files, folders (one series each), PNG/JPEG images"
+    )
+    infer.add_argument("--model", help="run this bundle instead of the routing rules' choice")
+    infer.add_argument("--json", action="store_true", help="one JSON object per result per line")
+    infer.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    infer.set_defaults(run=_infer)
     return parser
 
 

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_CONFIG_PATH = Path("config/node.yaml")
+#: The model bundles that ship with the node.
+BUILTIN_BUNDLES = Path(__file__).resolve().parent.parent / "config" / "bundles"
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control
 
@@ -98,6 +100,72 @@ class FhirConfig(_Section):
     base_url: str | None = None
 
 
+class RouteConfig(_Section):
+    """Which models run on a series: every condition given must hold; a list matches any of
+    its values (case-insensitive; "" matches an absent or empty attribute)."""
+
+    name: str
+    models: list[str] = Field(min_length=1)
+    modality: list[str] | None = None
+    body_part: list[str] | None = None
+    sop_class: list[str] | None = None
+    #: values that must all be present in ImageType (e.g. [ORIGINAL, PRIMARY])
+    image_type: list[str] | None = None
+    #: regular expression searched in SeriesDescription (and in StudyDescription)
+    description: str | None = None
+    min_instances: int = Field(default=1, ge=1)
+    max_instances: int | None = Field(default=None, ge=1)
+
+    @field_validator("description")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+
+_CHEST = ["CHEST", "THORAX", "LUNG", "CHEST_TO_ABDOMEN", "THORAXABDOMEN"]
+_CHEST_WORDS = r"(?i)chest|thora|lung|thx|cxr|pulm"
+
+
+class InferenceConfig(_Section):
+    #: folders holding MONAI bundles (one sub-folder per model); the first one wins a name clash
+    bundles: list[Path] = [BUILTIN_BUNDLES]
+    #: the model that PNG/JPEG files go to in `dicom-node infer` (they carry no DICOM attributes)
+    image_model: str = "cxr_pneumonia"
+    routes: list[RouteConfig] = [
+        RouteConfig(
+            name="chest-ct",
+            models=["ct_tissue"],
+            modality=["CT"],
+            body_part=_CHEST,
+            min_instances=20,
+        ),
+        RouteConfig(
+            name="chest-ct-described",
+            models=["ct_tissue"],
+            modality=["CT"],
+            description=_CHEST_WORDS,
+            min_instances=20,
+        ),
+        RouteConfig(
+            name="chest-radiograph",
+            models=["cxr_pneumonia"],
+            modality=["CR", "DX"],
+            body_part=[*_CHEST, ""],
+        ),
+        RouteConfig(
+            name="chest-secondary-capture",
+            models=["cxr_pneumonia"],
+            sop_class=["1.2.840.10008.5.1.4.1.1.7"],
+            description=_CHEST_WORDS,
+        ),
+    ]
+
+
 class StudyConfig(_Section):
     #: Quiet time after the last instance before a study is complete and a job is written.
     stable_seconds: float = Field(default=60.0, gt=0)
@@ -126,6 +194,7 @@ class NodeConfig(_Section):
     results: ResultsConfig = ResultsConfig()
     fhir: FhirConfig = FhirConfig()
     study: StudyConfig = StudyConfig()
+    inference: InferenceConfig = InferenceConfig()
     logging: LoggingConfig = LoggingConfig()
 
     _ae = field_validator("ae_title")(_check_ae_title)

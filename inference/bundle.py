@@ -1,0 +1,120 @@
+"""MONAI bundles as the unit of a model: found in folders, parsed with MONAI's own ``ConfigParser``.
+
+A bundle is a folder with ``configs/metadata.json`` and ``configs/inference.json`` (and usually
+``models/model.pt``, a state dict, or ``models/model.ts``, TorchScript). The runner uses these ids
+of
+``inference.json``: ``network_def`` (or the TorchScript file), ``preprocessing`` (array transforms
+taking
+the image channel-first), optionally ``postprocessing`` and ``gradcam_layer``. A bundle written for
+another pipeline (Model Zoo style, loading files in dictionary transforms) runs unchanged beside an
+adapter ``configs/node.json`` whose keys override those of ``inference.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+
+CONFIG_FILES = ("inference.json", "node.json")
+
+
+class BundleError(ValueError):
+    """A bundle folder that cannot be used as a model; the message names folder and problem."""
+
+
+@dataclass
+class Bundle:
+    """One model: its name (the folder name), metadata and parsed inference configuration."""
+
+    path: Path
+    metadata: dict[str, Any]
+    parser: ConfigParser = field(repr=False)
+
+    @classmethod
+    def load(cls, path: Path) -> Bundle:
+        configs = path / "configs"
+        try:
+            metadata = json.loads((configs / "metadata.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"bundle {path}: cannot read configs/metadata.json ({exc})") from exc
+        files = [configs / name for name in CONFIG_FILES if (configs / name).is_file()]
+        if not files or files[0].name != "inference.json":
+            raise BundleError(f"bundle {path}: configs/inference.json is missing")
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in files])
+        if "network_def" not in parser and not (path / "models" / "model.ts").is_file():
+            raise BundleError(
+                f"bundle {path}: neither network_def in inference.json nor models/model.ts"
+            )
+        return cls(path, metadata, parser)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "0"))
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``segmentation`` (from ``metadata.json``)."""
+        return str(self.metadata.get("task", "classification")).lower()
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """Output channels (classifiers) or label values (segmentation) and their names."""
+        channels = self.metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+        return {int(k): str(v) for k, v in channels.items()}
+
+    @property
+    def threshold(self) -> float:
+        """Operating threshold on the last class's probability (chosen at training time)."""
+        return float(self.metadata.get("threshold", 0.5))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A parsed (instantiated) item of the inference configuration."""
+        if key not in self.parser:
+            return default
+        return self.parser.get_parsed_content(key)
+
+    @cached_property
+    def network(self) -> torch.nn.Module:
+        """The network in eval mode, with its weights, loaded once."""
+        script = self.path / "models" / "model.ts"
+        if "network_def" not in self.parser:
+            return torch.jit.load(str(script), map_location="cpu").eval()
+        network = self.parser.get_parsed_content("network_def")
+        weights = self.path / "models" / "model.pt"
+        if weights.is_file():
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            network.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        elif any(True for _ in network.parameters()):
+            raise BundleError(
+                f"bundle {self.path}: the network has parameters but models/model.pt is missing"
+            )
+        return network.eval()
+
+    @cached_property
+    def preprocessing(self) -> Any:
+        return self.get("preprocessing", lambda image: image)
+
+    @cached_property
+    def postprocessing(self) -> Any:
+        return self.get("postprocessing", lambda output: output)
+
+
+def find_bundles(folders: list[Path]) -> dict[str, Bundle]:
+    """Every bundle directly under the given folders, by name; the first folder wins a clash."""
+    bundles: dict[str, Bundle] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if (path / "configs" / "metadata.json").is_file() and path.name not in bundles:
+                bundles[path.name] = Bundle.load(path)
+    return bundles

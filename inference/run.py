@@ -1,0 +1,168 @@
+"""Running a bundle on an input: 2D images through a classifier, CT volumes through a segmenter.
+
+Both take arrays (or a :class:`CTVolume`) and return plain results; reading from a network or a
+database is the caller's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+from monai.visualize import GradCAM
+
+from inference.bundle import Bundle, BundleError
+from inference.ct_series import CTVolume
+
+
+@dataclass
+class Classification:
+    """Class probabilities of one image, the finding at the bundle's threshold, and optionally the
+    Grad-CAM map of the positive class on the source image's grid (values 0..1)."""
+
+    model: str
+    version: str
+    probabilities: dict[str, float]
+    threshold: float
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def positive(self) -> str:
+        """The class the threshold applies to (the last output channel, e.g. pneumonia)."""
+        return list(self.probabilities)[-1]
+
+    @property
+    def finding(self) -> str:
+        names = list(self.probabilities)
+        return names[-1] if self.probabilities[names[-1]] >= self.threshold else names[0]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "probabilities": self.probabilities,
+            "finding": self.finding,
+        }
+
+
+@dataclass
+class SegmentMeasurement:
+    volume_ml: float
+    mean_hu: float
+    std_hu: float
+
+
+@dataclass
+class Segmentation:
+    """A label volume on the source grid, its label names, and each segment's measurements."""
+
+    model: str
+    version: str
+    labels: np.ndarray = field(repr=False)
+    names: dict[int, str]
+    segments: dict[str, SegmentMeasurement]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "segments": {
+                name: {
+                    "volume_ml": round(m.volume_ml, 1),
+                    "mean_hu": round(m.mean_hu, 1),
+                    "std_hu": round(m.std_hu, 1),
+                }
+                for name, m in self.segments.items()
+            },
+        }
+
+
+def _require(bundle: Bundle, task: str) -> None:
+    if bundle.task != task:
+        raise BundleError(f"model {bundle.name} is a {bundle.task} model, not {task}")
+
+
+def classify(
+    bundle: Bundle, images: list[np.ndarray], explain: bool = False
+) -> list[Classification]:
+    """Probabilities for each (1, H, W) display-space image, batched; Grad-CAM maps on request."""
+    _require(bundle, "classification")
+    batch = torch.stack([torch.as_tensor(bundle.preprocessing(image)) for image in images]).float()
+    with torch.no_grad():
+        outputs = bundle.network(batch)
+    names = [bundle.labels[i] for i in sorted(bundle.labels)]
+    results = []
+    for output in outputs:
+        probabilities = torch.as_tensor(bundle.postprocessing(output)).float().tolist()
+        results.append(
+            Classification(
+                bundle.name,
+                bundle.version,
+                dict(zip(names, probabilities, strict=True)),
+                bundle.threshold,
+            )
+        )
+    if explain:
+        maps = gradcam(bundle, batch, class_index=len(names) - 1)
+        for result, image, heatmap in zip(results, images, maps, strict=True):
+            result.heatmap = np.asarray(Resize(image.shape[1:], mode="bilinear")(heatmap[None]))[0]
+    return results
+
+
+def gradcam(bundle: Bundle, batch: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM of ``class_index`` at the bundle's ``gradcam_layer``: (N, S, S) in 0..1."""
+    layer = bundle.get("gradcam_layer")
+    if layer is None:
+        raise BundleError(f"model {bundle.name} names no gradcam_layer in its inference.json")
+    cam = GradCAM(nn_module=bundle.network, target_layers=layer)
+    with torch.enable_grad():
+        maps = cam(x=batch.clone().requires_grad_(True), class_idx=class_index)
+    return maps[:, 0].detach().numpy()
+
+
+def measure(
+    labels: np.ndarray,
+    hu: np.ndarray,
+    voxel_ml: float,
+    names: dict[int, str],
+    composites: dict[str, list[int]],
+) -> dict[str, SegmentMeasurement]:
+    """Volume (mL) and HU mean/std of each label present, and of each composite (e.g. body = all
+    tissues)."""
+    flat = labels.ravel()
+    values = hu.ravel().astype(np.float64)
+    length = max(names) + 1
+    counts = np.bincount(flat, minlength=length)
+    sums = np.bincount(flat, weights=values, minlength=length)
+    squares = np.bincount(flat, weights=values * values, minlength=length)
+    groups = {name: [label] for label, name in names.items() if label != 0}
+    groups.update(composites)
+    segments = {}
+    for name, members in groups.items():
+        n = counts[members].sum()
+        if n == 0:
+            continue
+        mean = sums[members].sum() / n
+        variance = max(squares[members].sum() / n - mean * mean, 0.0)
+        segments[name] = SegmentMeasurement(
+            float(n * voxel_ml), float(mean), float(np.sqrt(variance))
+        )
+    return segments
+
+
+def segment(bundle: Bundle, volume: CTVolume) -> Segmentation:
+    """Label volume and measurements of a CT volume (the network takes (1, 1, slices, rows, columns)
+    HU)."""
+    _require(bundle, "segmentation")
+    image = torch.as_tensor(bundle.preprocessing(torch.from_numpy(volume.hu)[None]))
+    with torch.no_grad():
+        output = bundle.postprocessing(bundle.network(image[None])[0])
+    labels = np.asarray(output)[0].astype(np.uint8)
+    composites = {
+        name: list(members)
+        for name, members in bundle.metadata.get("composite_segments", {}).items()
+    }
+    segments = measure(labels, volume.hu, volume.voxel_ml, bundle.labels, composites)
+    return Segmentation(bundle.name, bundle.version, labels, bundle.labels, segments)
