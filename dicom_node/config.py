@@ -163,6 +163,9 @@ class InferenceConfig(_Section):
             sop_class=["1.2.840.10008.5.1.4.1.1.7"],
             description=_CHEST_WORDS,
         ),
+        RouteConfig(
+            name="breast-ultrasound", models=["breast_us"], modality=["US"], body_part=["BREAST"]
+        ),
     ]
 
 

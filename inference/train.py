@@ -86,7 +86,8 @@ def load_cxr(data: Path, preprocess: Compose, val_fraction: float, seed: int) ->
 
 
 def load_breastmnist(data: Path, preprocess: Compose, val_fraction: float, seed: int) -> Split:
-    """BreastMNIST's own train/val split (one image per patient in the source data set)."""
+    """BreastMNIST's own train/val split (one image per patient in the source data set); labels
+    flipped so that 1 is the finding (malignant) and the threshold applies to it."""
     arrays = np.load(data)
 
     def images(key: str) -> torch.Tensor:
@@ -99,9 +100,9 @@ def load_breastmnist(data: Path, preprocess: Compose, val_fraction: float, seed:
 
     return Split(
         images("train_images"),
-        torch.as_tensor(arrays["train_labels"][:, 0].astype(np.int64)),
+        torch.as_tensor(1 - arrays["train_labels"][:, 0].astype(np.int64)),
         images("val_images"),
-        torch.as_tensor(arrays["val_labels"][:, 0].astype(np.int64)),
+        torch.as_tensor(1 - arrays["val_labels"][:, 0].astype(np.int64)),
         f"BreastMNIST official split: {len(arrays['train_images'])} training, "
         f"{len(arrays['val_images'])} validation images",
     )
@@ -140,6 +141,12 @@ def predict(network: torch.nn.Module, images: torch.Tensor, batch: int = 128) ->
             chunk = images[start : start + batch].contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(network(chunk).float(), dim=1)[:, 1])
     return torch.cat(out).numpy()
+
+
+def save_half_precision(network: torch.nn.Module, path: Path) -> None:
+    """Weights as float16: half the size in the repository, same predictions (loading casts back)."""
+    state = network.state_dict()
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -195,7 +202,7 @@ def train(args: argparse.Namespace) -> None:
         )
 
     (bundle / "models").mkdir(exist_ok=True)
-    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    save_half_precision(network, bundle / "models" / "model.pt")
     metadata_path = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
     metadata["threshold"] = round(report.threshold, 4)
