@@ -144,7 +144,7 @@ def predict(network: torch.nn.Module, images: torch.Tensor, batch: int = 128) ->
 
 
 def save_half_precision(network: torch.nn.Module, path: Path) -> None:
-    """Weights as float16: half the size in the repository, same predictions (loading casts back)."""
+    """Weights as float16: half the size in the repository, same predictions (loads cast back)."""
     state = network.state_dict()
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
 
