@@ -11,7 +11,7 @@ size) are refused with a message that says what is wrong.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +106,8 @@ def _hu_slice(path: Path) -> np.ndarray:
 
 
 def load_ct_series(paths: list[Path]) -> CTVolume:
-    """Decode a series (any order of files) into a HU volume; slices decode in parallel threads."""
+    """Decode a series (any order of files) into a HU volume, slices decoded by one process per core
+    (the JPEG/JPEG 2000 decoders hold the GIL, so threads would run them one at a time)."""
     datasets = read_headers(paths)
     modalities = {ds.get("Modality") for ds in datasets}
     if modalities != {"CT"}:
@@ -115,8 +116,12 @@ def load_ct_series(paths: list[Path]) -> CTVolume:
         )
     order, gap = sort_by_geometry(datasets)
     ordered = [paths[i] for i in order]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        slices = list(pool.map(_hu_slice, ordered))
+    workers = min(os.cpu_count() or 1, max(1, len(ordered) // 16))
+    if workers == 1:
+        slices = [_hu_slice(path) for path in ordered]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            slices = list(pool.map(_hu_slice, ordered, chunksize=8))
     row_mm, column_mm = (float(v) for v in datasets[order[0]].PixelSpacing)
     return CTVolume(np.stack(slices), (gap, row_mm, column_mm), [datasets[i] for i in order])
 

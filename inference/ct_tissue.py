@@ -15,18 +15,60 @@ LUNG, FAT, SOFT_TISSUE, BONE, OTHER_BODY = 1, 2, 3, 4, 5
 
 
 LOW_RES_COLUMNS = 128
-IN_PLANE = [1, 1, 0]
+IN_PLANE = (1, 2)  # the row and column axes of a (slices, rows, columns) volume
+ALL_AXES = (0, 1, 2)
 
 
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """Axial 2D hole filling: the lungs are holes of the body in every slice, even where the airway
-    reaches the edge of the volume (a 3D fill would leave them open)."""
-    filled = np.empty_like(mask)
-    for z in range(mask.shape[0]):
-        filled[z] = sitk.GetArrayViewFromImage(
-            sitk.BinaryFillhole(sitk.GetImageFromArray(mask[z]), fullyConnected=False)
+    reaches the edge of the volume (a 3D fill would leave them open).
+
+    The slices are laid out side by side in one 2D mosaic, one background pixel apart, and filled
+    in a single call: a hole cannot cross the background seams, and one call on the mosaic is ~50
+    times faster than one call per slice.
+    """
+    slices, rows, columns = mask.shape
+    per_row = int(np.ceil(np.sqrt(slices)))
+    tiles = np.zeros((per_row * per_row, rows + 1, columns + 1), np.uint8)
+    tiles[:slices, :rows, :columns] = mask
+    mosaic = tiles.reshape(per_row, per_row, rows + 1, columns + 1).swapaxes(1, 2)
+    mosaic = mosaic.reshape(per_row * (rows + 1), per_row * (columns + 1))
+    filled = sitk.GetArrayFromImage(
+        sitk.BinaryFillhole(
+            sitk.GetImageFromArray(np.ascontiguousarray(mosaic)), fullyConnected=False
         )
-    return filled
+    )
+    tiles = filled.reshape(per_row, rows + 1, per_row, columns + 1).swapaxes(1, 2)
+    return tiles.reshape(per_row * per_row, rows + 1, columns + 1)[:slices, :rows, :columns].astype(
+        mask.dtype
+    )
+
+
+def _neighbours(mask: np.ndarray, axes: tuple[int, ...]):
+    """The mask shifted by one voxel each way along each axis (False beyond the border)."""
+    for axis in axes:
+        for step in (1, -1):
+            shifted = np.zeros_like(mask)
+            source = [slice(None)] * mask.ndim
+            target = [slice(None)] * mask.ndim
+            source[axis], target[axis] = (slice(1, None), slice(None, -1))[::step]
+            shifted[tuple(target)] = mask[tuple(source)]
+            yield shifted
+
+
+def _erode(mask: np.ndarray, axes: tuple[int, ...] = IN_PLANE) -> np.ndarray:
+    """Binary erosion by a one-voxel cross (numpy shifts: far cheaper than a general kernel)."""
+    result = mask.copy()
+    for shifted in _neighbours(mask, axes):
+        result &= shifted
+    return result
+
+
+def _dilate(mask: np.ndarray, axes: tuple[int, ...] = IN_PLANE) -> np.ndarray:
+    result = mask.copy()
+    for shifted in _neighbours(mask, axes):
+        result |= shifted
+    return result
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, sitk.LabelShapeStatisticsImageFilter]:
@@ -37,18 +79,6 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, sitk.LabelShapeStatistics
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(labels)
     return sitk.GetArrayFromImage(labels), stats
-
-
-def _morphology(mask: np.ndarray, operation: str, radius: list[int] = IN_PLANE) -> np.ndarray:
-    """Binary erosion/dilation/opening with a cross of the given (x, y, z) radius; in-plane by
-    default."""
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    filters = {
-        "erode": sitk.BinaryErode,
-        "dilate": sitk.BinaryDilate,
-        "open": sitk.BinaryMorphologicalOpening,
-    }
-    return sitk.GetArrayFromImage(filters[operation](image, radius, sitk.sitkCross)).astype(bool)
 
 
 class Grid:
@@ -74,9 +104,7 @@ class Grid:
     def refine(self, coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
         """Full-grid mask: the coarse mask's interior, plus ``fine`` voxels within a pixel of its
         edge."""
-        return self.full(_morphology(coarse, "erode")) | (
-            self.full(_morphology(coarse, "dilate")) & fine
-        )
+        return self.full(_erode(coarse)) | (self.full(_dilate(coarse)) & fine)
 
 
 class HounsfieldTissueSegmenter(torch.nn.Module):
@@ -113,9 +141,7 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
         """Label volume (uint8, same shape as ``hu``)."""
         grid = Grid(hu.shape)
         coarse = grid.mean(hu)
-        candidates, stats = _components(
-            _morphology(coarse > self.body_min_hu, "open").astype(np.uint8)
-        )
+        candidates, stats = _components(_dilate(_erode(coarse > self.body_min_hu)).astype(np.uint8))
         if stats.GetNumberOfLabels() == 0:
             return np.zeros(hu.shape, np.uint8)
         coarse_body = _fill_holes_per_slice((candidates == 1).astype(np.uint8)).astype(bool)
@@ -138,7 +164,7 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
         at
         the diaphragm's dome partial volume joins lung and stomach gas below ``lung_max_hu``.
         """
-        cores = _morphology((hu < self.lung_core_max_hu) & body, "erode", [1, 1, 1])
+        cores = _erode((hu < self.lung_core_max_hu) & body, ALL_AXES)
         regions, stats = _components(cores.astype(np.uint8))
         if stats.GetNumberOfLabels() == 0:
             return np.zeros(hu.shape, bool)
@@ -152,11 +178,7 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
             if stats.GetNumberOfPixels(label) >= self.min_lung_fraction * largest
             and abs(stats.GetCentroid(label)[2] - centre) <= 0.25 * extent
         ]
-        lungs = (
-            _morphology(np.isin(regions, keep), "dilate", [1, 1, 1])
-            & (hu < self.lung_max_hu)
-            & body
-        )
+        lungs = _dilate(np.isin(regions, keep), ALL_AXES) & (hu < self.lung_max_hu) & body
         return _fill_holes_per_slice(lungs.astype(np.uint8)).astype(bool)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:

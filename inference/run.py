@@ -130,25 +130,23 @@ def measure(
     composites: dict[str, list[int]],
 ) -> dict[str, SegmentMeasurement]:
     """Volume (mL) and HU mean/std of each label present, and of each composite (e.g. body = all
-    tissues)."""
-    flat = labels.ravel()
-    values = hu.ravel().astype(np.float64)
-    length = max(names) + 1
-    counts = np.bincount(flat, minlength=length)
-    sums = np.bincount(flat, weights=values, minlength=length)
-    squares = np.bincount(flat, weights=values * values, minlength=length)
-    groups = {name: [label] for label, name in names.items() if label != 0}
-    groups.update(composites)
+    tissues), from per-label count, sum and sum of squares (float64)."""
+    moments: dict[int, tuple[int, float, float]] = {}
+    for label in names:
+        if label == 0:
+            continue
+        values = hu[labels == label].astype(np.float64)
+        moments[label] = (values.size, float(values.sum()), float(values @ values))
+    groups = {name: [label] for label, name in names.items() if label != 0} | composites
     segments = {}
     for name, members in groups.items():
-        n = counts[members].sum()
+        n = sum(moments[m][0] for m in members if m in moments)
         if n == 0:
             continue
-        mean = sums[members].sum() / n
-        variance = max(squares[members].sum() / n - mean * mean, 0.0)
-        segments[name] = SegmentMeasurement(
-            float(n * voxel_ml), float(mean), float(np.sqrt(variance))
-        )
+        mean = sum(moments[m][1] for m in members if m in moments) / n
+        squares = sum(moments[m][2] for m in members if m in moments) / n
+        std = float(np.sqrt(max(squares - mean * mean, 0.0)))
+        segments[name] = SegmentMeasurement(n * voxel_ml, mean, std)
     return segments
 
 
