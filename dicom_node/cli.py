@@ -35,6 +35,11 @@ def _check_config(args: argparse.Namespace) -> int:
     )
     print(f"  storage {config.storage.path}, index {config.storage.database_url}")
     print(f"  peers: {peers}")
+    from .local_inference import load_bundles
+
+    bundles = load_bundles(config.inference)
+    print("  models: " + ", ".join(f"{b.name} {b.version} ({b.task})" for b in bundles.values()))
+    print(f"  routes: {', '.join(rule.name for rule in config.inference.routes)}")
     return 0
 
 

@@ -37,12 +37,30 @@ def _dicom_files(path: Path) -> list[tuple[Path, pydicom.Dataset]]:
     return found
 
 
+def load_bundles(config: InferenceConfig) -> dict[str, Bundle]:
+    """The configured bundles; a route or the image model naming a missing one is a configuration
+    error, reported before anything runs."""
+    try:
+        bundles = find_bundles(config.bundles)
+    except BundleError as error:
+        raise ConfigError(str(error)) from None
+    named = {model for rule in config.routes for model in rule.models} | {config.image_model}
+    missing = sorted(named - set(bundles))
+    if missing:
+        known = ", ".join(sorted(bundles)) or "none"
+        raise ConfigError(
+            f"inference names models that no bundle folder holds: {', '.join(missing)} "
+            f"(bundles found: {known})"
+        )
+    return bundles
+
+
 class LocalInference:
     """The configured bundles and rules, applied to paths."""
 
     def __init__(self, config: InferenceConfig, model: str | None = None) -> None:
         self.config = config
-        self.bundles = find_bundles(config.bundles)
+        self.bundles = load_bundles(config)
         self.model = model
         for name in [model] if model else []:
             self.bundle(name)

@@ -209,7 +209,8 @@ def train(args: argparse.Namespace) -> None:
     metadata["validation"] = report.summary()
     metadata["training"] = {
         "command": (
-            f"python -m inference.train {args.dataset} --data {args.data} --bundle {args.bundle}"
+            f"python -m inference.train {args.dataset} --data {args.data} --bundle {args.bundle} "
+            f"--epochs {args.epochs}"
         ),
         "seed": args.seed,
         "epochs": args.epochs,

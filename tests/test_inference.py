@@ -278,6 +278,19 @@ def test_infer_series_folders_text_and_skips(tmp_path):
     assert "skipped: no routing rule matches (Modality=MR" in skipped.stdout
 
 
+def test_check_config_refuses_a_route_to_a_missing_bundle(tmp_path):
+    config = tmp_path / "node.yaml"
+    routes = [{"name": "ct", "models": ["ct_tissue", "lung_nodules"], "modality": ["CT"]}]
+    config.write_text(yaml.safe_dump({"inference": {"routes": routes}}))
+    result = dicom_node("check-config", str(config))
+    assert result.returncode == 3
+    assert "inference names models that no bundle folder holds: lung_nodules" in result.stderr
+    shipped = dicom_node("check-config", "config/node.yaml")
+    assert (
+        "models: breast_us 1.0.0 (classification), ct_tissue 1.0.0 (segmentation)" in shipped.stdout
+    )
+
+
 def test_unknown_model_lists_the_bundles():
     result = dicom_node("infer", "--model", "nope", str(SMALL_CT))
     assert result.returncode == 3
