@@ -45,16 +45,11 @@ def display_pixels(ds: pydicom.Dataset) -> np.ndarray:
         raise NotAnImage2D("multi-frame images are not single 2D images")
     pixels = ds.pixel_array
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if (
-        pixels.ndim == 3
-    ):  # colour: secondary captures of radiographs are often RGB with equal channels
-        if photometric.startswith("YBR"):
-            pixels = pixels[..., 0]  # luminance
-        else:
-            pixels = pixels[..., :3].astype(np.float32) @ np.array(
-                [0.299, 0.587, 0.114], np.float32
-            )
-        return pixels.astype(np.float32)[None]
+    if pixels.ndim == 3:
+        # Colour (secondary captures of radiographs are often RGB with equal channels). pydicom
+        # hands YBR data over already converted to RGB, so luma is computed from RGB in every case.
+        luma = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return luma[None]
     values = apply_modality_lut(pixels, ds)
     values = apply_voi_lut(values, ds, prefer_lut=True)
     values = np.asarray(values, dtype=np.float32)

@@ -16,7 +16,7 @@ import yaml
 from dicom_node.config import BUILTIN_BUNDLES, ConfigError, RouteConfig, parse_config
 from dicom_node.routing import SeriesFacts, route
 from inference.bundle import Bundle, BundleError, find_bundles
-from inference.image2d import display_pixels, image_transforms, load_image2d
+from inference.image2d import NotAnImage2D, display_pixels, image_transforms, load_image2d
 from inference.run import classify
 
 from .conftest import SHARED_DATA, TRANSFER_SYNTAXES
@@ -69,6 +69,19 @@ def test_window_from_the_header_is_applied():
     ds.WindowCenter, ds.WindowWidth = 1000, 200  # a narrow window saturates most pixels
     values = display_pixels(ds)
     assert np.isclose(values, values.min()).mean() + np.isclose(values, values.max()).mean() > 0.8
+
+
+def test_colour_images_become_grey_whatever_their_colour_space():
+    """The same picture stored as RGB and as YBR_FULL (JPEG) gives the same grey image."""
+    rgb = display_pixels(pydicom.dcmread(TRANSFER_SYNTAXES / "SC_rgb_jpeg_gdcm.dcm"))
+    ybr = display_pixels(pydicom.dcmread(TRANSFER_SYNTAXES / "SC_rgb_jpeg_dcmtk.dcm"))
+    assert rgb.shape == ybr.shape == (1, 100, 100)
+    assert np.abs(rgb - ybr).mean() < 2.0
+
+
+def test_multiframe_is_refused():
+    with pytest.raises(NotAnImage2D, match="multi-frame"):
+        display_pixels(pydicom.dcmread(TRANSFER_SYNTAXES / "examples_ybr_color.dcm"))
 
 
 def test_jpeg_and_dicom_end_in_the_same_range():
