@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 
 from inference.bundle import Bundle, BundleError, find_bundles
 from inference.ct_series import UnsupportedSeries, load_ct_series, series_files
-from inference.image2d import IMAGE_SUFFIXES, NotAnImage2D, load_image2d
+from inference.image2d import IMAGE_SUFFIXES, load_image2d
 from inference.run import classify, segment
 
 from .config import ConfigError, InferenceConfig
@@ -62,8 +62,8 @@ class LocalInference:
         self.config = config
         self.bundles = load_bundles(config)
         self.model = model
-        for name in [model] if model else []:
-            self.bundle(name)
+        if model:
+            self.bundle(model)  # an unknown --model fails before any input is read
 
     def bundle(self, name: str) -> Bundle:
         if name not in self.bundles:
@@ -105,22 +105,16 @@ class LocalInference:
                     yield {"path": str(path), **result.as_json()}
                 else:
                     yield from self._classify(bundle, [f for f, _ in files])
-        except (
-            OSError,
-            ValueError,
-            InvalidDicomError,
-            NotAnImage2D,
-            UnsupportedSeries,
-            BundleError,
-            ConfigError,
-        ) as error:
+        # ValueError covers unreadable pixels and the inference package's own errors
+        # (NotAnImage2D, UnsupportedSeries, BundleError).
+        except (OSError, ValueError, InvalidDicomError, ConfigError) as error:
             yield {"path": str(path), "error": str(error)}
 
     def _classify(self, bundle: Bundle, files: list[Path]) -> Iterator[Result]:
         for file in files:
             try:
                 (result,) = classify(bundle, [load_image2d(file)])
-            except (NotAnImage2D, ValueError, OSError) as error:
+            except (ValueError, OSError) as error:
                 yield {"path": str(file), "model": bundle.name, "error": str(error)}
                 continue
             yield {"path": str(file), **result.as_json()}
