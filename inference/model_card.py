@@ -164,5 +164,11 @@ def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> 
 | mean predicted p({positive}) | observed fraction {positive} | images |
 |---|---|---|
 {calibration}
+
+Reading these figures: the validation patients come from the same hospital, period and
+preparation as the training patients, so they flatter the model; on other data (the official
+test split, adults, other sites) expect lower specificity. Training uses label smoothing (0.1),
+which keeps probabilities away from 0 and 1: the model is under-confident by design, which the
+calibration table shows as observed fractions above the predicted probabilities in the middle.
 """
     )
