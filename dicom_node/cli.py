@@ -80,6 +80,25 @@ def _infer(args: argparse.Namespace) -> int:
     return infer(_config(args).inference, [Path(p) for p in args.paths], args.model, args.json)
 
 
+def _anonymize(args: argparse.Namespace) -> int:
+    from .deid.deidentify import Deidentifier
+    from .deid.files import anonymize_paths
+    from .deid.pseudonyms import Pseudonymizer, load_or_create_key
+
+    config = _config(args)
+    if not args.source.exists():
+        print(f"error: no such file or folder: {args.source}", file=sys.stderr)
+        return 1
+    key = load_or_create_key(config.pseudonym_key_file)
+    report = anonymize_paths(Deidentifier(Pseudonymizer(key)), args.source, args.target)
+    for path, reason in report.skipped:
+        print(f"skipped: {path}: {reason}", file=sys.stderr)
+    print(
+        f"de-identified {report.written} file(s) into {args.target}, {len(report.skipped)} skipped"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument(
@@ -104,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("paths", nargs="+", help="DICOM files or folders")
     send.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     send.set_defaults(run=_send)
+    anonymize = commands.add_parser(
+        "anonymize", help="de-identify DICOM files or folders (PS3.15 Basic Profile)"
+    )
+    anonymize.add_argument("source", type=Path, help="DICOM file or folder")
+    anonymize.add_argument("target", type=Path, help="output file or folder")
+    anonymize.add_argument("--profile", choices=["basic"], default="basic")
+    anonymize.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    anonymize.set_defaults(run=_anonymize)
     infer = commands.add_parser(
         "infer", help="run the models on DICOM files, series folders or PNG/JPEG images"
     )

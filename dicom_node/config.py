@@ -188,6 +188,13 @@ class LoggingConfig(_Section):
         return level
 
 
+class DeidentificationConfig(_Section):
+    #: the pseudonym key (32 random bytes, created on first use with owner-only permissions);
+    #: default ``deid.key`` under ``storage.path``. Losing it breaks the link between the
+    #: pseudonyms already given out and new ones.
+    key_file: Path | None = None
+
+
 class NodeConfig(_Section):
     ae_title: str = "AI_NODE"
     dicom: DicomConfig = DicomConfig()
@@ -198,6 +205,7 @@ class NodeConfig(_Section):
     fhir: FhirConfig = FhirConfig()
     study: StudyConfig = StudyConfig()
     inference: InferenceConfig = InferenceConfig()
+    deidentification: DeidentificationConfig = DeidentificationConfig()
     logging: LoggingConfig = LoggingConfig()
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -208,6 +216,10 @@ class NodeConfig(_Section):
         unknown = [name for name in self.results.destinations if name not in self.peers]
         if unknown:
             raise ValueError(f"results.destinations names unknown peers: {', '.join(unknown)}")
+
+    @property
+    def pseudonym_key_file(self) -> Path:
+        return self.deidentification.key_file or self.storage.path / "deid.key"
 
     def peer(self, name: str) -> PeerConfig:
         """The peer called `name` (its key in `peers`, or its AE title)."""

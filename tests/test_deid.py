@@ -1,0 +1,201 @@
+"""De-identification: the Basic Profile on real files and on every attribute of Table E.1-1."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import sys
+
+import pydicom
+import pytest
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.tag import Tag
+
+from dicom_node.deid.basic_profile import EXACT, Action, action_for
+from dicom_node.deid.deidentify import Deidentifier
+from dicom_node.deid.pseudonyms import Pseudonymizer, load_or_create_key
+
+from .conftest import CT_SERIES, SHARED_DATA, TRANSFER_SYNTAXES
+
+KEY = b"k" * 32
+SR_SEG = SHARED_DATA / "dicom_sr_seg_examples"
+NIH_DX = next((SHARED_DATA / "cxr_dicom").glob("nih_*.dcm"))
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "InstitutionName",
+    "InstitutionAddress",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+
+
+def deidentify(dataset: Dataset, key: bytes = KEY) -> Dataset:
+    return Deidentifier(Pseudonymizer(key))(dataset)
+
+
+def all_values(dataset: Dataset) -> list[str]:
+    values: list[str] = []
+    dataset.walk(lambda _, element: values.append(str(element.value)))
+    return values
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        CT_SERIES / "1-001.dcm",
+        NIH_DX,
+        TRANSFER_SYNTAXES / "CT_small.dcm",
+        SR_SEG / "pydicom_test-SR.dcm",
+    ],
+    ids=lambda p: p.name[:24],
+)
+def test_no_identifying_value_survives(path):
+    original = pydicom.dcmread(path)
+    result = deidentify(original)
+    secrets = [str(original.get(k)) for k in IDENTIFYING if original.get(k) not in (None, "")]
+    assert secrets, "the file should carry some identity to remove"
+    remaining = all_values(result)
+    for secret in secrets:
+        assert not any(secret in value for value in remaining), secret
+    assert not [e for e in result.iterall() if e.tag.is_private]
+    assert result.PatientIdentityRemoved == "YES"
+    assert result.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    assert result.SOPClassUID == original.SOPClassUID
+    assert (
+        result.SOPInstanceUID.startswith("2.25.")
+        and result.SOPInstanceUID != original.SOPInstanceUID
+    )
+    assert result.file_meta.MediaStorageSOPInstanceUID == result.SOPInstanceUID
+    if "PixelData" in original:
+        assert result.PixelData == original.PixelData
+    assert original.PatientName == pydicom.dcmread(path).PatientName, "the original is untouched"
+
+
+def test_pseudonyms_keep_a_series_together_and_depend_on_the_key():
+    first, second = (pydicom.dcmread(CT_SERIES / name) for name in ("1-001.dcm", "1-002.dcm"))
+    a, b = deidentify(first), deidentify(second)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "PatientID"):
+        assert a.get(keyword) == b.get(keyword) != first.get(keyword), keyword
+    assert a.SOPInstanceUID != b.SOPInstanceUID
+    assert deidentify(first).SOPInstanceUID == a.SOPInstanceUID, "deterministic"
+    assert deidentify(first, b"other key, other pseudonyms!").SOPInstanceUID != a.SOPInstanceUID
+    assert len(a.StudyInstanceUID) <= 64
+
+
+def _sample(vr: str):
+    vr = vr.split(" or ")[0]
+    samples = {
+        "DA": "20200102",
+        "TM": "101010",
+        "DT": "20200102101010",
+        "PN": "Doe^Jane",
+        "AS": "042Y",
+        "IS": "42",
+        "DS": "4.2",
+        "UI": "1.2.3.4.5",
+        "AT": 0x00100010,
+        "UR": "http://secret.example",
+        "CS": "SECRET",
+    }
+    if vr in samples:
+        return samples[vr]
+    if vr in {"US", "SS", "UL", "SL", "UV", "SV"}:
+        return 42
+    if vr in {"FL", "FD"}:
+        return 4.2
+    if vr in {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}:
+        return b"\x01\x02"
+    return "SECRET"
+
+
+def _table_dataset() -> Dataset:
+    """Every exact tag of the profile that pydicom's dictionary knows, with a telling value."""
+    dataset = Dataset()
+    for tag in EXACT:
+        if Tag(tag).group in (0x0002, 0xFFFA, 0xFFFC) or not keyword_for_tag(tag):
+            continue
+        vr = dictionary_VR(tag)
+        value = [Dataset()] if vr == "SQ" else _sample(vr)
+        dataset.add_new(tag, vr.split(" or ")[0], value)
+    return dataset
+
+
+def _check_actions(before: Dataset, after: Dataset) -> None:
+    for element in before:
+        action = action_for(int(element.tag))
+        if action is Action.REMOVE:
+            assert element.tag not in after, element.keyword
+            continue
+        kept = after[element.tag]
+        if element.VR == "SQ":
+            continue
+        if action is Action.EMPTY and element.keyword not in ("PatientName", "PatientID"):
+            assert kept.value in (None, "", b"", []), element.keyword
+        elif action is Action.UID:
+            assert str(kept.value).startswith("2.25."), element.keyword
+        else:
+            assert kept.value != element.value, element.keyword
+
+
+def test_every_attribute_of_the_table_gets_its_action_at_any_depth():
+    top = _table_dataset()
+    assert len(top) > 500
+    _check_actions(top, deidentify(top))
+    # The same attributes inside an item of a sequence the profile keeps.
+    keep_sequence = next(
+        tag
+        for tag, vr in ((0x00081115, "SQ"), (0x00081140, "SQ"))
+        if action_for(tag) is not Action.REMOVE
+    )
+    wrapper = Dataset()
+    wrapper.add_new(keep_sequence, "SQ", [_table_dataset()])
+    inner = deidentify(wrapper)[keep_sequence].value[0]
+    _check_actions(_table_dataset(), inner)
+
+
+def _dciodvfy_errors(path) -> set[str]:
+    result = subprocess.run(
+        ["/usr/bin/dciodvfy", str(path)], capture_output=True, text=True, timeout=60
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    errors = [line.split(" - ", 1)[1] for line in lines if line.startswith("Error - ")]
+    return {re.sub(r"[0-9][0-9.]{4,}", "<uid>", error) for error in errors}
+
+
+def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    for path in (CT_SERIES / "1-001.dcm", NIH_DX, *sorted(SR_SEG.glob("*.dcm"))):
+        (source / path.name).write_bytes(path.read_bytes())
+    (source / "notes.txt").write_text("not DICOM")
+    config = tmp_path / "node.yaml"
+    config.write_text(f"storage:\n  path: {tmp_path / 'storage'}\n")
+    command = [sys.executable, "-m", "dicom_node", "anonymize", "--config", str(config)]
+    result = subprocess.run(
+        [*command, str(source), str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "de-identified 6 file(s)" in result.stdout and "1 skipped" in result.stdout
+    assert "notes.txt: not a readable DICOM file" in result.stderr
+    key_file = tmp_path / "storage" / "deid.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_or_create_key(key_file) == key_file.read_bytes()
+    for path in sorted(source.glob("*.dcm")):
+        out = tmp_path / "out" / path.name
+        # Nothing the profile did makes the object less valid than it was.
+        assert _dciodvfy_errors(out) <= _dciodvfy_errors(path), path.name
+    again = subprocess.run(
+        [*command, str(NIH_DX), str(tmp_path / "again.dcm")], capture_output=True, text=True
+    )
+    assert again.returncode == 0
+    first = pydicom.dcmread(tmp_path / "out" / NIH_DX.name)
+    assert pydicom.dcmread(tmp_path / "again.dcm").SOPInstanceUID == first.SOPInstanceUID
