@@ -83,14 +83,17 @@ def _infer(args: argparse.Namespace) -> int:
 def _anonymize(args: argparse.Namespace) -> int:
     from .deid.deidentify import Deidentifier
     from .deid.files import anonymize_paths
+    from .deid.mapping import MappingStore
     from .deid.pseudonyms import Pseudonymizer, load_or_create_key
+    from .index.database import open_engine
 
     config = _config(args)
     if not args.source.exists():
         print(f"error: no such file or folder: {args.source}", file=sys.stderr)
         return 1
     key = load_or_create_key(config.pseudonym_key_file)
-    report = anonymize_paths(Deidentifier(Pseudonymizer(key)), args.source, args.target)
+    store = MappingStore(open_engine(config.storage.database_url))
+    report = anonymize_paths(Deidentifier(Pseudonymizer(key)), store, args.source, args.target)
     for path, reason in report.skipped:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import stat
 import subprocess
@@ -12,10 +13,14 @@ import pytest
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.tag import Tag
+from pydicom.uid import generate_uid
 
 from dicom_node.deid.basic_profile import EXACT, Action, action_for
 from dicom_node.deid.deidentify import Deidentifier
+from dicom_node.deid.mapping import MappingStore
 from dicom_node.deid.pseudonyms import Pseudonymizer, load_or_create_key
+from dicom_node.deid.reidentify import NotOurPseudonym, reidentify
+from dicom_node.index.database import open_engine
 
 from .conftest import CT_SERIES, SHARED_DATA, TRANSFER_SYNTAXES
 
@@ -193,9 +198,58 @@ def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
         out = tmp_path / "out" / path.name
         # Nothing the profile did makes the object less valid than it was.
         assert _dciodvfy_errors(out) <= _dciodvfy_errors(path), path.name
+    mapped = MappingStore(open_engine(f"sqlite:///{tmp_path / 'storage' / 'index.sqlite'}"))
+    out_uid = pydicom.dcmread(tmp_path / "out" / NIH_DX.name).SOPInstanceUID
+    assert mapped.originals([out_uid]) == {out_uid: pydicom.dcmread(NIH_DX).SOPInstanceUID}
     again = subprocess.run(
         [*command, str(NIH_DX), str(tmp_path / "again.dcm")], capture_output=True, text=True
     )
     assert again.returncode == 0
     first = pydicom.dcmread(tmp_path / "out" / NIH_DX.name)
     assert pydicom.dcmread(tmp_path / "again.dcm").SOPInstanceUID == first.SOPInstanceUID
+
+
+def test_results_map_back_to_the_original_study(tmp_path):
+    store = MappingStore(open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}"))
+    pseudonyms = Pseudonymizer(KEY)
+    originals = [pydicom.dcmread(CT_SERIES / name) for name in ("1-001.dcm", "1-002.dcm")]
+    copies = [Deidentifier(pseudonyms)(ds) for ds in originals]
+    store.save(pseudonyms.take_issued())
+    assert pseudonyms.issued == {}
+
+    # What a model's result object looks like: made from the de-identified copies, with its own
+    # new series and instance UIDs, referencing the copies' UIDs.
+    result = Dataset()
+    result.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    result.SOPInstanceUID = generate_uid()
+    result.SeriesInstanceUID = generate_uid()
+    for keyword in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "PatientName"):
+        setattr(result, keyword, copies[0].data_element(keyword).value)
+    result.PatientIdentityRemoved = "YES"
+    referenced = Dataset()
+    referenced.SeriesInstanceUID = copies[0].SeriesInstanceUID
+    referenced.ReferencedInstanceSequence = []
+    for copy_ in copies:
+        item = Dataset()
+        item.ReferencedSOPClassUID = copy_.SOPClassUID
+        item.ReferencedSOPInstanceUID = copy_.SOPInstanceUID
+        referenced.ReferencedInstanceSequence.append(item)
+    result.ReferencedSeriesSequence = [referenced]
+
+    back = reidentify(result, store, originals[0])
+    assert back.StudyInstanceUID == originals[0].StudyInstanceUID
+    assert back.FrameOfReferenceUID == originals[0].FrameOfReferenceUID
+    series = back.ReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == originals[0].SeriesInstanceUID
+    assert [i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence] == [
+        ds.SOPInstanceUID for ds in originals
+    ]
+    assert back.SOPInstanceUID == result.SOPInstanceUID, "the result's own UIDs stay"
+    assert back.PatientID == originals[0].PatientID and back.PatientName == originals[0].PatientName
+    assert back.StudyDate == originals[0].StudyDate
+    assert "PatientIdentityRemoved" not in back
+
+    stranger = copy.deepcopy(result)
+    stranger.StudyInstanceUID = generate_uid()
+    with pytest.raises(NotOurPseudonym):
+        reidentify(stranger, store, originals[0])

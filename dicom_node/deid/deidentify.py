@@ -49,7 +49,7 @@ class Deidentifier:
     def __call__(self, original: Dataset) -> Dataset:
         """A de-identified copy; ``original`` is not modified."""
         dataset = copy.deepcopy(original)
-        patient = self.pseudonyms.identifier(f"patient\0{original.get('PatientID', '')}")
+        patient = self.pseudonyms.patient(str(original.get("PatientID", "")))
         self._clean(dataset)
         dataset.PatientID = patient
         dataset.PatientName = patient

@@ -9,6 +9,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from .deidentify import Deidentifier
+from .mapping import MappingStore
 
 
 @dataclass
@@ -17,9 +18,12 @@ class AnonymizeReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def anonymize_paths(deidentifier: Deidentifier, source: Path, target: Path) -> AnonymizeReport:
+def anonymize_paths(
+    deidentifier: Deidentifier, store: MappingStore, source: Path, target: Path
+) -> AnonymizeReport:
     """A file goes to ``target``; a folder's files go under ``target`` at the same relative paths.
-    Files that are not DICOM are reported and skipped; what was written stays written."""
+    Files that are not DICOM are reported and skipped; what was written stays written, and the
+    pseudonyms it uses are in the mapping store before the next file starts."""
     report = AnonymizeReport()
     if source.is_file():
         pairs = [(source, target)]
@@ -39,5 +43,6 @@ def anonymize_paths(deidentifier: Deidentifier, source: Path, target: Path) -> A
             destination.unlink(missing_ok=True)
             report.skipped.append((file, f"cannot be de-identified and written ({error})"))
             continue
+        store.save(deidentifier.pseudonyms.take_issued())
         report.written += 1
     return report

@@ -41,14 +41,25 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        #: pseudonym -> (original, kind) given out since the last :meth:`take_issued`
+        self.issued: dict[str, tuple[str, str]] = {}
+
+    def take_issued(self) -> dict[str, tuple[str, str]]:
+        """The pseudonyms given out since the last call, for the mapping store."""
+        issued, self.issued = self.issued, {}
+        return issued
 
     def _digest(self, kind: str, value: str) -> bytes:
         return hmac.new(self._key, f"{kind}\0{value}".encode(), hashlib.sha256).digest()
 
     def uid(self, original: str) -> str:
         """``2.25.`` + a UUID derived from the keyed hash (PS3.5 B.2), at most 44 characters."""
-        return f"2.25.{uuid.UUID(bytes=self._digest('uid', original)[:16], version=4).int}"
+        pseudonym = f"2.25.{uuid.UUID(bytes=self._digest('uid', original)[:16], version=4).int}"
+        self.issued[pseudonym] = (original, "uid")
+        return pseudonym
 
-    def identifier(self, original: str, length: int = 16) -> str:
-        """An opaque identifier (patient ID, accession number) of ``length`` hex characters."""
-        return self._digest("id", original).hex()[:length].upper()
+    def patient(self, patient_id: str) -> str:
+        """The patient's pseudonym (16 hex characters), used as Patient ID and Patient's Name."""
+        pseudonym = self._digest("patient", patient_id).hex()[:16].upper()
+        self.issued[pseudonym] = (patient_id, "patient")
+        return pseudonym

@@ -112,3 +112,13 @@ jobs = Table(
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_study", "study_instance_uid"),
 )
+
+#: De-identification pseudonyms and what they stand for (UIDs, patient IDs). Never leaves the node,
+#: never logged: it is what lets results computed on de-identified copies find the original study.
+pseudonyms = Table(
+    "pseudonyms",
+    metadata,
+    Column("pseudonym", String(64), primary_key=True),
+    Column("original", String(324), nullable=False),
+    Column("kind", String(16), nullable=False),
+)
