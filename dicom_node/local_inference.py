@@ -37,6 +37,10 @@ def _dicom_files(path: Path) -> list[tuple[Path, pydicom.Dataset]]:
     return found
 
 
+def _known(bundles: dict[str, Bundle]) -> str:
+    return f"bundles found: {', '.join(sorted(bundles)) or 'none'}"
+
+
 def load_bundles(config: InferenceConfig) -> dict[str, Bundle]:
     """The configured bundles; a route or the image model naming a missing one is a configuration
     error, reported before anything runs."""
@@ -47,10 +51,9 @@ def load_bundles(config: InferenceConfig) -> dict[str, Bundle]:
     named = {model for rule in config.routes for model in rule.models} | {config.image_model}
     missing = sorted(named - set(bundles))
     if missing:
-        known = ", ".join(sorted(bundles)) or "none"
         raise ConfigError(
             f"inference names models that no bundle folder holds: {', '.join(missing)} "
-            f"(bundles found: {known})"
+            f"({_known(bundles)})"
         )
     return bundles
 
@@ -67,8 +70,7 @@ class LocalInference:
 
     def bundle(self, name: str) -> Bundle:
         if name not in self.bundles:
-            known = ", ".join(sorted(self.bundles)) or "none"
-            raise ConfigError(f"unknown model {name!r} (bundles found: {known})")
+            raise ConfigError(f"unknown model {name!r} ({_known(self.bundles)})")
         return self.bundles[name]
 
     def run(self, path: Path) -> Iterator[Result]:
@@ -101,7 +103,8 @@ class LocalInference:
             for name in models:
                 bundle = self.bundle(name)
                 if bundle.task == "segmentation":
-                    result = segment(bundle, load_ct_series([f for f, _ in files]))
+                    paths, headers = (list(column) for column in zip(*files, strict=True))
+                    result = segment(bundle, load_ct_series(paths, headers))
                     yield {"path": str(path), **result.as_json()}
                 else:
                     yield from self._classify(bundle, [f for f, _ in files])

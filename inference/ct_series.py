@@ -105,10 +105,11 @@ def _hu_slice(path: Path) -> np.ndarray:
     return np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32)
 
 
-def load_ct_series(paths: list[Path]) -> CTVolume:
+def load_ct_series(paths: list[Path], headers: list[pydicom.Dataset] | None = None) -> CTVolume:
     """Decode a series (any order of files) into a HU volume, slices decoded by one process per core
-    (the JPEG/JPEG 2000 decoders hold the GIL, so threads would run them one at a time)."""
-    datasets = read_headers(paths)
+    (the JPEG/JPEG 2000 decoders hold the GIL, so threads would run them one at a time).
+    ``headers``, when the caller has read them already, are those of ``paths`` in the same order."""
+    datasets = headers if headers is not None else read_headers(paths)
     modalities = {ds.get("Modality") for ds in datasets}
     if modalities != {"CT"}:
         raise UnsupportedSeries(

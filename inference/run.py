@@ -36,8 +36,9 @@ class Classification:
 
     @property
     def finding(self) -> str:
-        names = list(self.probabilities)
-        return names[-1] if self.probabilities[names[-1]] >= self.threshold else names[0]
+        if self.probabilities[self.positive] >= self.threshold:
+            return self.positive
+        return next(iter(self.probabilities))
 
     def as_json(self) -> dict[str, object]:
         return {

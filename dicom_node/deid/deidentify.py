@@ -40,6 +40,13 @@ BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 METHOD = f"PS3.15 Basic Profile {EDITION}; keyed pseudonyms"  # LO: 64 characters at most
 
 
+def match_file_meta(dataset: Dataset) -> None:
+    """Media Storage SOP Instance UID follows the dataset's (possibly replaced) SOP Instance UID."""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "SOPInstanceUID" in dataset:
+        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+
+
 class Deidentifier:
     """De-identifies datasets under one pseudonym key (one per node)."""
 
@@ -61,9 +68,7 @@ class Deidentifier:
         item.CodeMeaning = profile.meaning
         dataset.DeidentificationMethodCodeSequence = [item]
         dataset.LongitudinalTemporalInformationModified = "REMOVED"
-        meta = getattr(dataset, "file_meta", None)
-        if meta is not None and "SOPInstanceUID" in dataset:
-            meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        match_file_meta(dataset)
         return dataset
 
     def _clean(self, dataset: Dataset) -> None:

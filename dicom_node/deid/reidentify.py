@@ -14,6 +14,7 @@ import copy
 
 from pydicom import Dataset
 
+from .deidentify import match_file_meta
 from .mapping import MappingStore
 
 #: Patient and General Study module attributes copied from the original study.
@@ -71,7 +72,5 @@ def reidentify(result: Dataset, store: MappingStore, original: Dataset) -> Datas
     for keyword in DEIDENTIFICATION_FLAGS:
         if keyword in dataset:
             delattr(dataset, keyword)
-    meta = getattr(dataset, "file_meta", None)
-    if meta is not None and "SOPInstanceUID" in dataset:
-        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    match_file_meta(dataset)
     return dataset
