@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG_PATH, ConfigError, NodeConfig, load_config
+from pydantic import ValidationError
+
+from .config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    DeidentificationOptions,
+    NodeConfig,
+    load_config,
+)
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -80,6 +88,35 @@ def _infer(args: argparse.Namespace) -> int:
     return infer(_config(args).inference, [Path(p) for p in args.paths], args.model, args.json)
 
 
+_OPTION_FLAGS = (
+    "dates",
+    "patient_characteristics",
+    "device_identity",
+    "institution_identity",
+    "clean_descriptors",
+    "safe_private",
+)
+
+
+def _deidentification_options(
+    config: NodeConfig, args: argparse.Namespace
+) -> DeidentificationOptions:
+    """A route's options (``--route``), with the options given on the command line on top."""
+    options = DeidentificationOptions()
+    if args.route:
+        named = [r for r in config.inference.routes if r.name == args.route]
+        if not named:
+            known = ", ".join(r.name for r in config.inference.routes)
+            raise ConfigError(f"no route named {args.route!r} (routes: {known})")
+        options = named[0].deidentification
+    given = {flag: getattr(args, flag) for flag in _OPTION_FLAGS if hasattr(args, flag)}
+    try:
+        return DeidentificationOptions.model_validate({**options.model_dump(), **given})
+    except ValidationError as error:
+        problems = "; ".join(item["msg"] for item in error.errors())
+        raise ConfigError(f"de-identification options: {problems}") from None
+
+
 def _anonymize(args: argparse.Namespace) -> int:
     from .deid.deidentify import Deidentifier
     from .deid.files import anonymize_paths
@@ -91,9 +128,11 @@ def _anonymize(args: argparse.Namespace) -> int:
     if not args.source.exists():
         print(f"error: no such file or folder: {args.source}", file=sys.stderr)
         return 1
+    options = _deidentification_options(config, args)
     key = load_or_create_key(config.pseudonym_key_file)
     store = MappingStore(open_engine(config.storage.database_url))
-    report = anonymize_paths(Deidentifier(Pseudonymizer(key)), store, args.source, args.target)
+    deidentifier = Deidentifier(Pseudonymizer(key), options)
+    report = anonymize_paths(deidentifier, store, args.source, args.target)
     for path, reason in report.skipped:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
     print(
@@ -131,7 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument("source", type=Path, help="DICOM file or folder")
     anonymize.add_argument("target", type=Path, help="output file or folder")
-    anonymize.add_argument("--profile", choices=["basic"], default="basic")
+    anonymize.add_argument(
+        "--profile",
+        choices=["basic"],
+        default="basic",
+        help="PS3.15 Basic Application Level Confidentiality Profile, with the options below",
+    )
+    anonymize.add_argument("--route", help="use the de-identification options of this route")
+    anonymize.add_argument(
+        "--dates",
+        choices=["remove", "full", "shifted"],
+        default=argparse.SUPPRESS,
+        help="Retain Longitudinal Temporal Information: full dates, or shifted per patient",
+    )
+    for flag, option in (
+        ("--patient-characteristics", "Retain Patient Characteristics (age, sex, size, weight)"),
+        ("--device-identity", "Retain Device Identity"),
+        ("--institution-identity", "Retain Institution Identity"),
+        ("--clean-descriptors", "Clean Descriptors: keep descriptions, scrubbed of identifiers"),
+    ):
+        anonymize.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=option)
+    anonymize.add_argument(
+        "--safe-private",
+        action="append",
+        metavar="GGGG,CREATOR,EE",
+        default=argparse.SUPPRESS,
+        help="Retain Safe Private: keep this private attribute (repeatable)",
+    )
     anonymize.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     anonymize.set_defaults(run=_anonymize)
     infer = commands.add_parser(

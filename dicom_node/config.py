@@ -100,12 +100,59 @@ class FhirConfig(_Section):
     base_url: str | None = None
 
 
+class DateHandling(StrEnum):
+    """PS3.15 E.3.6: what the de-identified copy keeps of dates and times."""
+
+    REMOVE = "remove"  # the Basic Profile: emptied, dummied or removed
+    FULL = "full"  # Retain Longitudinal Temporal Information with Full Dates Option
+    SHIFTED = "shifted"  # ... with Modified Dates: shifted back by a per-patient number of days
+
+
+_SAFE_PRIVATE = re.compile(r"^([0-9A-Fa-f]{4}),([^,\\]{1,64}),([0-9A-Fa-f]{2})$")
+
+
+class DeidentificationOptions(_Section):
+    """The PS3.15 Table E.1-1 options a route selects on top of the Basic Profile."""
+
+    dates: DateHandling = DateHandling.REMOVE
+    #: Retain Patient Characteristics: age, sex, size, weight, smoking and pregnancy status...
+    patient_characteristics: bool = False
+    #: Retain Device Identity: station name, device serial number, detector ID...
+    device_identity: bool = False
+    #: Retain Institution Identity: institution name and address, department
+    institution_identity: bool = False
+    #: Clean Descriptors: keep descriptions and comments, scrubbed of the patient's identifiers
+    clean_descriptors: bool = False
+    #: Retain Safe Private: private attributes known to hold no identity, as
+    #: "GGGG,Private Creator,EE" (odd group, creator string, last two hex digits of the element)
+    safe_private: list[str] = []
+
+    @field_validator("safe_private")
+    @classmethod
+    def _private_tags(cls, values: list[str]) -> list[str]:
+        for value in values:
+            found = _SAFE_PRIVATE.match(value)
+            if not found or not int(found.group(1), 16) % 2:
+                raise ValueError(
+                    f"{value!r} is not a private attribute as GGGG,Private Creator,EE "
+                    "(odd group, e.g. 0019,GEMS_ACQU_01,1E)"
+                )
+        return values
+
+
 class RouteConfig(_Section):
     """Which models run on a series: every condition given must hold; a list matches any of
-    its values (case-insensitive; "" matches an absent or empty attribute)."""
+    its values (case-insensitive; "" matches an absent or empty attribute). What the models
+    (and research destinations) get is a de-identified copy, made with the route's options."""
 
     name: str
-    models: list[str] = Field(min_length=1)
+    models: list[str] = []
+    #: peers that receive de-identified copies of the matching series (research, teaching)
+    research_destinations: list[str] = []
+    deidentification: DeidentificationOptions = DeidentificationOptions()
+    #: send images that may show the patient's identity in their pixels (BurnedInAnnotation YES,
+    #: secondary capture, ultrasound) to the models and research destinations all the same
+    allow_burned_in_text: bool = False
     modality: list[str] | None = None
     body_part: list[str] | None = None
     sop_class: list[str] | None = None
@@ -115,6 +162,10 @@ class RouteConfig(_Section):
     description: str | None = None
     min_instances: int = Field(default=1, ge=1)
     max_instances: int | None = Field(default=None, ge=1)
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.models and not self.research_destinations:
+            raise ValueError(f"route {self.name!r} names neither models nor research_destinations")
 
     @field_validator("description")
     @classmethod
@@ -216,6 +267,13 @@ class NodeConfig(_Section):
         unknown = [name for name in self.results.destinations if name not in self.peers]
         if unknown:
             raise ValueError(f"results.destinations names unknown peers: {', '.join(unknown)}")
+        for rule in self.inference.routes:
+            unknown = [name for name in rule.research_destinations if name not in self.peers]
+            if unknown:
+                raise ValueError(
+                    f"route {rule.name!r}: research_destinations names unknown peers: "
+                    f"{', '.join(unknown)}"
+                )
 
     @property
     def pseudonym_key_file(self) -> Path:

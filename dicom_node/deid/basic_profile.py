@@ -23,6 +23,7 @@ class Action(StrEnum):
     DUMMY = "D"
     UID = "U"
     KEEP = "K"
+    CLEAN = "C"  # only from an option column: see options.py
 
 
 #: Combined codes: the action that keeps any IOD valid without knowing the attribute's type there.

@@ -1,10 +1,11 @@
-"""Applying the Basic Application Level Confidentiality Profile to a dataset.
+"""Applying the Basic Application Level Confidentiality Profile, and its options, to a dataset.
 
-Every attribute, at every depth of every sequence, gets its Table E.1-1 action; private attributes
-are removed; UIDs become keyed pseudonyms (so a series stays a series and references still
-resolve); the patient becomes a keyed pseudonym in Patient ID and Patient's Name. The result says
-what was done (Patient Identity Removed, De-identification Method and its code sequence).
-Pixel data is left untouched: burned-in text is a separate decision.
+Every attribute, at every depth of every sequence, gets its Table E.1-1 action (the Basic
+Profile's, or a selected option's); private attributes are removed unless listed as safe; UIDs
+become keyed pseudonyms (so a series stays a series and references still resolve); the patient
+becomes a keyed pseudonym in Patient ID and Patient's Name. The result says what was done
+(Patient Identity Removed, De-identification Method and its code sequence, Longitudinal Temporal
+Information Modified). Pixel data is left untouched: burned-in text is a separate decision.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import copy
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
-from pydicom.sr.codedict import codes
+from pydicom.tag import BaseTag
 
+from ..config import DateHandling, DeidentificationOptions
 from .basic_profile import EDITION, Action, action_for
+from .cleaning import Cleaner, identifying_values
+from .options import option_actions, option_codes
 from .pseudonyms import Pseudonymizer
 
 DUMMY_TEXT = "ANONYMIZED"
@@ -38,6 +42,11 @@ DUMMY_BY_VR: dict[str, object] = {
 }
 BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 METHOD = f"PS3.15 Basic Profile {EDITION}; keyed pseudonyms"  # LO: 64 characters at most
+LONGITUDINAL = {
+    DateHandling.REMOVE: "REMOVED",
+    DateHandling.FULL: "UNMODIFIED",
+    DateHandling.SHIFTED: "MODIFIED",
+}
 
 
 def match_file_meta(dataset: Dataset) -> None:
@@ -47,46 +56,96 @@ def match_file_meta(dataset: Dataset) -> None:
         meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
 
 
-class Deidentifier:
-    """De-identifies datasets under one pseudonym key (one per node)."""
+def _safe_private(entries: list[str]) -> set[tuple[int, str, int]]:
+    """``"0019,GEMS_ACQU_01,1E"`` as (group, creator, element offset within the block)."""
+    parsed = set()
+    for entry in entries:
+        group, creator, offset = entry.split(",")
+        parsed.add((int(group, 16), creator.strip(), int(offset, 16)))
+    return parsed
 
-    def __init__(self, pseudonyms: Pseudonymizer) -> None:
+
+class Deidentifier:
+    """De-identifies datasets under one pseudonym key (one per node) and one set of options."""
+
+    def __init__(
+        self, pseudonyms: Pseudonymizer, options: DeidentificationOptions | None = None
+    ) -> None:
         self.pseudonyms = pseudonyms
+        self.options = options or DeidentificationOptions()
+        self._actions = option_actions(self.options)
+        self._safe_private = _safe_private(self.options.safe_private)
+
+    def action(self, tag: int) -> Action:
+        """The action for a public tag under the profile and the selected options."""
+        return self._actions.get(tag) or action_for(tag)
 
     def __call__(self, original: Dataset) -> Dataset:
         """A de-identified copy; ``original`` is not modified."""
         dataset = copy.deepcopy(original)
-        patient = self.pseudonyms.patient(str(original.get("PatientID", "")))
-        self._clean(dataset)
+        patient_id = str(original.get("PatientID", ""))
+        shifted = self.options.dates is DateHandling.SHIFTED
+        cleaner = Cleaner(
+            identifying_values(original, self.action),
+            self.pseudonyms.date_offset(patient_id) if shifted else 0,
+        )
+        patient = self.pseudonyms.patient(patient_id)
+        self._clean(dataset, cleaner)
         dataset.PatientID = patient
         dataset.PatientName = patient
         dataset.PatientIdentityRemoved = "YES"
-        dataset.DeidentificationMethod = METHOD
-        profile = codes.DCM.BasicApplicationConfidentialityProfile
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator = profile.value, profile.scheme_designator
-        item.CodeMeaning = profile.meaning
-        dataset.DeidentificationMethodCodeSequence = [item]
-        dataset.LongitudinalTemporalInformationModified = "REMOVED"
+        methods = option_codes(self.options)
+        dataset.DeidentificationMethod = [METHOD, *(code.meaning for code in methods[1:])]
+        items = []
+        for code in methods:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator = code.value, code.scheme_designator
+            item.CodeMeaning = code.meaning
+            items.append(item)
+        dataset.DeidentificationMethodCodeSequence = items
+        dataset.LongitudinalTemporalInformationModified = LONGITUDINAL[self.options.dates]
         match_file_meta(dataset)
         return dataset
 
-    def _clean(self, dataset: Dataset) -> None:
+    def _keeps_private(self, tag: BaseTag, creators: dict[tuple[int, int], str]) -> bool:
+        if not self._safe_private:
+            return False
+        if tag.is_private_creator:
+            creator = creators.get((tag.group, tag.element), "")
+            return any(g == tag.group and c == creator for g, c, _ in self._safe_private)
+        creator = creators.get((tag.group, tag.element >> 8), "")
+        return (tag.group, creator, tag.element & 0xFF) in self._safe_private
+
+    def _clean(self, dataset: Dataset, cleaner: Cleaner) -> None:
+        creators = {
+            (tag.group, tag.element): str(dataset[tag].value).strip()
+            for tag in dataset.keys()
+            if tag.is_private_creator
+        }
         for tag in list(dataset.keys()):
             element = dataset[tag]
-            if tag.is_private or (tag.element == 0 and tag.group != 0x0002):
-                del dataset[tag]  # private data, and group lengths the edits would make wrong
+            if tag.is_private:
+                if not self._keeps_private(tag, creators):
+                    del dataset[tag]
+                elif element.VR == "SQ":
+                    for item in element.value:
+                        self._clean(item, cleaner)
                 continue
-            action = action_for(int(tag))
+            if tag.element == 0 and tag.group != 0x0002:
+                del dataset[tag]  # group lengths the edits would make wrong
+                continue
+            action = self.action(int(tag))
             if action is Action.REMOVE:
                 del dataset[tag]
             elif action is Action.EMPTY:
                 element.value = [] if element.VR == "SQ" else None
-            elif element.VR == "SQ":  # D, U and K on a sequence: keep it, clean each item
+            elif element.VR == "SQ":  # D, U, K and C on a sequence: keep it, clean each item
                 for item in element.value:
-                    self._clean(item)
+                    self._clean(item, cleaner)
             elif action is Action.DUMMY or action is Action.UID:
                 self._replace(element)
+            elif action is Action.CLEAN:
+                cleaner.clean(element)
 
     def _replace(self, element: DataElement) -> None:
         if element.value is None or element.value == "":

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 KEY_BYTES = 32
+#: Modified dates move back by 1 to this many days, the same for all of a patient's studies.
+MAX_DATE_SHIFT_DAYS = 1825
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -63,3 +65,7 @@ class Pseudonymizer:
         pseudonym = self._digest("patient", patient_id).hex()[:16].upper()
         self.issued[pseudonym] = (patient_id, "patient")
         return pseudonym
+
+    def date_offset(self, patient_id: str) -> int:
+        """Days the patient's dates move back under the Modified Dates option (1..1825)."""
+        return 1 + int.from_bytes(self._digest("date", patient_id)[:4]) % MAX_DATE_SHIFT_DAYS
