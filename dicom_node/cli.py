@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -141,6 +142,59 @@ def _anonymize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .index.database import open_engine
+
+    engine = open_engine(_config(args).storage.database_url)
+    if args.action == "retry":
+        if not args.id or not jobs.retry(engine, args.id):
+            print(f"error: no finished or failed job {args.id}", file=sys.stderr)
+            return 1
+        print(f"job {args.id} is pending again")
+        return 0
+    if args.action == "show":
+        found = jobs.get(engine, args.id) if args.id else None
+        if found is None:
+            print(f"error: no job {args.id}", file=sys.stderr)
+            return 1
+        listed = [found]
+    else:
+        listed = jobs.recent(engine, args.limit)
+    for job in listed:
+        print(
+            f"{job.id:>6}  {job.state:<8} attempts={job.attempts}  updated {_when(job.updated_at)}"
+            f"  study {job.study_instance_uid}"
+            + (f"\n        error: {job.error}" if job.error else "")
+        )
+        if args.action == "show":
+            for note in jobs.notes(engine, job.id):
+                print(f"        {note}")
+    return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from .index.database import open_engine
+    from .outbox import open_outbox
+
+    config = _config(args)
+    box = open_outbox(config, open_engine(config.storage.database_url))
+    if args.action == "retry":
+        count = box.retry(args.ids or None)
+        print(f"{count} failed object(s) queued again")
+        return 0
+    for row in box.rows(args.state, args.limit):
+        line = f"{row.id:>6}  {row.state:<7} {row.destination:<16} attempts={row.attempts}"
+        if row.state == "pending" and row.attempts:
+            line += f"  next try {_when(row.next_attempt_at)}"
+        print(line + (f"  last error: {row.last_error}" if row.last_error else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument(
@@ -199,6 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     anonymize.set_defaults(run=_anonymize)
+    jobs = commands.add_parser("jobs", help="list jobs, show what one did, retry one")
+    jobs.add_argument("action", nargs="?", choices=["list", "show", "retry"], default="list")
+    jobs.add_argument("id", nargs="?", type=int, help="job id (show, retry)")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    jobs.set_defaults(run=_jobs)
+    outbox = commands.add_parser("outbox", help="objects waiting for or sent to peers; retry")
+    outbox.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to retry (default: all)")
+    outbox.add_argument("--state", choices=["pending", "sent", "failed"])
+    outbox.add_argument("--limit", type=int, default=100)
+    outbox.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    outbox.set_defaults(run=_outbox)
     infer = commands.add_parser(
         "infer", help="run the models on DICOM files, series folders or PNG/JPEG images"
     )

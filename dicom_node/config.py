@@ -227,6 +227,21 @@ class StudyConfig(_Section):
     check_interval_seconds: float = Field(default=1.0, gt=0)
 
 
+class OutboxConfig(_Section):
+    """Sending to peers: a peer that is down is retried forever, the delay doubling from
+    `first_retry_seconds` up to `max_retry_seconds`; one that refuses an object (a failure
+    status) is retried `max_refusals` times before the object is marked failed."""
+
+    first_retry_seconds: float = Field(default=5.0, gt=0)
+    max_retry_seconds: float = Field(default=600.0, gt=0)
+    max_refusals: int = Field(default=5, ge=1)
+
+
+class JobsConfig(_Section):
+    #: worker processes running jobs (de-identification, models) beside the receivers
+    workers: int = Field(default=1, ge=1, le=64)
+
+
 class LoggingConfig(_Section):
     level: str = "INFO"
 
@@ -255,6 +270,8 @@ class NodeConfig(_Section):
     results: ResultsConfig = ResultsConfig()
     fhir: FhirConfig = FhirConfig()
     study: StudyConfig = StudyConfig()
+    jobs: JobsConfig = JobsConfig()
+    outbox: OutboxConfig = OutboxConfig()
     inference: InferenceConfig = InferenceConfig()
     deidentification: DeidentificationConfig = DeidentificationConfig()
     logging: LoggingConfig = LoggingConfig()

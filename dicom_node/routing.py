@@ -92,11 +92,15 @@ class RoutingDecision:
         return f"no routing rule matches ({self.facts.describe()})"
 
 
+def matching_routes(routes: Sequence[RouteConfig], facts: SeriesFacts) -> list[RouteConfig]:
+    """The rules whose every condition holds for the series, in configuration order."""
+    return [rule for rule in routes if matches(rule, facts)]
+
+
 def route(routes: Sequence[RouteConfig], facts: SeriesFacts) -> RoutingDecision:
     models: list[str] = []
     names: list[str] = []
-    for rule in routes:
-        if matches(rule, facts):
-            names.append(rule.name)
-            models.extend(m for m in rule.models if m not in models)
+    for rule in matching_routes(routes, facts):
+        names.append(rule.name)
+        models.extend(m for m in rule.models if m not in models)
     return RoutingDecision(tuple(models), tuple(names), facts)

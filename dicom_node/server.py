@@ -178,6 +178,8 @@ def serve(config: NodeConfig) -> None:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
     from .http_api import HttpServer, create_app
+    from .job_runner import JobRunner
+    from .outbox import OutboxSender, open_outbox
     from .scp.ae import open_listening_socket
     from .stability import StabilityMonitor
 
@@ -207,6 +209,12 @@ def serve(config: NodeConfig) -> None:
         engine, config.study.stable_seconds, config.study.check_interval_seconds
     )
     monitor.start()
+    box = open_outbox(config, engine)
+    box.recover()
+    sender = OutboxSender(config, box)
+    sender.start()
+    runner = JobRunner(config, engine)
+    runner.start()
     http = HttpServer(
         create_app(engine, storage, config.ae_title), config.http.host, config.http.port
     )
@@ -229,6 +237,8 @@ def serve(config: NodeConfig) -> None:
             child.terminate()  # SIGTERM: the child drains its associations
     receiver.stop()
     monitor.stop()
+    runner.stop()
+    sender.stop()
     http.stop()
     for child in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)

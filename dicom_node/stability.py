@@ -8,42 +8,23 @@ quiet again it gets a new job, unless one is still pending.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 from sqlalchemy import Engine, and_, select, update
 
-from .index.database import dialect_insert
 from .index.schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
 from .index.writer import STUDY_TOUCH_INTERVAL_SECONDS
+from .periodic import PeriodicThread
 
 log = logging.getLogger(__name__)
 
 
-class StabilityMonitor:
+class StabilityMonitor(PeriodicThread):
     """Marks quiet studies complete and writes their job rows, in one transaction each."""
 
     def __init__(self, engine: Engine, stable_seconds: float, interval: float) -> None:
+        super().__init__("study stability check", interval)
         self._engine = engine
         self._stable_seconds = stable_seconds
-        self._interval = interval
-        self._insert = dialect_insert(engine)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stability", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once(time.time())
-            except Exception as error:  # a database outage must not end the monitor
-                log.error("study stability check failed: %s", error)
 
     def run_once(self, now: float) -> list[str]:
         """Complete every study quiet since before `now - stable_seconds`; return their UIDs."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date
 
 import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_node.config import ConfigError, DateHandling, DeidentificationOptions, parse_config
 from dicom_node.deid.basic_profile import EXACT, Action, action_for
+from dicom_node.deid.burned_in import burned_in_text
 from dicom_node.deid.cleaning import SCRUBBED
-from dicom_node.deid.deidentify import Deidentifier
+from dicom_node.deid.deidentify import DeidentificationError, Deidentifier
 from dicom_node.deid.options import COLUMNS, ROWS, option_actions
 from dicom_node.deid.pseudonyms import Pseudonymizer
 
@@ -227,3 +230,54 @@ def test_every_option_together_makes_no_new_dciodvfy_error(tmp_path, name):
     out = tmp_path / "out.dcm"
     deidentify(pydicom.dcmread(source), **options).save_as(out, enforce_file_format=True)
     assert _dciodvfy_errors(out) <= _dciodvfy_errors(source)
+
+
+def _with_broken_sequence(path) -> bytes:
+    """The file with a Value Representation inside a sequence item that does not exist."""
+    dataset = pydicom.dcmread(path)
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3"
+    dataset.ReferencedImageSequence = [item]
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue()
+    at = raw.find(b"\x08\x00\x50\x11UI", raw.find(b"\x08\x00\x40\x11SQ"))
+    return raw[: at + 4] + b"ZZ" + raw[at + 6 :]
+
+
+def _with_undecodable_text(path) -> bytes:
+    dataset = pydicom.dcmread(path)
+    dataset.SpecificCharacterSet = "ISO_IR 192"
+    dataset.StudyDescription = "PLACEHOLDER"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue().replace(b"PLACEHOLDER", b"Chest\xff\xfe\xfa\xfbCT")
+
+
+@pytest.mark.parametrize("corrupt", [_with_broken_sequence, _with_undecodable_text])
+def test_malformed_input_is_refused_and_left_untouched(tmp_path, corrupt):
+    stored = tmp_path / "stored.dcm"
+    stored.write_bytes(corrupt(CT_SERIES / "1-001.dcm"))
+    before = stored.read_bytes()
+    with pytest.raises(DeidentificationError, match="cannot be de-identified safely"):
+        deidentify(pydicom.dcmread(stored), clean_descriptors=True)
+    assert stored.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "attributes, reason",
+    [
+        ({"Modality": "CT", "BurnedInAnnotation": "YES"}, "Burned In Annotation is YES"),
+        ({"Modality": "DX", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "secondary capture"),
+        ({"Modality": "US", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.6.1"}, "ultrasound"),
+        ({"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, None),
+        ({"Modality": "CR", "BurnedInAnnotation": "NO"}, None),
+    ],
+)
+def test_burned_in_text_is_recognised(attributes, reason):
+    header = Dataset()
+    for keyword, value in attributes.items():
+        setattr(header, keyword, value)
+    found = burned_in_text(header)
+    assert (found is None) if reason is None else (reason in found)

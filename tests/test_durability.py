@@ -13,7 +13,14 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select, update
 
-from dicom_node.index.schema import JOB_DONE, JOB_PENDING, STUDY_COMPLETE, jobs, studies
+from dicom_node.index.schema import (
+    JOB_DONE,
+    JOB_PENDING,
+    JOB_RUNNING,
+    STUDY_COMPLETE,
+    jobs,
+    studies,
+)
 
 from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, dcmtk
 from .test_store import stored_rows
@@ -141,27 +148,29 @@ def test_stable_study_gets_a_durable_job_and_reopens_on_new_instances(make_node,
     assert study_state(node, study_uid) == "receiving"
     assert study_jobs(node, study_uid) == []
     wait_until(lambda: study_state(node, study_uid) == STUDY_COMPLETE)
-    assert study_jobs(node, study_uid) == [JOB_PENDING]
+    wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE])  # the runner took it
 
-    # More instances reopen the study; the job still pending covers them (no second job).
+    # More instances reopen the study; quiet again, it gets a second job.
     write_study(tmp_path / "late", 1, study_uid)
     assert storescu(node.port, tmp_path / "late").returncode == 0
-    assert study_state(node, study_uid) == "receiving"
-    wait_until(lambda: study_state(node, study_uid) == STUDY_COMPLETE)
-    assert study_jobs(node, study_uid) == [JOB_PENDING]
-
-    # A restart, even a hard one, keeps the pending job.
-    node.stop(signal.SIGKILL)
-    node.start()
-    assert study_jobs(node, study_uid) == [JOB_PENDING]
-
-    # Once that job is done, new instances make the study complete again with a new job.
-    with node.engine().begin() as connection:
-        connection.execute(update(jobs).values(state=JOB_DONE))
-    write_study(tmp_path / "later", 1, study_uid)
-    assert storescu(node.port, tmp_path / "later").returncode == 0
-    wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE, JOB_PENDING])
+    wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE, JOB_DONE])
     assert "study complete after" in node.log()
+
+    # A hard stop while a job runs, and one still pending: both run after the restart.
+    node.stop(signal.SIGKILL)
+    with node.engine().begin() as connection:
+        connection.execute(update(jobs).values(state=JOB_RUNNING))
+        connection.execute(
+            jobs.insert().values(
+                study_instance_uid=study_uid,
+                state=JOB_PENDING,
+                created_at=time.time(),
+                updated_at=time.time(),
+            )
+        )
+    node.start()
+    wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE] * 3)
+    assert "job(s) interrupted by the last stop run again" in node.log()
 
 
 def test_receivers_stop_when_the_main_process_is_killed(make_node):

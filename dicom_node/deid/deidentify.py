@@ -11,6 +11,7 @@ Information Modified). Pixel data is left untouched: burned-in text is a separat
 from __future__ import annotations
 
 import copy
+import warnings
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
@@ -49,6 +50,11 @@ LONGITUDINAL = {
 }
 
 
+class DeidentificationError(ValueError):
+    """The dataset cannot be de-identified safely: a sequence or a value does not parse, so
+    nobody can tell what it holds. The original is left as it is."""
+
+
 def match_file_meta(dataset: Dataset) -> None:
     """Media Storage SOP Instance UID follows the dataset's (possibly replaced) SOP Instance UID."""
     meta = getattr(dataset, "file_meta", None)
@@ -81,7 +87,16 @@ class Deidentifier:
         return self._actions.get(tag) or action_for(tag)
 
     def __call__(self, original: Dataset) -> Dataset:
-        """A de-identified copy; ``original`` is not modified."""
+        """A de-identified copy; ``original`` is not modified. Raises DeidentificationError."""
+        with warnings.catch_warnings():
+            # pydicom substitutes characters it cannot decode: text we cannot read, we cannot clean
+            warnings.filterwarnings("error", message="Failed to decode", category=UserWarning)
+            try:
+                return self._deidentify(original)
+            except (UserWarning, ValueError, TypeError, KeyError, NotImplementedError) as error:
+                raise DeidentificationError(f"cannot be de-identified safely: {error}") from None
+
+    def _deidentify(self, original: Dataset) -> Dataset:
         dataset = copy.deepcopy(original)
         patient_id = str(original.get("PatientID", ""))
         shifted = self.options.dates is DateHandling.SHIFTED

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -121,4 +122,43 @@ pseudonyms = Table(
     Column("pseudonym", String(64), primary_key=True),
     Column("original", String(324), nullable=False),
     Column("kind", String(16), nullable=False),
+)
+
+#: What a job found and decided, one line per series and route (why a model did not run, what
+#: was forwarded): the job's answer to "why did nothing happen?".
+job_notes = Table(
+    "job_notes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_job_notes_job", "job_id"),
+)
+
+#: Outbox states: `pending` until the destination acknowledged the object (`sent`), or until it
+#: refused it too often (`failed`, with the reason; `dicom-node outbox retry` puts it back).
+OUTBOX_PENDING = "pending"
+OUTBOX_SENT = "sent"
+OUTBOX_FAILED = "failed"
+
+#: Objects waiting to be sent to a peer: durable, so a peer that is down gets them when it is
+#: back, also after a restart. The file lives in the outgoing area until it was delivered.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("destination", String(64), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False),
+    #: Path of the file relative to the outgoing area.
+    Column("path", Text, nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id")),
+    Column("state", String(16), nullable=False, default=OUTBOX_PENDING),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_destination_instance"),
+    Index("ix_outbox_state_next", "state", "next_attempt_at"),
 )

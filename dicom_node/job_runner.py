@@ -1,0 +1,110 @@
+"""The job runner: takes pending jobs and runs them in worker processes (``jobs.workers``), so
+the heavy work on a study never holds the receiving or HTTP threads of the node.
+
+A stop leaves the jobs in progress as they are: they are still marked running, and the next
+start puts them back to pending (jobs.requeue_interrupted), which is safe because running a job
+again never queues an object twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+from sqlalchemy import Engine
+
+from .config import NodeConfig
+from .jobs import Job, claim, finish, requeue_interrupted
+from .study_job import StudyJobContext, StudyJobError, run_study_job
+
+log = logging.getLogger(__name__)
+
+_context: StudyJobContext | None = None
+
+
+def _start_worker(config: NodeConfig) -> None:
+    global _context
+    from .server import configure_logging
+
+    configure_logging(config.logging.level)
+    _context = StudyJobContext.open(config)
+
+
+def _work(job_id: int, study_uid: str) -> str:
+    """Run one job in a worker process; the error to record, or "" when it went through."""
+    assert _context is not None, "worker not initialised"
+    try:
+        run_study_job(_context, job_id, study_uid)
+    except StudyJobError as error:
+        return str(error)
+    return ""
+
+
+class JobRunner:
+    """Claims jobs while a worker is free and records each one's outcome."""
+
+    def __init__(self, config: NodeConfig, engine: Engine, interval: float = 1.0) -> None:
+        self._config = config
+        self._engine = engine
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[Future, Job] = {}
+
+    def start(self) -> None:
+        requeued = requeue_interrupted(self._engine)
+        if requeued:
+            log.info("%d job(s) interrupted by the last stop run again", requeued)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self._config.jobs.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self._config,),
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._fill()
+            except Exception as error:  # a database outage must not end the runner
+                log.error("cannot claim jobs: %s", error)
+            if not self._running:
+                self._stop.wait(self._interval)
+                continue
+            done, _ = wait(self._running, timeout=self._interval, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._record(future, self._running.pop(future))
+
+    def _fill(self) -> None:
+        assert self._pool is not None
+        while len(self._running) < self._config.jobs.workers and not self._stop.is_set():
+            job = claim(self._engine)
+            if job is None:
+                return
+            log.info("job %d started (attempt %d)", job.id, job.attempts)
+            self._running[self._pool.submit(_work, job.id, job.study_instance_uid)] = job
+
+    def _record(self, future: Future, job: Job) -> None:
+        try:
+            error = future.result()
+        except Exception as failure:  # a bug or a crashed worker: the job says so
+            error = f"unexpected {type(failure).__name__}: {failure}"
+        try:
+            finish(self._engine, job.id, error)
+        except Exception as failure:
+            log.error("job %d: cannot record its outcome: %s", job.id, failure)
+            return
+        if error:
+            log.error("job %d failed: %s", job.id, error)
+        else:
+            log.info("job %d done", job.id)

@@ -1,0 +1,222 @@
+"""The DICOM outbox: objects to send to peers, retried until each peer acknowledged them.
+
+A row is written in the same step that puts the file in the outgoing area, so nothing queued is
+lost by a restart; the sender thread takes due rows, sends them with one association per peer,
+and removes a file once it was delivered. A peer that is down is retried with a growing delay
+(capped), forever; a peer that refuses an object (a failure status) is retried a few times, then
+the row is marked failed with the peer's answer, for an operator to look at and retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, select, update
+
+from .config import ConfigError, NodeConfig, OutboxConfig
+from .index.database import dialect_insert
+from .index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
+from .periodic import PeriodicThread
+from .scu import PeerUnavailable, send
+from .storage import StorageArea
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+def open_outbox(config: NodeConfig, engine: Engine) -> Outbox:
+    """The outbox, its files in an area apart from the stored instances (never indexed)."""
+    return Outbox(engine, StorageArea(config.storage.path / "outgoing"), config.outbox)
+
+
+def retry_delay(policy: OutboxConfig, attempts: int) -> float:
+    delay = policy.first_retry_seconds * 2 ** min(max(attempts - 1, 0), 32)
+    return min(delay, policy.max_retry_seconds)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    destination: str
+    sop_instance_uid: str
+    path: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str
+
+
+class Outbox:
+    """The outbox table and the outgoing files it names."""
+
+    def __init__(self, engine: Engine, area: StorageArea, policy: OutboxConfig) -> None:
+        self.engine = engine
+        self.area = area
+        self.policy = policy
+        self._insert = dialect_insert(engine)
+
+    def queued(self, destination: str, sop_instance_uid: str) -> bool:
+        with self.engine.connect() as connection:
+            return (
+                connection.execute(
+                    select(outbox.c.id).where(
+                        and_(
+                            outbox.c.destination == destination,
+                            outbox.c.sop_instance_uid == sop_instance_uid,
+                        )
+                    )
+                ).first()
+                is not None
+            )
+
+    def enqueue(
+        self, destination: str, sop_instance_uid: str, chunks: list[bytes], job_id: int | None
+    ) -> bool:
+        """Write the object durably and queue it; False (nothing written) if already queued."""
+        relative = self.area.write(chunks)
+        self.area.sync(relative)
+        now = time.time()
+        with self.engine.begin() as connection:
+            added = connection.execute(
+                self._insert(outbox)
+                .values(
+                    destination=destination,
+                    sop_instance_uid=sop_instance_uid,
+                    path=relative,
+                    job_id=job_id,
+                    state=OUTBOX_PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    last_error="",
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing()
+            ).rowcount
+        if not added:
+            self.area.remove(relative)
+        return bool(added)
+
+    def rows(self, state: str | None = None, limit: int | None = None) -> list[OutboxRow]:
+        statement = select(*(outbox.c[f] for f in OutboxRow.__dataclass_fields__))
+        if state:
+            statement = statement.where(outbox.c.state == state)
+        statement = statement.order_by(outbox.c.id).limit(limit)
+        with self.engine.connect() as connection:
+            return [OutboxRow(*row) for row in connection.execute(statement)]
+
+    def due(self, now: float) -> list[OutboxRow]:
+        statement = (
+            select(*(outbox.c[f] for f in OutboxRow.__dataclass_fields__))
+            .where(and_(outbox.c.state == OUTBOX_PENDING, outbox.c.next_attempt_at <= now))
+            .order_by(outbox.c.id)
+            .limit(BATCH)
+        )
+        with self.engine.connect() as connection:
+            return [OutboxRow(*row) for row in connection.execute(statement)]
+
+    def _set(self, ids: Sequence[int], **values) -> None:
+        if ids:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    update(outbox)
+                    .where(outbox.c.id.in_(ids))
+                    .values(updated_at=time.time(), **values)
+                )
+
+    def delivered(self, row: OutboxRow) -> None:
+        self._set([row.id], state=OUTBOX_SENT, attempts=row.attempts + 1, last_error="")
+        self.area.remove(row.path)
+
+    def not_delivered(self, row: OutboxRow, error: str, now: float, refused: bool) -> None:
+        attempts = row.attempts + 1
+        if refused and attempts >= self.policy.max_refusals:
+            self._set([row.id], state=OUTBOX_FAILED, attempts=attempts, last_error=error)
+            log.error(
+                "outbox: %s refused object %d %d times, giving up: %s",
+                row.destination,
+                row.id,
+                attempts,
+                error,
+            )
+            return
+        self._set(
+            [row.id],
+            attempts=attempts,
+            last_error=error,
+            next_attempt_at=now + retry_delay(self.policy, attempts),
+        )
+
+    def retry(self, ids: Sequence[int] | None = None) -> int:
+        """Failed rows (these, or all) back to pending, due now; returns how many."""
+        condition = outbox.c.state == OUTBOX_FAILED
+        if ids is not None:
+            condition = and_(condition, outbox.c.id.in_(ids))
+        with self.engine.begin() as connection:
+            return connection.execute(
+                update(outbox)
+                .where(condition)
+                .values(
+                    state=OUTBOX_PENDING,
+                    attempts=0,
+                    next_attempt_at=time.time(),
+                    updated_at=time.time(),
+                )
+            ).rowcount
+
+    def recover(self) -> None:
+        """At start: drop outgoing files no row names (written, then interrupted before queued)."""
+        self.area.prepare()
+        with self.engine.connect() as connection:
+            wanted = set(
+                connection.execute(
+                    select(outbox.c.path).where(outbox.c.state != OUTBOX_SENT)
+                ).scalars()
+            )
+        for relative in self.area.files_changed_since(0):
+            if relative not in wanted:
+                self.area.remove(relative)
+
+
+class OutboxSender(PeriodicThread):
+    """Sends due outbox rows, one association per destination per round."""
+
+    def __init__(self, config: NodeConfig, box: Outbox, interval: float = 1.0) -> None:
+        super().__init__("outbox", interval)
+        self._config = config
+        self._outbox = box
+
+    def run_once(self, now: float) -> int:
+        """Send what is due at ``now``; returns how many objects were delivered."""
+        by_destination: dict[str, list[OutboxRow]] = {}
+        for row in self._outbox.due(now):
+            by_destination.setdefault(row.destination, []).append(row)
+        delivered = 0
+        for destination, rows in by_destination.items():
+            delivered += self._send(destination, rows, now)
+        return delivered
+
+    def _send(self, destination: str, rows: list[OutboxRow], now: float) -> int:
+        paths = {str(self._outbox.area.path(row.path)): row for row in rows}
+        try:
+            report = send(self._config, destination, [self._outbox.area.path(r.path) for r in rows])
+        except (PeerUnavailable, ConfigError) as error:  # down, or no longer configured
+            log.warning("outbox: %d object(s) wait for %s: %s", len(rows), destination, error)
+            for row in rows:
+                self._outbox.not_delivered(row, str(error), now, refused=False)
+            return 0
+        failed = dict(report.failed)
+        for path, row in paths.items():
+            if path in failed:
+                # "no answer": the association broke off, which is not the peer's verdict
+                refused = not failed[path].startswith("no answer")
+                self._outbox.not_delivered(row, failed[path], now, refused=refused)
+            else:
+                self._outbox.delivered(row)
+        sent = len(paths) - len(failed)
+        log.info("outbox: %d object(s) delivered to %s, %d not", sent, destination, len(failed))
+        return sent

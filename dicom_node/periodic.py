@@ -1,0 +1,37 @@
+"""A background thread that does one round of work every few seconds until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+
+class PeriodicThread:
+    """Calls ``run_once(now)`` every ``interval`` seconds; an error (a database outage, say) is
+    logged and the next round runs as usual."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        self._name = name
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.run_once(time.time())
+            except Exception as error:
+                log.error("%s round failed: %s", self._name, error)
+
+    def run_once(self, now: float) -> object:
+        raise NotImplementedError

@@ -1,0 +1,170 @@
+"""What a job does with a complete study, series by series, in a job worker process.
+
+Each series is routed (routing.py); for every matching route, a series whose pixels may show
+the patient's identity is held back unless the route allows it, and the route's research
+destinations get de-identified copies (made with the route's options) through the outbox. Every
+decision is written as a job note, so "why did nothing happen?" has an answer in the index.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import Engine, select
+
+from .config import NodeConfig, RouteConfig
+from .deid.burned_in import burned_in_text
+from .deid.deidentify import DeidentificationError, Deidentifier
+from .deid.mapping import MappingStore
+from .deid.pseudonyms import Pseudonymizer, load_or_create_key
+from .index.database import open_engine
+from .index.schema import instances, series
+from .jobs import add_note
+from .outbox import Outbox, open_outbox
+from .routing import SeriesFacts, matching_routes
+from .storage import StorageArea
+
+log = logging.getLogger(__name__)
+
+
+class StudyJobError(Exception):
+    """The job cannot complete; the message says which file and why, without patient data."""
+
+
+@dataclass
+class StudyJobContext:
+    """What a worker process opens once and reuses for every job it runs."""
+
+    config: NodeConfig
+    engine: Engine
+    storage: StorageArea
+    outbox: Outbox
+    pseudonyms: Pseudonymizer
+    mapping: MappingStore
+    _deidentifiers: dict[str, Deidentifier] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, config: NodeConfig) -> StudyJobContext:
+        engine = open_engine(config.storage.database_url, create=False)
+        return cls(
+            config=config,
+            engine=engine,
+            storage=StorageArea(config.storage.path),
+            outbox=open_outbox(config, engine),
+            pseudonyms=Pseudonymizer(load_or_create_key(config.pseudonym_key_file)),
+            mapping=MappingStore(engine),
+        )
+
+    def deidentifier(self, route: RouteConfig) -> Deidentifier:
+        if route.name not in self._deidentifiers:
+            self._deidentifiers[route.name] = Deidentifier(self.pseudonyms, route.deidentification)
+        return self._deidentifiers[route.name]
+
+
+@dataclass(frozen=True)
+class StoredSeries:
+    series_instance_uid: str
+    paths: list[Path]
+
+
+def stored_series(context: StudyJobContext, study_uid: str) -> list[StoredSeries]:
+    statement = (
+        select(instances.c.series_instance_uid, instances.c.path)
+        .join(series, series.c.series_instance_uid == instances.c.series_instance_uid)
+        .where(series.c.study_instance_uid == study_uid)
+        .order_by(
+            series.c.series_number, instances.c.series_instance_uid, instances.c.instance_number
+        )
+    )
+    grouped: dict[str, list[Path]] = {}
+    with context.engine.connect() as connection:
+        for series_uid, relative in connection.execute(statement):
+            grouped.setdefault(series_uid, []).append(context.storage.path(relative))
+    return [StoredSeries(uid, paths) for uid, paths in grouped.items()]
+
+
+def _read(path: Path, headers_only: bool) -> Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=headers_only)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        raise StudyJobError(f"stored file {path.name} cannot be read: {error}") from None
+
+
+def run_study_job(context: StudyJobContext, job_id: int, study_uid: str) -> None:
+    """Process every series of the study; raises StudyJobError when a file defeats it."""
+    found = stored_series(context, study_uid)
+    if not found:
+        add_note(context.engine, job_id, "the study has no stored instance (removed?)")
+    for stored in found:
+        headers = [_read(path, headers_only=True) for path in stored.paths]
+        facts = SeriesFacts.from_headers(headers)
+        label = f"series {headers[0].get('SeriesNumber', '?')} ({facts.modality or '-'}, "
+        label += f"{len(headers)} instance(s))"
+        routes = matching_routes(context.config.inference.routes, facts)
+        if not routes:
+            add_note(
+                context.engine, job_id, f"{label}: no routing rule matches ({facts.describe()})"
+            )
+        for route in routes:
+            _apply_route(context, job_id, route, stored, headers, label)
+
+
+def _apply_route(
+    context: StudyJobContext,
+    job_id: int,
+    route: RouteConfig,
+    stored: StoredSeries,
+    headers: list[Dataset],
+    label: str,
+) -> None:
+    reasons = {reason for h in headers if (reason := burned_in_text(h))}
+    if reasons and not route.allow_burned_in_text:
+        add_note(
+            context.engine,
+            job_id,
+            f"{label}: route {route.name}: held back from models and research destinations: "
+            f"{'; '.join(sorted(reasons))} (allow_burned_in_text is false for this route)",
+        )
+        return
+    if route.research_destinations:
+        queued, already = _forward(context, job_id, route, stored)
+        text = f"{label}: route {route.name}: {queued} de-identified instance(s) queued for "
+        text += ", ".join(route.research_destinations)
+        if already:
+            text += f" ({already} queued by an earlier run)"
+        add_note(context.engine, job_id, text)
+
+
+def _forward(
+    context: StudyJobContext, job_id: int, route: RouteConfig, stored: StoredSeries
+) -> tuple[int, int]:
+    """De-identified copies of the series into the outbox, once per destination and instance."""
+    deidentify = context.deidentifier(route)
+    queued = already = 0
+    for path in stored.paths:
+        original = _read(path, headers_only=False)
+        pseudonym = context.pseudonyms.uid(str(original.SOPInstanceUID))
+        waiting = [
+            d for d in route.research_destinations if not context.outbox.queued(d, pseudonym)
+        ]
+        if not waiting:
+            already += 1
+            continue
+        try:
+            copy = deidentify(original)
+        except DeidentificationError as error:
+            raise StudyJobError(f"stored file {path.name}: {error}") from None
+        buffer = io.BytesIO()
+        copy.save_as(buffer, enforce_file_format=True)
+        # The mapping is durable before the copy can leave: its results can always come back.
+        context.mapping.save(context.pseudonyms.take_issued())
+        for destination in waiting:
+            context.outbox.enqueue(destination, copy.SOPInstanceUID, [buffer.getvalue()], job_id)
+        queued += 1
+    return queued, already
