@@ -8,10 +8,13 @@ import stat
 import subprocess
 import sys
 
+import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
@@ -253,3 +256,60 @@ def test_results_map_back_to_the_original_study(tmp_path):
     stranger.StudyInstanceUID = generate_uid()
     with pytest.raises(NotOurPseudonym):
         reidentify(stranger, store, originals[0])
+
+
+def test_a_segmentation_made_on_the_copy_files_into_the_original_study(tmp_path):
+    """De-identify, segment the copy with highdicom, re-identify: the SEG references the
+    original series, instances and frame of reference, and validates."""
+    store = MappingStore(open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}"))
+    pseudonyms = Pseudonymizer(KEY)
+    originals = [pydicom.dcmread(CT_SERIES / f"1-00{n}.dcm") for n in (1, 2, 3)]
+    copies = [Deidentifier(pseudonyms)(ds) for ds in originals]
+    store.save(pseudonyms.take_issued())
+    bone = np.stack([ds.pixel_array * ds.RescaleSlope + ds.RescaleIntercept > 300 for ds in copies])
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Bone",
+        segmented_property_category=codes.SCT.Tissue,
+        segmented_property_type=codes.SCT.Bone,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="test threshold", version="1", family=codes.cid7162.ArtificialIntelligence
+        ),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=copies,
+        pixel_array=bone,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="dicom-ai-node tests",
+        manufacturer_model_name="threshold",
+        software_versions="0",
+        device_serial_number="0",
+    )
+    back = reidentify(seg, store, originals[0])
+    assert back.StudyInstanceUID == originals[0].StudyInstanceUID
+    assert back.FrameOfReferenceUID == originals[0].FrameOfReferenceUID
+    assert back.PatientID == originals[0].PatientID
+    (series,) = back.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == originals[0].SeriesInstanceUID
+    referenced = {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence}
+    assert referenced == {ds.SOPInstanceUID for ds in originals}
+    sources = {
+        source.ReferencedSOPInstanceUID
+        for frame in back.PerFrameFunctionalGroupsSequence
+        for derivation in frame.DerivationImageSequence
+        for source in derivation.SourceImageSequence
+    }
+    assert sources <= {ds.SOPInstanceUID for ds in originals} and sources
+    assert (
+        back.SOPInstanceUID == seg.SOPInstanceUID
+        and back.SeriesInstanceUID == seg.SeriesInstanceUID
+    )
+    path = tmp_path / "seg.dcm"
+    back.save_as(path, enforce_file_format=True)
+    assert _dciodvfy_errors(path) == set()

@@ -1,0 +1,82 @@
+"""The outbox's retry policy against peers that are down or refuse what they are sent."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage
+
+from dicom_node.config import parse_config
+from dicom_node.index.database import open_engine
+from dicom_node.index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT
+from dicom_node.outbox import OutboxSender, open_outbox, retry_delay
+
+from .conftest import TRANSFER_SYNTAXES, free_port
+
+CT_SMALL = TRANSFER_SYNTAXES / "CT_small.dcm"
+
+
+def make_outbox(tmp_path, port: int):
+    config = parse_config(
+        {
+            "storage": {"path": str(tmp_path / "storage")},
+            "peers": {"archive": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": port}},
+            "outbox": {"first_retry_seconds": 2, "max_retry_seconds": 10, "max_refusals": 3},
+        }
+    )
+    config.storage.path.mkdir()
+    box = open_outbox(config, open_engine(config.storage.database_url))
+    box.recover()
+    assert box.enqueue("archive", "1.2.3", [CT_SMALL.read_bytes()], None)
+    assert not box.enqueue("archive", "1.2.3", [CT_SMALL.read_bytes()], None), "queued once"
+    return config, box
+
+
+@pytest.fixture
+def peer():
+    """A pynetdicom storage SCP answering every C-STORE with the status in `answer`."""
+    answer = {"status": 0x0000}
+    ae = AE("ARCHIVE")
+    ae.add_supported_context(CTImageStorage)
+    port = free_port()
+    handlers = [(evt.EVT_C_STORE, lambda event: answer["status"])]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    yield port, answer
+    server.shutdown()
+
+
+def test_a_peer_that_is_down_is_retried_with_growing_delays_and_never_given_up(tmp_path):
+    config, box = make_outbox(tmp_path, free_port())
+    sender = OutboxSender(config, box)
+    now = time.time()
+    for attempt in range(1, 7):
+        assert sender.run_once(now) == 0
+        (row,) = box.rows()
+        assert (row.state, row.attempts) == (OUTBOX_PENDING, attempt)
+        assert row.next_attempt_at == now + retry_delay(config.outbox, attempt)
+        assert "cannot reach peer 'archive'" in row.last_error
+        assert sender.run_once(row.next_attempt_at - 0.1) == 0, "not due yet"
+        now = row.next_attempt_at
+    assert retry_delay(config.outbox, 6) == 10, "capped"
+    assert box.area.path(row.path).exists()
+
+
+def test_refusals_end_in_failed_until_retried_then_delivery_removes_the_file(tmp_path, peer):
+    port, answer = peer
+    config, box = make_outbox(tmp_path, port)
+    sender = OutboxSender(config, box)
+    answer["status"] = 0xA700  # out of resources
+    now = time.time()
+    for _ in range(3):
+        sender.run_once(now)
+        now += 60
+    (row,) = box.rows()
+    assert row.state == OUTBOX_FAILED and "status 0xA700" in row.last_error
+    assert sender.run_once(now + 3600) == 0, "failed rows are not sent"
+    answer["status"] = 0x0000
+    assert box.retry() == 1
+    assert sender.run_once(now + 3600) == 1
+    (row,) = box.rows()
+    assert row.state == OUTBOX_SENT and not box.area.path(row.path).exists()
