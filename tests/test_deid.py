@@ -158,15 +158,17 @@ def test_every_attribute_of_the_table_gets_its_action_at_any_depth():
     top = _table_dataset()
     assert len(top) > 500
     _check_actions(top, deidentify(top))
-    # The same attributes inside an item of a sequence the profile keeps.
-    keep_sequence = next(
-        tag
-        for tag, vr in ((0x00081115, "SQ"), (0x00081140, "SQ"))
-        if action_for(tag) is not Action.REMOVE
-    )
-    wrapper = Dataset()
-    wrapper.add_new(keep_sequence, "SQ", [_table_dataset()])
-    inner = deidentify(wrapper)[keep_sequence].value[0]
+    # The same attributes three sequences deep (sequences the profile keeps).
+    kept = [t for t in (0x00081115, 0x00081140, 0x00089121) if action_for(t) is not Action.REMOVE]
+    assert len(kept) == 3
+    nested = _table_dataset()
+    for tag in kept:
+        wrapper = Dataset()
+        wrapper.add_new(tag, "SQ", [nested])
+        nested = wrapper
+    inner = deidentify(nested)
+    for tag in reversed(kept):
+        inner = inner[tag].value[0]
     _check_actions(_table_dataset(), inner)
 
 
@@ -182,7 +184,8 @@ def _dciodvfy_errors(path) -> set[str]:
 def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
-    for path in (CT_SERIES / "1-001.dcm", NIH_DX, *sorted(SR_SEG.glob("*.dcm"))):
+    pydicom_files = [TRANSFER_SYNTAXES / n for n in ("CT_small.dcm", "MR_small.dcm", "JPEG-LL.dcm")]
+    for path in (CT_SERIES / "1-001.dcm", NIH_DX, *sorted(SR_SEG.glob("*.dcm")), *pydicom_files):
         (source / path.name).write_bytes(path.read_bytes())
     (source / "notes.txt").write_text("not DICOM")
     config = tmp_path / "node.yaml"
@@ -192,7 +195,7 @@ def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
         [*command, str(source), str(tmp_path / "out")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert "de-identified 6 file(s)" in result.stdout and "1 skipped" in result.stdout
+    assert "de-identified 9 file(s)" in result.stdout and "1 skipped" in result.stdout
     assert "notes.txt: not a readable DICOM file" in result.stderr
     key_file = tmp_path / "storage" / "deid.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
