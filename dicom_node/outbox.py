@@ -101,41 +101,35 @@ class Outbox:
             self.area.remove(relative)
         return bool(added)
 
-    def rows(self, state: str | None = None, limit: int | None = None) -> list[OutboxRow]:
+    def _select(self, condition, limit: int | None) -> list[OutboxRow]:
         statement = select(*(outbox.c[f] for f in OutboxRow.__dataclass_fields__))
-        if state:
-            statement = statement.where(outbox.c.state == state)
-        statement = statement.order_by(outbox.c.id).limit(limit)
+        if condition is not None:
+            statement = statement.where(condition)
         with self.engine.connect() as connection:
-            return [OutboxRow(*row) for row in connection.execute(statement)]
+            rows = connection.execute(statement.order_by(outbox.c.id).limit(limit))
+            return [OutboxRow(*row) for row in rows]
+
+    def rows(self, state: str | None = None, limit: int | None = None) -> list[OutboxRow]:
+        return self._select(outbox.c.state == state if state else None, limit)
 
     def due(self, now: float) -> list[OutboxRow]:
-        statement = (
-            select(*(outbox.c[f] for f in OutboxRow.__dataclass_fields__))
-            .where(and_(outbox.c.state == OUTBOX_PENDING, outbox.c.next_attempt_at <= now))
-            .order_by(outbox.c.id)
-            .limit(BATCH)
-        )
-        with self.engine.connect() as connection:
-            return [OutboxRow(*row) for row in connection.execute(statement)]
+        condition = and_(outbox.c.state == OUTBOX_PENDING, outbox.c.next_attempt_at <= now)
+        return self._select(condition, BATCH)
 
-    def _set(self, ids: Sequence[int], **values) -> None:
-        if ids:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_(ids))
-                    .values(updated_at=time.time(), **values)
-                )
+    def _set(self, row_id: int, **values) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(outbox).where(outbox.c.id == row_id).values(updated_at=time.time(), **values)
+            )
 
     def delivered(self, row: OutboxRow) -> None:
-        self._set([row.id], state=OUTBOX_SENT, attempts=row.attempts + 1, last_error="")
+        self._set(row.id, state=OUTBOX_SENT, attempts=row.attempts + 1, last_error="")
         self.area.remove(row.path)
 
     def not_delivered(self, row: OutboxRow, error: str, now: float, refused: bool) -> None:
         attempts = row.attempts + 1
         if refused and attempts >= self.policy.max_refusals:
-            self._set([row.id], state=OUTBOX_FAILED, attempts=attempts, last_error=error)
+            self._set(row.id, state=OUTBOX_FAILED, attempts=attempts, last_error=error)
             log.error(
                 "outbox: %s refused object %d %d times, giving up: %s",
                 row.destination,
@@ -145,7 +139,7 @@ class Outbox:
             )
             return
         self._set(
-            [row.id],
+            row.id,
             attempts=attempts,
             last_error=error,
             next_attempt_at=now + retry_delay(self.policy, attempts),

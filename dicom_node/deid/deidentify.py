@@ -80,6 +80,8 @@ class Deidentifier:
         self.pseudonyms = pseudonyms
         self.options = options or DeidentificationOptions()
         self._actions = option_actions(self.options)
+        #: only an option that cleans needs the dataset's identifying values
+        self._cleans = Action.CLEAN in self._actions.values()
         self._safe_private = _safe_private(self.options.safe_private)
 
     def action(self, tag: int) -> Action:
@@ -101,7 +103,7 @@ class Deidentifier:
         patient_id = str(original.get("PatientID", ""))
         shifted = self.options.dates is DateHandling.SHIFTED
         cleaner = Cleaner(
-            identifying_values(original, self.action),
+            identifying_values(original, self.action) if self._cleans else (),
             self.pseudonyms.date_offset(patient_id) if shifted else 0,
         )
         patient = self.pseudonyms.patient(patient_id)
