@@ -20,7 +20,7 @@ from .config import ConfigError, NodeConfig, OutboxConfig
 from .index.database import dialect_insert
 from .index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
 from .periodic import PeriodicThread
-from .scu import PeerUnavailable, send
+from .scu import NO_ANSWER, PeerUnavailable, send
 from .storage import StorageArea
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,8 @@ class OutboxSender(PeriodicThread):
         failed = dict(report.failed)
         for path, row in paths.items():
             if path in failed:
-                # "no answer": the association broke off, which is not the peer's verdict
-                refused = not failed[path].startswith("no answer")
+                # The association broke off: that is not the peer's verdict on the object.
+                refused = not failed[path].startswith(NO_ANSWER)
                 self._outbox.not_delivered(row, failed[path], now, refused=refused)
             else:
                 self._outbox.delivered(row)

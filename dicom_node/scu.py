@@ -34,6 +34,10 @@ class PeerUnavailable(Exception):
     """The peer did not accept an association (down, unreachable or rejecting us)."""
 
 
+#: Starts the failure reason of an object the peer gave no verdict on (see `outbox`).
+NO_ANSWER = "no answer (association aborted or timed out)"
+
+
 def _describe(peer_name: str, peer: PeerConfig) -> str:
     return f"peer {peer_name!r} ({peer.ae_title} at {peer.host}:{peer.port})"
 
@@ -120,6 +124,9 @@ def send(config: NodeConfig, peer_name: str, paths: Iterable[Path]) -> SendRepor
 def _send_one(
     association: Association, path: Path, syntax: str, accepted: set[str], report: SendReport
 ) -> None:
+    if not association.is_established:  # an earlier object's store timed out or was aborted
+        report.failed.append((str(path), f"{NO_ANSWER} before this object was sent"))
+        return
     if syntax not in accepted and not needs_decompression(syntax, accepted):
         report.failed.append((str(path), f"the peer accepts neither {syntax} nor uncompressed"))
         return
@@ -131,7 +138,7 @@ def _send_one(
         report.failed.append((str(path), str(error)))  # e.g. no codec to decompress it
         return
     if not status or "Status" not in status:
-        report.failed.append((str(path), "no answer (association aborted or timed out)"))
+        report.failed.append((str(path), NO_ANSWER))
         return
     code = int(status.Status)
     if code in (0x0000, 0xB000, 0xB006, 0xB007):

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
@@ -39,8 +40,11 @@ def configure_logging(level: str) -> None:
         level=level,
         format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
     )
-    # pynetdicom's INFO lines repeat per message what the node already logs once.
-    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # pynetdicom's INFO lines repeat per message what the node already logs once; highdicom's
+    # list every module it copies into a result, and its warnings quote patient names.
+    for chatty in ("pynetdicom", "highdicom"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
 
 
 @dataclass(frozen=True)

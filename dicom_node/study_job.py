@@ -1,9 +1,11 @@
 """What a job does with a complete study, series by series, in a job worker process.
 
 Each series is routed (routing.py); for every matching route, a series whose pixels may show
-the patient's identity is held back unless the route allows it, and the route's research
-destinations get de-identified copies (made with the route's options) through the outbox. Every
-decision is written as a job note, so "why did nothing happen?" has an answer in the index.
+the patient's identity is held back unless the route allows it, the route's models run on the
+de-identified series and their results come back into the study (study_results.py), and the
+route's research destinations get de-identified copies (made with the route's options) through
+the outbox. A model two routes name runs once per series. Every decision is written as a job
+note, so "why did nothing happen?" has an answer in the index.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine, select
 
+from inference.bundle import Bundle
+
 from .config import NodeConfig, RouteConfig
 from .deid.burned_in import burned_in_text
 from .deid.deidentify import DeidentificationError, Deidentifier
@@ -26,9 +30,11 @@ from .deid.pseudonyms import Pseudonymizer, load_or_create_key
 from .index.database import open_engine
 from .index.schema import instances, series
 from .jobs import add_note
+from .local_inference import load_bundles
 from .outbox import Outbox, open_outbox
 from .routing import SeriesFacts, matching_routes
 from .storage import StorageArea
+from .study_results import run_model
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class StudyJobContext:
     outbox: Outbox
     pseudonyms: Pseudonymizer
     mapping: MappingStore
+    bundles: dict[str, Bundle]
     _deidentifiers: dict[str, Deidentifier] = field(default_factory=dict)
 
     @classmethod
@@ -59,6 +66,7 @@ class StudyJobContext:
             outbox=open_outbox(config, engine),
             pseudonyms=Pseudonymizer(load_or_create_key(config.pseudonym_key_file)),
             mapping=MappingStore(engine),
+            bundles=load_bundles(config.inference),
         )
 
     def deidentifier(self, route: RouteConfig) -> Deidentifier:
@@ -111,8 +119,9 @@ def run_study_job(context: StudyJobContext, job_id: int, study_uid: str) -> None
             add_note(
                 context.engine, job_id, f"{label}: no routing rule matches ({facts.describe()})"
             )
+        models_run: set[str] = set()
         for route in routes:
-            _apply_route(context, job_id, route, stored, headers, label)
+            _apply_route(context, job_id, route, stored, headers, label, models_run)
 
 
 def _apply_route(
@@ -122,6 +131,7 @@ def _apply_route(
     stored: StoredSeries,
     headers: list[Dataset],
     label: str,
+    models_run: set[str],
 ) -> None:
     reasons = {reason for h in headers if (reason := burned_in_text(h))}
     if reasons and not route.allow_burned_in_text:
@@ -132,6 +142,10 @@ def _apply_route(
             f"{'; '.join(sorted(reasons))} (allow_burned_in_text is false for this route)",
         )
         return
+    for model in route.models:
+        if model not in models_run:
+            models_run.add(model)
+            run_model(context, job_id, route, context.bundles[model], stored, headers, label)
     if route.research_destinations:
         queued, already = _forward(context, job_id, route, stored)
         text = f"{label}: route {route.name}: {queued} de-identified instance(s) queued for "

@@ -1,24 +1,31 @@
-"""A segmentation result as a DICOM Segmentation (highdicom): what a radiologist's viewer overlays
-on the CT it came from.
+"""Model outputs as DICOM Segmentations (highdicom): what a radiologist's viewer overlays on the
+images they came from.
 
 One segment per tissue the model found, and one per composite (body = every tissue), each BINARY
 (bit-packed), coded with the SNOMED CT category and type the bundle's ``segment_codes`` give, and
 naming the algorithm (bundle name, version, ``algorithm_family``). Frames exist only where a segment
 is present; each frame references its source slice and carries that slice's position, so the
 overlay lands where the tissue is.
+
+A classifier's explanation (its Grad-CAM map) is a FRACTIONAL segmentation of the image it
+explains: one probability-type segment on the image's own pixel grid, which Slicer and highdicom
+show as a heat map and any SEG-aware viewer can overlay.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
+from monai.transforms import Resize
 from pydicom import Dataset
 from pydicom.sr.coding import Code
+from pydicom.uid import JPEGLSLossless
 
 from .bundle import Bundle, BundleError
-from .run import Segmentation
+from .run import Classification, Segmentation
 
 #: Said by the series description of every result object.
 NOT_FOR_DIAGNOSIS = "AI output, not for primary diagnosis unless validated"
@@ -26,7 +33,8 @@ NOT_FOR_DIAGNOSIS = "AI output, not for primary diagnosis unless validated"
 
 @dataclass(frozen=True)
 class ResultIdentity:
-    """The identity of one result object and of the node that made it."""
+    """The identity of one result object and of the node that made it (``device_uid`` names
+    the node running this model, the observer device of reports)."""
 
     series_instance_uid: str
     sop_instance_uid: str
@@ -34,6 +42,15 @@ class ResultIdentity:
     manufacturer: str
     software_version: str
     device_serial_number: str
+    device_uid: str
+    instance_number: int = 1
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID that is a function of ``parts`` (a name-based UUID under the 2.25 root, PS3.5
+    B.2): the same result of the same source always gets the same UID, so making it twice
+    makes no second object."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(parts)).int}"
 
 
 def parse_code(text: str) -> Code:
@@ -55,28 +72,52 @@ def _masks(bundle: Bundle, result: Segmentation) -> list[tuple[str, np.ndarray]]
     return masks
 
 
-def _description(bundle: Bundle, number: int, name: str) -> hd.seg.SegmentDescription:
+def _codes(bundle: Bundle, entry: str) -> tuple[Code, Code, Code]:
+    """Category, type and algorithm family of ``entry`` of the bundle's ``segment_codes``."""
     try:
-        coded = bundle.metadata["segment_codes"][name]
+        coded = bundle.metadata["segment_codes"][entry]
         family = parse_code(bundle.metadata["algorithm_family"])
-        category, kind = parse_code(coded["category"]), parse_code(coded["type"])
+        return parse_code(coded["category"]), parse_code(coded["type"]), family
     except (KeyError, ValueError) as error:
         raise BundleError(
-            f"bundle {bundle.path}: metadata.json needs segment_codes.{name} (category and type, "
-            f"as SCHEME:VALUE:MEANING) and algorithm_family ({error})"
+            f"bundle {bundle.path}: metadata.json needs segment_codes.{entry} (category and "
+            f"type, as SCHEME:VALUE:MEANING) and algorithm_family ({error})"
         ) from None
+
+
+def _description(
+    bundle: Bundle, identity: ResultIdentity, number: int, entry: str, label: str
+) -> hd.seg.SegmentDescription:
+    category, kind, family = _codes(bundle, entry)
     return hd.seg.SegmentDescription(
         segment_number=number,
-        segment_label=name.replace("_", " "),
+        segment_label=label,
         segmented_property_category=category,
         segmented_property_type=kind,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=bundle.name, version=bundle.version, family=family
         ),
-        tracking_uid=hd.UID(),
-        tracking_id=name,
+        tracking_uid=derived_uid(identity.sop_instance_uid, entry),
+        tracking_id=entry,
     )
+
+
+def _common(bundle: Bundle, identity: ResultIdentity, kind: str) -> dict[str, object]:
+    """The Segmentation arguments every result of ``bundle`` shares."""
+    return {
+        "series_instance_uid": identity.series_instance_uid,
+        "series_number": identity.series_number,
+        "sop_instance_uid": identity.sop_instance_uid,
+        "instance_number": identity.instance_number,
+        "manufacturer": identity.manufacturer,
+        "manufacturer_model_name": f"{bundle.name} {bundle.version}",
+        "software_versions": identity.software_version,
+        "device_serial_number": identity.device_serial_number,
+        "series_description": f"{bundle.name} {kind}: {NOT_FOR_DIAGNOSIS}"[:64],
+        "content_label": f"{bundle.name}_{kind}".upper()[:16],
+        "content_description": f"{bundle.name} {bundle.version} {kind}"[:64],
+    }
 
 
 def encode_segmentation(
@@ -92,18 +133,52 @@ def encode_segmentation(
         pixel_array=np.stack([mask for _, mask in masks], axis=-1),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[
-            _description(bundle, number, name) for number, (name, _) in enumerate(masks, 1)
+            _description(bundle, identity, number, name, name.replace("_", " "))
+            for number, (name, _) in enumerate(masks, 1)
         ],
-        series_instance_uid=identity.series_instance_uid,
-        series_number=identity.series_number,
-        sop_instance_uid=identity.sop_instance_uid,
-        instance_number=1,
-        manufacturer=identity.manufacturer,
-        manufacturer_model_name=f"{bundle.name} {bundle.version}",
-        software_versions=identity.software_version,
-        device_serial_number=identity.device_serial_number,
-        series_description=f"{bundle.name}: {NOT_FOR_DIAGNOSIS}"[:64],
-        content_label=bundle.name.upper()[:16],
-        content_description=f"{bundle.name} {bundle.version} segmentation"[:64],
         omit_empty_frames=True,
+        **_common(bundle, identity, "segmentation"),
     )
+
+
+def _usable_pixel_spacing(source: Dataset) -> Dataset:
+    """``source``, or a copy without Pixel Spacing when it holds a zero (seen in CR exports),
+    which highdicom would copy into the SEG and dciodvfy rightly rejects."""
+    spacing = source.get("PixelSpacing")
+    if spacing is None or all(float(v) > 0 for v in spacing):
+        return source
+    usable = Dataset()
+    usable.update(source)
+    del usable.PixelSpacing
+    return usable
+
+
+def encode_explanation(
+    bundle: Bundle, result: Classification, source: Dataset, identity: ResultIdentity
+) -> hd.seg.Segmentation:
+    """The Grad-CAM map of ``result`` on the grid of ``source`` (the image's header) as a
+    FRACTIONAL (probability) SEG; the segment is the bundle's ``segment_codes.explanation``."""
+    if result.heatmap is None:
+        raise ValueError(f"{bundle.name}: the classification was run without an explanation")
+    grid = (int(source.Rows), int(source.Columns))
+    heatmap = np.asarray(Resize(grid, mode="bilinear")(result.heatmap[None]))[0]
+    segmentation = hd.seg.Segmentation(
+        source_images=[_usable_pixel_spacing(source)],
+        pixel_array=np.clip(heatmap, 0.0, 1.0).astype(np.float32)[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        max_fractional_value=255,
+        segment_descriptions=[
+            _description(
+                bundle, identity, 1, "explanation", f"{result.positive} evidence (Grad-CAM)"
+            )
+        ],
+        # Smooth maps compress about 15-fold; JPEG-LS is the quickest lossless codec here.
+        transfer_syntax_uid=JPEGLSLossless,
+        **_common(bundle, identity, "explanation"),
+    )
+    if "FrameOfReferenceUID" not in segmentation:
+        # A projection image without a frame of reference: its orientation is given this way
+        # (General Image module, Type 2C).
+        segmentation.PatientOrientation = source.get("PatientOrientation", "")
+    return segmentation

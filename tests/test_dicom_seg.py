@@ -27,7 +27,7 @@ def encoded(tmp_path_factory):
     bundle = find_bundles([BUILTIN_BUNDLES])["ct_tissue"]
     result = segment(bundle, volume)
     identity = ResultIdentity(
-        generate_uid(), generate_uid(), 901, "DICOM AI node", "0.1.0", "AI_NODE"
+        generate_uid(), generate_uid(), 901, "DICOM AI node", "0.1.0", "AI_NODE", generate_uid()
     )
     seg = encode_segmentation(bundle, result, volume.datasets, identity)
     path = tmp_path_factory.mktemp("seg") / "seg.dcm"

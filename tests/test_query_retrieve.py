@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
-import requests
 from pydicom import dcmread
 from sqlalchemy import select
 
 from dicom_node.index.schema import instances
 
-from .conftest import CT_SERIES, TOOL_ENV, dcmsend, dcmtk, free_port, wait_for_port
+from .conftest import CT_SERIES, dcmsend, dcmtk
+from .orthanc import OrthancPeer
 
 STUDY_UID = "1.2.826.0.1.3680043.10.474.419639.152757649181548418723364589755"
 SERIES_UID = "1.2.826.0.1.3680043.10.474.419639.300423266679936330916265249312"
@@ -20,11 +19,9 @@ SERIES_UID = "1.2.826.0.1.3680043.10.474.419639.300423266679936330916265249312"
 
 @pytest.fixture
 def ct_node(make_node, copy_files, tmp_path):
-    orthanc_port = free_port()
-    node = make_node(
-        peers={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc_port}}
-    )
-    node.orthanc_port = orthanc_port
+    orthanc = OrthancPeer(tmp_path / "orthanc")
+    node = make_node(peers={"orthanc": orthanc.peer})
+    node.orthanc = orthanc
     node.start()
     folder = copy_files(CT_SERIES, [f"1-{n:03d}.dcm" for n in range(1, 21)])
     result = dcmsend(node.port, folder)
@@ -157,43 +154,16 @@ def test_get_returns_the_stored_instances(ct_node, tmp_path):
 
 
 def test_move_to_orthanc_and_unknown_destination(ct_node, tmp_path):
-    http = free_port()
-    storage = tmp_path / "orthanc"
-    config = tmp_path / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "test",
-                "StorageDirectory": str(storage),
-                "IndexDirectory": str(storage),
-                "DicomAet": "ORTHANC",
-                "DicomPort": ct_node.orthanc_port,
-                "HttpPort": http,
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": [],
-                "DicomModalities": {"node": ["AI_NODE", "127.0.0.1", ct_node.port]},
-            }
-        )
-    )
-    orthanc = subprocess.Popen(
-        ["/usr/sbin/Orthanc", str(config)],
-        env=TOOL_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    orthanc = ct_node.orthanc
+    orthanc.start()
     try:
-        wait_for_port(ct_node.orthanc_port, orthanc)
-        wait_for_port(http, orthanc)
         result = move_study(ct_node, "ORTHANC")
         assert result.returncode == 0, result.stderr[-2000:]
-        stats = requests.get(f"http://127.0.0.1:{http}/statistics", timeout=10).json()
-        assert stats["CountInstances"] == 20
-        studies = requests.get(f"http://127.0.0.1:{http}/studies?expand", timeout=10).json()
+        assert orthanc.get("/statistics")["CountInstances"] == 20
+        studies = orthanc.get("/studies?expand")
         assert studies[0]["MainDicomTags"]["StudyInstanceUID"] == STUDY_UID
     finally:
-        orthanc.terminate()
-        orthanc.wait(timeout=30)
+        orthanc.stop()
     result = move_study(ct_node, "NOBODY")
     assert "MoveDestinationUnknown" in result.stdout + result.stderr
     assert "unknown destination AE 'NOBODY'" in ct_node.log()

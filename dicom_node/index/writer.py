@@ -26,7 +26,7 @@ from ..config import DuplicatePolicy
 from ..received import InstanceAttributes
 from .database import dialect_insert
 from .removal import remove_instance
-from .schema import STUDY_RECEIVING, instances, series, studies
+from .schema import STUDY_COMPLETE, STUDY_RECEIVING, instances, series, studies
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,30 @@ class IndexWriter:
             .values(**_instance_row(item))
         )
         return CommitResult(Outcome.REPLACED, replaced_path=old_path)
+
+
+def index_own_instance(engine: Engine, item: NewInstance) -> bool:
+    """Commit the rows of an instance this node made (a result) into its study; False when the
+    instance is indexed already. Unlike a received instance it leaves the study's state alone:
+    a job's own results must not make its study pending again and start another job."""
+    insert = dialect_insert(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(studies)
+            .values(**_row(studies, item, state=STUDY_COMPLETE, last_received_at=item.received_at))
+            .on_conflict_do_nothing(index_elements=["study_instance_uid"])
+        )
+        connection.execute(
+            insert(series)
+            .values(**_series_row(item))
+            .on_conflict_do_nothing(index_elements=["series_instance_uid"])
+        )
+        added = connection.execute(
+            insert(instances)
+            .values(**_instance_row(item))
+            .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        ).rowcount
+    return bool(added)
 
 
 def _tuple_getter(names: list[str]) -> Callable[[dict], tuple]:

@@ -1,0 +1,196 @@
+"""A route's models run on a de-identified series; their results kept in the study and delivered.
+
+Each result object's UIDs are derived from its source's UIDs and the model's name and version,
+so a job run twice (a retry, a restart) finds its results stored already and never makes a second
+copy: it only makes sure every destination has them queued. Otherwise the series' headers are
+de-identified with the route's options and the model runs on them; the pixels are the stored ones
+(de-identification never changes pixels, and series whose pixels may show identity are held back
+before this point). The SEG/SR made on the pseudonymous headers is re-identified to the original
+study, stored and indexed like a received instance, and queued for ``results.destinations``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pydicom
+from pydicom import Dataset
+from sqlalchemy import select
+
+from inference.bundle import Bundle
+from inference.ct_series import load_ct_series
+from inference.dicom_seg import (
+    ResultIdentity,
+    derived_uid,
+    encode_explanation,
+    encode_segmentation,
+)
+from inference.dicom_sr import encode_finding, encode_measurements
+from inference.image2d import display_pixels
+from inference.run import classify, segment
+
+from .deid.reidentify import reidentify
+from .index.schema import instances
+from .jobs import add_note
+from .own_instances import encode_instance, store_own_instance
+
+if TYPE_CHECKING:
+    from .config import RouteConfig
+    from .study_job import StoredSeries, StudyJobContext
+
+log = logging.getLogger(__name__)
+
+MANUFACTURER = "DICOM AI node"
+SOFTWARE_VERSION = importlib.metadata.version("dicom-ai-node")
+#: Series Number of each kind of result, so a viewer lists them in a stable order after the
+#: source series.
+SERIES_NUMBERS = {"segmentation": 901, "measurements": 902, "explanation": 903, "finding": 904}
+
+
+@dataclass(frozen=True)
+class PlannedResult:
+    """One result object to make: what it is, the original instance it is filed with."""
+
+    kind: str
+    identity: ResultIdentity
+    source_index: int  # into the series' headers
+
+
+def _identity(
+    ae_title: str, bundle: Bundle, kind: str, series_uid: str, key: str, number: int
+) -> ResultIdentity:
+    return ResultIdentity(
+        series_instance_uid=derived_uid(series_uid, bundle.name, bundle.version, kind),
+        sop_instance_uid=derived_uid(key, bundle.name, bundle.version, kind, "instance"),
+        series_number=SERIES_NUMBERS[kind],
+        manufacturer=MANUFACTURER,
+        software_version=SOFTWARE_VERSION,
+        device_serial_number=ae_title,
+        device_uid=derived_uid(ae_title, bundle.name, bundle.version, "device"),
+        instance_number=number,
+    )
+
+
+def plan_results(ae_title: str, bundle: Bundle, headers: list[Dataset]) -> list[PlannedResult]:
+    """The objects ``bundle`` makes of a series: a SEG and its report for the whole series of a
+    segmentation model, an explanation and a report per image for a classifier."""
+    series_uid = str(headers[0].SeriesInstanceUID)
+    if bundle.task == "segmentation":
+        return [
+            PlannedResult(kind, _identity(ae_title, bundle, kind, series_uid, series_uid, 1), 0)
+            for kind in ("segmentation", "measurements")
+        ]
+    return [
+        PlannedResult(
+            kind, _identity(ae_title, bundle, kind, series_uid, str(h.SOPInstanceUID), n), n - 1
+        )
+        for n, h in enumerate(headers, 1)
+        for kind in ("explanation", "finding")
+    ]
+
+
+def _run_segmentation(
+    bundle: Bundle, paths: list[Path], headers: list[Dataset], plans: list[PlannedResult]
+) -> list[Dataset]:
+    seg_plan, report_plan = plans
+    volume = load_ct_series(paths, headers)
+    result = segment(bundle, volume)
+    seg = encode_segmentation(bundle, result, volume.datasets, seg_plan.identity)
+    report = encode_measurements(bundle, result, seg, volume.datasets, report_plan.identity)
+    return [seg, report]
+
+
+def _run_classifier(
+    bundle: Bundle, paths: list[Path], headers: list[Dataset], plans: list[PlannedResult]
+) -> list[Dataset]:
+    made = []
+    for explanation_plan, finding_plan in zip(plans[::2], plans[1::2], strict=True):
+        index = explanation_plan.source_index
+        (result,) = classify(bundle, [display_pixels(pydicom.dcmread(paths[index]))], explain=True)
+        source = headers[index]
+        made.append(encode_explanation(bundle, result, source, explanation_plan.identity))
+        made.append(encode_finding(bundle, result, source, finding_plan.identity))
+    return made
+
+
+def _indexed(context: StudyJobContext, uids: list[str]) -> set[str]:
+    with context.engine.connect() as connection:
+        return set(
+            connection.execute(
+                select(instances.c.sop_instance_uid).where(instances.c.sop_instance_uid.in_(uids))
+            ).scalars()
+        )
+
+
+def _stored_chunks(context: StudyJobContext, uid: str) -> list[bytes]:
+    with context.engine.connect() as connection:
+        relative = connection.execute(
+            select(instances.c.path).where(instances.c.sop_instance_uid == uid)
+        ).scalar_one()
+    return [context.storage.path(relative).read_bytes()]
+
+
+def _queue(context: StudyJobContext, job_id: int, uid: str, chunks: list[bytes]) -> int:
+    """Queue one stored result for every destination that does not have it queued yet."""
+    queued = 0
+    for destination in context.config.results.destinations:
+        if not context.outbox.queued(destination, uid):
+            queued += context.outbox.enqueue(destination, uid, chunks, job_id)
+    return queued
+
+
+def run_model(
+    context: StudyJobContext,
+    job_id: int,
+    route: RouteConfig,
+    bundle: Bundle,
+    stored: StoredSeries,
+    headers: list[Dataset],
+    label: str,
+) -> None:
+    """Make, keep and queue ``bundle``'s results for one series; every outcome is a job note.
+
+    A series the model cannot take (a volume with gaps, an image it cannot read) is noted and
+    skipped; anything else propagates and fails the job, which can then be retried.
+    """
+    head = f"{label}: {bundle.name} {bundle.version}"
+    plans = plan_results(context.config.ae_title, bundle, headers)
+    uids = [plan.identity.sop_instance_uid for plan in plans]
+    present = _indexed(context, uids)
+    if len(present) == len(uids):
+        queued = sum(_queue(context, job_id, uid, _stored_chunks(context, uid)) for uid in uids)
+        add_note(
+            context.engine,
+            job_id,
+            f"{head}: {len(uids)} result(s) stored by an earlier run; {queued} queued now",
+        )
+        return
+    deidentify = context.deidentifier(route)
+    pseudonymous = [deidentify(header) for header in headers]
+    # Durable before the model runs: whatever it makes can always be mapped back.
+    context.mapping.save(context.pseudonyms.take_issued())
+    run = _run_segmentation if bundle.task == "segmentation" else _run_classifier
+    try:
+        made = run(bundle, stored.paths, pseudonymous, plans)
+    except ValueError as error:  # the series is not what the model takes (its message says why)
+        add_note(context.engine, job_id, f"{head}: not run: {error}")
+        return
+    stored_now = queued = 0
+    for plan, result in zip(plans, made, strict=True):
+        original = reidentify(result, context.mapping, headers[plan.source_index])
+        encoded = encode_instance(original, context.config.ae_title)
+        if encoded.sop_instance_uid not in present:
+            stored_now += store_own_instance(context.storage, context.engine, encoded)
+        queued += _queue(context, job_id, encoded.sop_instance_uid, encoded.chunks)
+    kinds = ", ".join(sorted({plan.kind for plan in plans}))
+    log.info("job %d: %s: %d result(s) stored, %d queued", job_id, head, stored_now, queued)
+    add_note(
+        context.engine,
+        job_id,
+        f"{head}: {stored_now} result(s) stored ({kinds}), {queued} queued for "
+        f"{', '.join(context.config.results.destinations) or 'no destination'}",
+    )

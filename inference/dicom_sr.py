@@ -1,0 +1,155 @@
+"""Model results as TID 1500 Imaging Measurement Reports (highdicom Comprehensive 3D SR), the
+only SR template OHIF renders.
+
+A segmentation gives one volumetric measurement group per SEG segment: the segment it measures,
+its volume (mL) and mean and standard deviation (HU). A classification gives one image-level
+group: the finding (the bundle's ``finding_codes``) and the model's probability for the positive
+class, referencing the image. Every group has its own Tracking UID and names the algorithm; the
+model is the observer device.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from .bundle import Bundle, BundleError
+from .dicom_seg import NOT_FOR_DIAGNOSIS, ResultIdentity, derived_uid, parse_code
+from .run import Classification, Segmentation
+
+MILLILITER = Code("ml", "UCUM", "milliliter")
+NO_UNITS = Code("1", "UCUM", "no units")
+
+
+def _metadata_code(bundle: Bundle, *keys: str) -> Code:
+    value: object = bundle.metadata
+    try:
+        for key in keys:
+            value = value[key]  # type: ignore[index]
+        return parse_code(str(value))
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(
+            f"bundle {bundle.path}: metadata.json needs {'.'.join(keys)} as SCHEME:VALUE:MEANING "
+            f"({error})"
+        ) from None
+
+
+def _observation_context(bundle: Bundle, identity: ResultIdentity) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=identity.device_uid,
+        name=bundle.name,
+        manufacturer_name=identity.manufacturer,
+        model_name=f"{bundle.name} {bundle.version}"[:64],
+        serial_number=identity.device_serial_number,
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device, observer_identifying_attributes=device
+        )
+    )
+
+
+def _algorithm(bundle: Bundle) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=bundle.name, version=bundle.version)
+
+
+def _report(
+    bundle: Bundle,
+    identity: ResultIdentity,
+    evidence: list[Dataset],
+    groups: list,
+) -> hd.sr.Comprehensive3DSR:
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(bundle, identity),
+        procedure_reported=_metadata_code(bundle, "procedure_code"),
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=identity.series_instance_uid,
+        series_number=identity.series_number,
+        sop_instance_uid=identity.sop_instance_uid,
+        instance_number=identity.instance_number,
+        manufacturer=identity.manufacturer,
+        is_complete=True,
+        series_description=f"{bundle.name} report: {NOT_FOR_DIAGNOSIS}"[:64],
+        software_versions=identity.software_version,
+        device_serial_number=identity.device_serial_number,
+    )
+
+
+def encode_measurements(
+    bundle: Bundle,
+    result: Segmentation,
+    segmentation: Dataset,
+    sources: list[Dataset],
+    identity: ResultIdentity,
+) -> hd.sr.Comprehensive3DSR:
+    """Volume and HU statistics of every segment of ``segmentation`` (the SEG of ``result``, made
+    on ``sources``)."""
+    groups = []
+    for description in segmentation.SegmentSequence:
+        name = str(description.TrackingID)
+        measured = result.segments[name]
+        hu = codes.UCUM.HounsfieldUnit
+        measurements = [
+            hd.sr.Measurement(name=codes.SCT.Volume, value=measured.volume_ml, unit=MILLILITER),
+            hd.sr.Measurement(
+                name=codes.DCM.AttenuationCoefficient,
+                value=measured.mean_hu,
+                unit=hu,
+                derivation=codes.SCT.Mean,
+            ),
+            hd.sr.Measurement(
+                name=codes.DCM.AttenuationCoefficient,
+                value=measured.std_hu,
+                unit=hu,
+                derivation=codes.SCT.StandardDeviation,
+            ),
+        ]
+        property_type = description.SegmentedPropertyTypeCodeSequence[0]
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=str(description.TrackingUID), identifier=str(description.SegmentLabel)
+                ),
+                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
+                    segmentation, int(description.SegmentNumber)
+                ),
+                finding_type=hd.sr.CodedConcept.from_dataset(property_type),
+                algorithm_id=_algorithm(bundle),
+                measurements=measurements,
+            )
+        )
+    return _report(bundle, identity, [*sources, segmentation], groups)
+
+
+def encode_finding(
+    bundle: Bundle, result: Classification, source: Dataset, identity: ResultIdentity
+) -> hd.sr.Comprehensive3DSR:
+    """The finding on ``source`` (the classified image's header) and the positive class's
+    probability."""
+    finding = _metadata_code(bundle, "finding_codes", result.finding)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=derived_uid(identity.sop_instance_uid, "finding"),
+            identifier=f"{bundle.name} finding",
+        ),
+        finding_type=_metadata_code(bundle, "finding_codes", result.positive),
+        algorithm_id=_algorithm(bundle),
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.DCM.Probability,
+                value=round(result.probabilities[result.positive], 4),
+                unit=NO_UNITS,
+                algorithm_id=_algorithm(bundle),
+            )
+        ],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Finding, finding)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+    )
+    return _report(bundle, identity, [source], [group])

@@ -1,0 +1,156 @@
+"""AI results end to end: studies sent by DCMTK are routed, the models run on de-identified data,
+their SEG and SR come back re-identified into the patient's study, are kept and indexed by the
+node, and reach Orthanc (the PACS) through the outbox, also when Orthanc was down meanwhile.
+Running a job again makes no second copy of anything."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import pydicom
+import pytest
+from sqlalchemy import func, select
+
+from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, jobs, outbox
+
+from .conftest import CT_SERIES, SHARED_DATA, dcmsend, dcmtk
+from .orthanc import OrthancPeer
+from .test_durability import wait_until
+from .test_research_forwarding import cli
+
+CR_CHEST = SHARED_DATA / "cxr_dicom" / "nema_wg04_RG1_J2KI_cr_chest_pa.dcm"
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def job_states(node) -> list[str]:
+    with node.engine().connect() as connection:
+        return list(connection.execute(select(jobs.c.state).order_by(jobs.c.id)).scalars())
+
+
+def outbox_states(node) -> list[str]:
+    with node.engine().connect() as connection:
+        return list(connection.execute(select(outbox.c.state)).scalars())
+
+
+def count(node, table) -> int:
+    with node.engine().connect() as connection:
+        return connection.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def stored_results(node, study_uid: str) -> dict[str, pydicom.Dataset]:
+    """The node's own copies of its results in the study, by SOP Class UID and modality."""
+    with node.engine().connect() as connection:
+        paths = connection.execute(
+            select(instances.c.path).where(instances.c.calling_ae_title == "AI_NODE")
+        ).scalars()
+        found = [pydicom.dcmread(node.storage / path) for path in paths]
+    return {f"{d.Modality} {d.SeriesNumber}": d for d in found if d.StudyInstanceUID == study_uid}
+
+
+def dciodvfy_errors(dataset: pydicom.Dataset, folder) -> list[str]:
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path)
+    report = subprocess.run(["/usr/bin/dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in report.stderr.splitlines() if line.startswith("Error")]
+
+
+def storescu_ct(port: int, called_ae: str) -> subprocess.CompletedProcess:
+    """The shared chest CT by storescu, proposing its own transfer syntax (JPEG lossless)."""
+    return dcmtk(
+        "storescu",
+        *("-aet", "MODALITY", "-aec", called_ae, "-xs", "+sd", "+sp", "*.dcm"),
+        *("127.0.0.1", str(port), str(CT_SERIES)),
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    peer = OrthancPeer(tmp_path / "orthanc")
+    yield peer
+    peer.stop()
+
+
+def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_files, tmp_path):
+    node = make_node(
+        peers={"pacs": orthanc.peer},
+        results={"destinations": ["pacs"]},
+        study={"stable_seconds": 1, "check_interval_seconds": 0.2},
+        outbox={"first_retry_seconds": 0.3, "max_retry_seconds": 1},
+    )
+    node.start()
+    orthanc.start()
+
+    # The shared chest CT, through the default routes.
+    ct_uid = str(
+        pydicom.dcmread(next(CT_SERIES.glob("*.dcm")), stop_before_pixels=True)[
+            "StudyInstanceUID"
+        ].value
+    )
+    # The PACS holds the CT; a copy of it comes to the node.
+    for port, called in ((orthanc.dicom_port, "ORTHANC"), (node.port, "AI_NODE")):
+        sent = storescu_ct(port, called)
+        assert sent.returncode == 0, sent.stderr[-2000:]
+    wait_until(lambda: job_states(node) == [JOB_DONE], timeout=180)
+    wait_until(lambda: outbox_states(node) == [OUTBOX_SENT] * 2, timeout=60)
+    in_pacs = orthanc.instances_of_study(ct_uid)
+    assert len(in_pacs) == 248 + 2
+    results = {i["SOPInstanceUID"]: i for i in in_pacs if i["Modality"] in ("SEG", "SR")}
+    assert {i["Modality"] for i in results.values()} == {"SEG", "SR"}
+    kept = stored_results(node, ct_uid)
+    assert set(kept) == {"SEG 901", "SR 902"}
+    source = pydicom.dcmread(next(CT_SERIES.glob("*.dcm")), stop_before_pixels=True)
+    for result in kept.values():
+        assert result.SOPInstanceUID in results
+        # Re-identified: the patient's own identity, no de-identification flags left.
+        assert result.PatientID == source.PatientID and result.PatientName == source.PatientName
+        assert "PatientIdentityRemoved" not in result
+        assert "not for primary diagnosis" in result.SeriesDescription
+        assert dciodvfy_errors(result, tmp_path) == []
+        pacs_copy = pydicom.dcmread(io.BytesIO(orthanc.file(result.SOPInstanceUID)))
+        assert pacs_copy.StudyInstanceUID == ct_uid
+    seg = kept["SEG 901"]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    report = kept["SR 902"]
+    assert report.SOPClassUID == COMPREHENSIVE_3D_SR
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == ct_uid
+
+    # The PACS goes down; a chest radiograph comes in; its results wait, then arrive once.
+    orthanc.stop()
+    folder = copy_files(CR_CHEST.parent, [CR_CHEST.name])
+    assert dcmsend(node.port, folder).returncode == 0
+    wait_until(lambda: job_states(node) == [JOB_DONE, JOB_DONE], timeout=120)
+    wait_until(lambda: len(outbox_states(node)) == 4, timeout=30)
+    cr = pydicom.dcmread(CR_CHEST, stop_before_pixels=True)
+    kept = stored_results(node, cr.StudyInstanceUID)
+    assert set(kept) == {"SEG 903", "SR 904"}
+    explanation = kept["SEG 903"]
+    assert explanation.SegmentationType == "FRACTIONAL"
+    assert (explanation.Rows, explanation.Columns) == (cr.Rows, cr.Columns)
+    assert (
+        explanation.ReferencedSeriesSequence[0]
+        .ReferencedInstanceSequence[0]
+        .ReferencedSOPInstanceUID
+        == cr.SOPInstanceUID
+    )
+    for result in kept.values():
+        assert result.PatientID == cr.PatientID
+        assert dciodvfy_errors(result, tmp_path) == []
+    orthanc.start()
+    wait_until(lambda: outbox_states(node) == [OUTBOX_SENT] * 4, timeout=60)
+    in_pacs = orthanc.instances_of_study(cr.StudyInstanceUID)
+    assert sorted(i["Modality"] for i in in_pacs) == ["SEG", "SR"]  # the CR went nowhere
+
+    # Running both jobs again stores and sends nothing new.
+    instances_before = count(node, instances)
+    assert cli(node, "jobs", "retry", "1").returncode == 0
+    assert cli(node, "jobs", "retry", "2").returncode == 0
+    wait_until(lambda: job_states(node) == [JOB_DONE, JOB_DONE], timeout=120)
+    assert count(node, instances) == instances_before
+    assert outbox_states(node) == [OUTBOX_SENT] * 4
+    shown = cli(node, "jobs", "show", "1").stdout
+    assert "ct_tissue 1.0.0: 2 result(s) stored by an earlier run; 0 queued now" in shown
