@@ -1,4 +1,5 @@
-"""The HTTP side of the node: health and Prometheus metrics (DICOMweb joins here later)."""
+"""The HTTP side of the node: health, Prometheus metrics and the state of jobs and deliveries
+(DICOMweb joins here later)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
-from . import metrics
+from . import jobs, metrics
+from .outbox import Outbox
 from .storage import StorageArea, StorageError
 
 log = logging.getLogger(__name__)
 
 
-def create_app(engine: Engine, storage: StorageArea, ae_title: str) -> FastAPI:
+def create_app(engine: Engine, storage: StorageArea, ae_title: str, box: Outbox) -> FastAPI:
     app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
 
     @app.get("/healthz")
@@ -36,6 +38,27 @@ def create_app(engine: Engine, storage: StorageArea, ae_title: str) -> FastAPI:
         if problems:
             body["problems"] = problems
         return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/status")
+    def status() -> dict:
+        """Jobs by state, deliveries by destination and state, and the deliveries that were
+        tried and are not through (with the peer's last answer): what `dicom-node jobs` and
+        `dicom-node outbox` show, for a monitoring system."""
+        return {
+            "jobs": jobs.counts(engine),
+            "deliveries": box.counts(),
+            "not_delivered": [
+                {
+                    "id": row.id,
+                    "destination": row.destination,
+                    "sop_instance_uid": row.sop_instance_uid,
+                    "state": row.state,
+                    "attempts": row.attempts,
+                    "last_error": row.last_error,
+                }
+                for row in box.waiting(limit=100)
+            ],
+        }
 
     @app.get("/metrics")
     def prometheus() -> Response:

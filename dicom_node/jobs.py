@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, exists, select, update
+from sqlalchemy import Engine, and_, exists, func, select, update
 from sqlalchemy.orm import aliased
 
 from .index.schema import JOB_DONE, JOB_FAILED, JOB_PENDING, JOB_RUNNING, job_notes, jobs
@@ -84,6 +84,13 @@ def retry(engine: Engine, job_id: int) -> bool:
                 .values(state=JOB_PENDING, error="", updated_at=time.time())
             ).rowcount
         )
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    """Jobs by state."""
+    statement = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+    with engine.connect() as connection:
+        return {state: number for state, number in connection.execute(statement)}
 
 
 def add_note(engine: Engine, job_id: int, text: str) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, func, select, update
 
 from .config import ConfigError, NodeConfig, OutboxConfig
 from .index.database import dialect_insert
@@ -111,6 +111,22 @@ class Outbox:
 
     def rows(self, state: str | None = None, limit: int | None = None) -> list[OutboxRow]:
         return self._select(outbox.c.state == state if state else None, limit)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Rows by destination and state, e.g. ``{"pacs": {"sent": 12, "pending": 2}}``."""
+        statement = select(outbox.c.destination, outbox.c.state, func.count()).group_by(
+            outbox.c.destination, outbox.c.state
+        )
+        found: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as connection:
+            for destination, state, number in connection.execute(statement):
+                found.setdefault(destination, {})[state] = number
+        return found
+
+    def waiting(self, limit: int) -> list[OutboxRow]:
+        """Rows not delivered that were tried at least once: what an operator looks at."""
+        condition = and_(outbox.c.state != OUTBOX_SENT, outbox.c.attempts > 0)
+        return self._select(condition, limit)
 
     def due(self, now: float) -> list[OutboxRow]:
         condition = and_(outbox.c.state == OUTBOX_PENDING, outbox.c.next_attempt_at <= now)

@@ -220,7 +220,7 @@ def serve(config: NodeConfig) -> None:
     runner = JobRunner(config, engine)
     runner.start()
     http = HttpServer(
-        create_app(engine, storage, config.ae_title), config.http.host, config.http.port
+        create_app(engine, storage, config.ae_title, box), config.http.host, config.http.port
     )
     http.start()
     log.info(

@@ -10,9 +10,17 @@ import subprocess
 
 import pydicom
 import pytest
+import requests
 from sqlalchemy import func, select
 
-from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, jobs, outbox
+from dicom_node.index.schema import (
+    JOB_DONE,
+    OUTBOX_PENDING,
+    OUTBOX_SENT,
+    instances,
+    jobs,
+    outbox,
+)
 
 from .conftest import CT_SERIES, SHARED_DATA, dcmsend, dcmtk
 from .orthanc import OrthancPeer
@@ -32,6 +40,10 @@ def job_states(node) -> list[str]:
 def outbox_states(node) -> list[str]:
     with node.engine().connect() as connection:
         return list(connection.execute(select(outbox.c.state)).scalars())
+
+
+def node_status(node) -> dict:
+    return requests.get(f"http://127.0.0.1:{node.http_port}/status", timeout=10).json()
 
 
 def count(node, table) -> int:
@@ -140,6 +152,11 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     for result in kept.values():
         assert result.PatientID == cr.PatientID
         assert dciodvfy_errors(result, tmp_path) == []
+    # What is waiting, and why, is visible over HTTP.
+    status = wait_until(lambda: (s := node_status(node))["not_delivered"][1:] and s, timeout=30)
+    assert status["jobs"] == {JOB_DONE: 2}
+    assert status["deliveries"] == {"pacs": {OUTBOX_SENT: 2, OUTBOX_PENDING: 2}}
+    assert all("cannot reach peer 'pacs'" in r["last_error"] for r in status["not_delivered"])
     orthanc.start()
     wait_until(lambda: outbox_states(node) == [OUTBOX_SENT] * 4, timeout=60)
     in_pacs = orthanc.instances_of_study(cr.StudyInstanceUID)
