@@ -3,9 +3,10 @@ only SR template OHIF renders.
 
 A segmentation gives one volumetric measurement group per SEG segment: the segment it measures,
 its volume (mL) and mean and standard deviation (HU). A classification gives one image-level
-group: the finding (the bundle's ``finding_codes``) and the model's probability for the positive
-class, referencing the image. Every group has its own Tracking UID and names the algorithm; the
-model is the observer device.
+group referencing the image: the finding type of its positive class (the bundle's
+``finding_codes``), the model's probability for it, and whether it is present at the model's
+threshold. Every group has its own Tracking UID and names the algorithm; the model is the
+observer device.
 """
 
 from __future__ import annotations
@@ -131,9 +132,9 @@ def encode_measurements(
 def encode_finding(
     bundle: Bundle, result: Classification, source: Dataset, identity: ResultIdentity
 ) -> hd.sr.Comprehensive3DSR:
-    """The finding on ``source`` (the classified image's header) and the positive class's
-    probability."""
-    finding = _metadata_code(bundle, "finding_codes", result.finding)
+    """The positive class's finding on ``source`` (the classified image's header): its
+    probability, and whether it is present at the bundle's threshold."""
+    present = result.finding == result.positive
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid(identity.sop_instance_uid, "finding"),
@@ -149,7 +150,11 @@ def encode_finding(
                 algorithm_id=_algorithm(bundle),
             )
         ],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Finding, finding)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                codes.DCM.PresenceOfProperty, codes.SCT.Present if present else codes.SCT.Absent
+            )
+        ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
     return _report(bundle, identity, [source], [group])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +45,16 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout=30
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def dciodvfy_errors(path: Path) -> set[str]:
+    """dicom3tools' errors on a file, UIDs masked (so a copy's errors compare with its source's)."""
+    result = subprocess.run(
+        ["/usr/bin/dciodvfy", str(path)], capture_output=True, text=True, timeout=60
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    errors = [line.split(" - ", 1)[1] for line in lines if line.startswith("Error - ")]
+    return {re.sub(r"[0-9][0-9.]{4,}", "<uid>", error) for error in errors}
 
 
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -203,3 +214,48 @@ def copy_files(tmp_path):
         return target
 
     return copy
+
+
+@dataclass
+class SegmentedSlab:
+    """The CT tissue model's result on a slab of the shared chest CT, encoded as a SEG."""
+
+    bundle: object
+    volume: object
+    result: object
+    seg_path: Path
+
+
+@pytest.fixture(scope="session")
+def ct_slab(tmp_path_factory) -> SegmentedSlab:
+    """40 slices of the shared chest CT: enough tissue of every kind, fast to segment."""
+    from dicom_node.config import BUILTIN_BUNDLES
+    from inference.bundle import find_bundles
+    from inference.ct_series import load_ct_series
+    from inference.dicom_seg import encode_segmentation
+    from inference.run import segment
+
+    volume = load_ct_series(sorted(CT_SERIES.glob("*.dcm"))[100:140])
+    bundle = find_bundles([BUILTIN_BUNDLES])["ct_tissue"]
+    result = segment(bundle, volume)
+    seg = encode_segmentation(bundle, result, volume.datasets, result_identity(901))
+    path = tmp_path_factory.mktemp("seg") / "seg.dcm"
+    seg.save_as(path)
+    return SegmentedSlab(bundle, volume, result, path)
+
+
+def result_identity(series_number: int):
+    """A fresh identity for a result object made in a test."""
+    from pydicom.uid import generate_uid
+
+    from inference.dicom_seg import ResultIdentity
+
+    return ResultIdentity(
+        generate_uid(),
+        generate_uid(),
+        series_number,
+        "DICOM AI node",
+        "0.1.0",
+        "AI_NODE",
+        generate_uid(),
+    )

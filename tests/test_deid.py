@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 import stat
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from dicom_node.deid.pseudonyms import Pseudonymizer, load_or_create_key
 from dicom_node.deid.reidentify import NotOurPseudonym, reidentify
 from dicom_node.index.database import open_engine
 
-from .conftest import CT_SERIES, SHARED_DATA, TRANSFER_SYNTAXES
+from .conftest import CT_SERIES, SHARED_DATA, TRANSFER_SYNTAXES, dciodvfy_errors
 
 KEY = b"k" * 32
 SR_SEG = SHARED_DATA / "dicom_sr_seg_examples"
@@ -172,15 +171,6 @@ def test_every_attribute_of_the_table_gets_its_action_at_any_depth():
     _check_actions(_table_dataset(), inner)
 
 
-def _dciodvfy_errors(path) -> set[str]:
-    result = subprocess.run(
-        ["/usr/bin/dciodvfy", str(path)], capture_output=True, text=True, timeout=60
-    )
-    lines = (result.stdout + result.stderr).splitlines()
-    errors = [line.split(" - ", 1)[1] for line in lines if line.startswith("Error - ")]
-    return {re.sub(r"[0-9][0-9.]{4,}", "<uid>", error) for error in errors}
-
-
 def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
@@ -203,7 +193,7 @@ def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
     for path in sorted(source.glob("*.dcm")):
         out = tmp_path / "out" / path.name
         # Nothing the profile did makes the object less valid than it was.
-        assert _dciodvfy_errors(out) <= _dciodvfy_errors(path), path.name
+        assert dciodvfy_errors(out) <= dciodvfy_errors(path), path.name
     mapped = MappingStore(open_engine(f"sqlite:///{tmp_path / 'storage' / 'index.sqlite'}"))
     out_uid = pydicom.dcmread(tmp_path / "out" / NIH_DX.name).SOPInstanceUID
     assert mapped.originals([out_uid]) == {out_uid: pydicom.dcmread(NIH_DX).SOPInstanceUID}
@@ -315,4 +305,4 @@ def test_a_segmentation_made_on_the_copy_files_into_the_original_study(tmp_path)
     )
     path = tmp_path / "seg.dcm"
     back.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == set()
+    assert dciodvfy_errors(path) == set()
