@@ -15,26 +15,32 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 from sqlalchemy import Engine
 
-from .config import NodeConfig
+from .config import ConfigError, NodeConfig
 from .jobs import Job, claim, finish, requeue_interrupted
 from .study_job import StudyJobContext, StudyJobError, run_study_job
 
 log = logging.getLogger(__name__)
 
 _context: StudyJobContext | None = None
+_cannot_start = ""
 
 
 def _start_worker(config: NodeConfig) -> None:
-    global _context
+    global _context, _cannot_start
     from .server import configure_logging
 
     configure_logging(config.logging.level)
-    _context = StudyJobContext.open(config)
+    try:
+        _context = StudyJobContext.open(config)
+    except ConfigError as error:  # e.g. a bundle replaced by a broken one since the start
+        # Raising here would break the pool for good; each job says why instead.
+        _cannot_start = f"the job worker cannot start: {error}"
 
 
 def _work(job_id: int, study_uid: str) -> str:
     """Run one job in a worker process; the error to record, or "" when it went through."""
-    assert _context is not None, "worker not initialised"
+    if _context is None:
+        return _cannot_start
     try:
         run_study_job(_context, job_id, study_uid)
     except StudyJobError as error:

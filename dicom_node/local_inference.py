@@ -16,6 +16,7 @@ from pydicom.errors import InvalidDicomError
 
 from inference.bundle import Bundle, BundleError, find_bundles
 from inference.ct_series import UnsupportedSeries, load_ct_series, series_files
+from inference.dicom_sr import check_result_codes
 from inference.image2d import IMAGE_SUFFIXES, load_image2d
 from inference.run import classify, segment
 
@@ -42,19 +43,26 @@ def _known(bundles: dict[str, Bundle]) -> str:
 
 
 def load_bundles(config: InferenceConfig) -> dict[str, Bundle]:
-    """The configured bundles; a route or the image model naming a missing one is a configuration
-    error, reported before anything runs."""
+    """The configured bundles; a route or the image model naming a missing one, or a routed one
+    whose metadata lacks the codes of its results, is a configuration error, reported before
+    anything runs."""
     try:
         bundles = find_bundles(config.bundles)
     except BundleError as error:
         raise ConfigError(str(error)) from None
-    named = {model for rule in config.routes for model in rule.models} | {config.image_model}
-    missing = sorted(named - set(bundles))
+    routed = {model for rule in config.routes for model in rule.models}
+    missing = sorted((routed | {config.image_model}) - set(bundles))
     if missing:
         raise ConfigError(
             f"inference names models that no bundle folder holds: {', '.join(missing)} "
             f"({_known(bundles)})"
         )
+    for name in sorted(routed):
+        try:
+            check_result_codes(bundles[name])
+        except BundleError as error:
+            problem = f"model {name} is routed, its results cannot be encoded: {error}"
+            raise ConfigError(problem) from None
     return bundles
 
 

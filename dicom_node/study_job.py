@@ -82,10 +82,13 @@ class StoredSeries:
 
 
 def stored_series(context: StudyJobContext, study_uid: str) -> list[StoredSeries]:
+    """The study's received series (not the node's own results), in series number order."""
     statement = (
         select(instances.c.series_instance_uid, instances.c.path)
         .join(series, series.c.series_instance_uid == instances.c.series_instance_uid)
         .where(series.c.study_instance_uid == study_uid)
+        # The node's own results in the study are not sources for models or research.
+        .where(instances.c.calling_ae_title != context.config.ae_title)
         .order_by(
             series.c.series_number, instances.c.series_instance_uid, instances.c.instance_number
         )

@@ -72,17 +72,27 @@ def _masks(bundle: Bundle, result: Segmentation) -> list[tuple[str, np.ndarray]]
     return masks
 
 
+def metadata_code(bundle: Bundle, *keys: str) -> Code:
+    """The code at ``keys`` of the bundle's metadata, written ``"SCHEME:VALUE:MEANING"``."""
+    value: object = bundle.metadata
+    try:
+        for key in keys:
+            value = value[key]  # type: ignore[index]
+        return parse_code(str(value))
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(
+            f"bundle {bundle.path}: metadata.json needs {'.'.join(keys)} as SCHEME:VALUE:MEANING "
+            f"({error})"
+        ) from None
+
+
 def _codes(bundle: Bundle, entry: str) -> tuple[Code, Code, Code]:
     """Category, type and algorithm family of ``entry`` of the bundle's ``segment_codes``."""
-    try:
-        coded = bundle.metadata["segment_codes"][entry]
-        family = parse_code(bundle.metadata["algorithm_family"])
-        return parse_code(coded["category"]), parse_code(coded["type"]), family
-    except (KeyError, ValueError) as error:
-        raise BundleError(
-            f"bundle {bundle.path}: metadata.json needs segment_codes.{entry} (category and "
-            f"type, as SCHEME:VALUE:MEANING) and algorithm_family ({error})"
-        ) from None
+    return (
+        metadata_code(bundle, "segment_codes", entry, "category"),
+        metadata_code(bundle, "segment_codes", entry, "type"),
+        metadata_code(bundle, "algorithm_family"),
+    )
 
 
 def _description(

@@ -16,25 +16,27 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from .bundle import Bundle, BundleError
-from .dicom_seg import NOT_FOR_DIAGNOSIS, ResultIdentity, derived_uid, parse_code
+from .bundle import Bundle
+from .dicom_seg import NOT_FOR_DIAGNOSIS, ResultIdentity, derived_uid, metadata_code
 from .run import Classification, Segmentation
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
 NO_UNITS = Code("1", "UCUM", "no units")
 
 
-def _metadata_code(bundle: Bundle, *keys: str) -> Code:
-    value: object = bundle.metadata
-    try:
-        for key in keys:
-            value = value[key]  # type: ignore[index]
-        return parse_code(str(value))
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(
-            f"bundle {bundle.path}: metadata.json needs {'.'.join(keys)} as SCHEME:VALUE:MEANING "
-            f"({error})"
-        ) from None
+def check_result_codes(bundle: Bundle) -> None:
+    """Raise BundleError naming the first code the bundle's results need that its metadata
+    lacks, so a new bundle fails when it is configured rather than in its first job."""
+    needed = [("algorithm_family",), ("procedure_code",)]
+    if bundle.task == "segmentation":
+        names = [name for label, name in bundle.labels.items() if label != 0]
+        names += list(bundle.metadata.get("composite_segments", {}))
+    else:
+        needed.append(("finding_codes", bundle.labels[max(bundle.labels)]))
+        names = ["explanation"]
+    needed += [("segment_codes", name, part) for name in names for part in ("category", "type")]
+    for keys in needed:
+        metadata_code(bundle, *keys)
 
 
 def _observation_context(bundle: Bundle, identity: ResultIdentity) -> hd.sr.ObservationContext:
@@ -64,7 +66,7 @@ def _report(
 ) -> hd.sr.Comprehensive3DSR:
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(bundle, identity),
-        procedure_reported=_metadata_code(bundle, "procedure_code"),
+        procedure_reported=metadata_code(bundle, "procedure_code"),
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
@@ -140,7 +142,7 @@ def encode_finding(
             uid=derived_uid(identity.sop_instance_uid, "finding"),
             identifier=f"{bundle.name} finding",
         ),
-        finding_type=_metadata_code(bundle, "finding_codes", result.positive),
+        finding_type=metadata_code(bundle, "finding_codes", result.positive),
         algorithm_id=_algorithm(bundle),
         measurements=[
             hd.sr.Measurement(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -308,3 +309,23 @@ def test_unknown_model_lists_the_bundles():
     result = dicom_node("infer", "--model", "nope", str(SMALL_CT))
     assert result.returncode == 3
     assert "unknown model 'nope'" in result.stderr and "cxr_pneumonia" in result.stderr
+
+
+def test_check_config_refuses_a_routed_bundle_whose_results_lack_codes(tmp_path):
+    bundle = tmp_path / "bundles" / "cxr_local"
+    shutil.copytree(
+        BUILTIN_BUNDLES / "cxr_pneumonia", bundle, ignore=shutil.ignore_patterns("*.pt")
+    )
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    del metadata["finding_codes"]
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    config = tmp_path / "node.yaml"
+    inference = {
+        "bundles": [str(tmp_path / "bundles"), str(BUILTIN_BUNDLES)],
+        "routes": [{"name": "cr", "models": ["cxr_local"], "modality": ["CR"]}],
+    }
+    config.write_text(yaml.safe_dump({"inference": inference}))
+    result = dicom_node("check-config", str(config))
+    assert result.returncode == 3
+    assert "model cxr_local is routed, its results cannot be encoded" in result.stderr
+    assert "metadata.json needs finding_codes.pneumonia as SCHEME:VALUE:MEANING" in result.stderr

@@ -171,3 +171,4 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     assert outbox_states(node) == [OUTBOX_SENT] * 4
     shown = cli(node, "jobs", "show", "1").stdout
     assert "ct_tissue 1.0.0: 2 result(s) stored by an earlier run; 0 queued now" in shown
+    assert "no routing rule matches" not in shown  # its own results are not routed
