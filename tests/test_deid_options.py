@@ -19,8 +19,8 @@ from dicom_node.deid.deidentify import DeidentificationError, Deidentifier
 from dicom_node.deid.options import COLUMNS, ROWS, option_actions
 from dicom_node.deid.pseudonyms import Pseudonymizer
 
-from .conftest import CT_SERIES
-from .test_deid import KEY, SR_SEG, _dciodvfy_errors, _table_dataset
+from .conftest import CT_SERIES, dciodvfy_errors
+from .test_deid import KEY, SR_SEG, _table_dataset
 
 PSEUDONYMS = Pseudonymizer(KEY)
 
@@ -229,7 +229,7 @@ def test_every_option_together_makes_no_new_dciodvfy_error(tmp_path, name):
     }
     out = tmp_path / "out.dcm"
     deidentify(pydicom.dcmread(source), **options).save_as(out, enforce_file_format=True)
-    assert _dciodvfy_errors(out) <= _dciodvfy_errors(source)
+    assert dciodvfy_errors(out) <= dciodvfy_errors(source)
 
 
 def _with_broken_sequence(path) -> bytes:
