@@ -42,10 +42,11 @@ def _known(bundles: dict[str, Bundle]) -> str:
     return f"bundles found: {', '.join(sorted(bundles)) or 'none'}"
 
 
-def load_bundles(config: InferenceConfig) -> dict[str, Bundle]:
-    """The configured bundles; a route or the image model naming a missing one, or a routed one
-    whose metadata lacks the codes of its results, is a configuration error, reported before
-    anything runs."""
+def load_bundles(config: InferenceConfig, encodes_results: bool = True) -> dict[str, Bundle]:
+    """The configured bundles; a route or the image model naming a missing one is a
+    configuration error, reported before anything runs, and so is a routed one whose metadata
+    lacks the codes of its DICOM results, unless ``encodes_results`` is false (`infer` only
+    prints results)."""
     try:
         bundles = find_bundles(config.bundles)
     except BundleError as error:
@@ -57,7 +58,7 @@ def load_bundles(config: InferenceConfig) -> dict[str, Bundle]:
             f"inference names models that no bundle folder holds: {', '.join(missing)} "
             f"({_known(bundles)})"
         )
-    for name in sorted(routed):
+    for name in sorted(routed) if encodes_results else []:
         try:
             check_result_codes(bundles[name])
         except BundleError as error:
@@ -71,7 +72,7 @@ class LocalInference:
 
     def __init__(self, config: InferenceConfig, model: str | None = None) -> None:
         self.config = config
-        self.bundles = load_bundles(config)
+        self.bundles = load_bundles(config, encodes_results=False)
         self.model = model
         if model:
             self.bundle(model)  # an unknown --model fails before any input is read

@@ -1,11 +1,12 @@
 """AI results end to end: studies sent by DCMTK are routed, the models run on de-identified data,
 their SEG and SR come back re-identified into the patient's study, are kept and indexed by the
-node, and reach Orthanc (the PACS) through the outbox, also when Orthanc was down meanwhile.
-Running a job again makes no second copy of anything."""
+node, and reach Orthanc (the PACS) through the outbox, also when Orthanc was down and the node
+was killed meanwhile. Running a job again makes no second copy of anything."""
 
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 
 import pydicom
@@ -157,6 +158,9 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     assert status["jobs"] == {JOB_DONE: 2}
     assert status["deliveries"] == {"pacs": {OUTBOX_SENT: 2, OUTBOX_PENDING: 2}}
     assert all("cannot reach peer 'pacs'" in r["last_error"] for r in status["not_delivered"])
+    # The node is killed meanwhile: what waits is still delivered after its restart.
+    node.stop(signal.SIGKILL)
+    node.start()
     orthanc.start()
     wait_until(lambda: outbox_states(node) == [OUTBOX_SENT] * 4, timeout=60)
     in_pacs = orthanc.instances_of_study(cr.StudyInstanceUID)
