@@ -82,6 +82,8 @@ class OrthancPeer:
             json={"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}},
             timeout=30,
         ).json()
-        answer = requests.get(f"http://127.0.0.1:{self.http_port}/instances/{match}/file")
+        answer = requests.get(
+            f"http://127.0.0.1:{self.http_port}/instances/{match}/file", timeout=30
+        )
         answer.raise_for_status()
         return answer.content

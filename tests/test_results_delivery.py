@@ -19,14 +19,12 @@ from dicom_node.index.schema import (
     OUTBOX_PENDING,
     OUTBOX_SENT,
     instances,
-    jobs,
-    outbox,
 )
 
-from .conftest import CT_SERIES, SHARED_DATA, dcmsend, dcmtk
+from .conftest import CT_SERIES, SHARED_DATA, dciodvfy_errors, dcmsend, dcmtk
 from .orthanc import OrthancPeer
 from .test_durability import wait_until
-from .test_research_forwarding import cli
+from .test_research_forwarding import cli, job_rows, outbox_rows
 
 CR_CHEST = SHARED_DATA / "cxr_dicom" / "nema_wg04_RG1_J2KI_cr_chest_pa.dcm"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -34,13 +32,11 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 def job_states(node) -> list[str]:
-    with node.engine().connect() as connection:
-        return list(connection.execute(select(jobs.c.state).order_by(jobs.c.id)).scalars())
+    return [state for _, state in job_rows(node)]
 
 
 def outbox_states(node) -> list[str]:
-    with node.engine().connect() as connection:
-        return list(connection.execute(select(outbox.c.state)).scalars())
+    return [state for state, _, _ in outbox_rows(node)]
 
 
 def node_status(node) -> dict:
@@ -53,20 +49,13 @@ def count(node, table) -> int:
 
 
 def stored_results(node, study_uid: str) -> dict[str, pydicom.Dataset]:
-    """The node's own copies of its results in the study, by SOP Class UID and modality."""
+    """The node's own copies of its results in the study, by modality and series number."""
     with node.engine().connect() as connection:
         paths = connection.execute(
             select(instances.c.path).where(instances.c.calling_ae_title == "AI_NODE")
         ).scalars()
         found = [pydicom.dcmread(node.storage / path) for path in paths]
     return {f"{d.Modality} {d.SeriesNumber}": d for d in found if d.StudyInstanceUID == study_uid}
-
-
-def dciodvfy_errors(dataset: pydicom.Dataset, folder) -> list[str]:
-    path = folder / f"{dataset.SOPInstanceUID}.dcm"
-    dataset.save_as(path)
-    report = subprocess.run(["/usr/bin/dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in report.stderr.splitlines() if line.startswith("Error")]
 
 
 def storescu_ct(port: int, called_ae: str) -> subprocess.CompletedProcess:
@@ -86,7 +75,7 @@ def orthanc(tmp_path):
     peer.stop()
 
 
-def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_files, tmp_path):
+def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_files):
     node = make_node(
         peers={"pacs": orthanc.peer},
         results={"destinations": ["pacs"]},
@@ -121,10 +110,11 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
         assert result.PatientID == source.PatientID and result.PatientName == source.PatientName
         assert "PatientIdentityRemoved" not in result
         assert "not for primary diagnosis" in result.SeriesDescription
-        assert dciodvfy_errors(result, tmp_path) == []
+        assert dciodvfy_errors(result.filename) == set()  # the node's stored file
         pacs_copy = pydicom.dcmread(io.BytesIO(orthanc.file(result.SOPInstanceUID)))
         assert pacs_copy.StudyInstanceUID == ct_uid
     seg = kept["SEG 901"]
+    assert seg.SOPClassUID == SEG
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
     report = kept["SR 902"]
@@ -152,7 +142,7 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     )
     for result in kept.values():
         assert result.PatientID == cr.PatientID
-        assert dciodvfy_errors(result, tmp_path) == []
+        assert dciodvfy_errors(result.filename) == set()  # the node's stored file
     # What is waiting, and why, is visible over HTTP.
     status = wait_until(lambda: (s := node_status(node))["not_delivered"][1:] and s, timeout=30)
     assert status["jobs"] == {JOB_DONE: 2}

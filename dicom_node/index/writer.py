@@ -268,7 +268,7 @@ def index_own_instance(engine: Engine, item: NewInstance) -> bool:
     with engine.begin() as connection:
         connection.execute(
             insert(studies)
-            .values(**_row(studies, item, state=STUDY_COMPLETE, last_received_at=item.received_at))
+            .values(**_study_row(item, state=STUDY_COMPLETE))
             .on_conflict_do_nothing(index_elements=["study_instance_uid"])
         )
         connection.execute(
@@ -342,8 +342,8 @@ def _row(table: Table, item: NewInstance, **fixed) -> dict:
     return row
 
 
-def _study_row(item: NewInstance) -> dict:
-    return _row(studies, item, state=STUDY_RECEIVING, last_received_at=item.received_at)
+def _study_row(item: NewInstance, state: str = STUDY_RECEIVING) -> dict:
+    return _row(studies, item, state=state, last_received_at=item.received_at)
 
 
 def _series_row(item: NewInstance) -> dict:
