@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fhir_bridge.settings import FhirSettings
+
 DEFAULT_CONFIG_PATH = Path("config/node.yaml")
 #: The model bundles that ship with the node.
 BUILTIN_BUNDLES = Path(__file__).resolve().parent.parent / "config" / "bundles"
@@ -94,10 +96,6 @@ class StorageConfig(_Section):
 
 class ResultsConfig(_Section):
     destinations: list[str] = []
-
-
-class FhirConfig(_Section):
-    base_url: str | None = None
 
 
 class DateHandling(StrEnum):
@@ -268,7 +266,7 @@ class NodeConfig(_Section):
     storage: StorageConfig = StorageConfig()
     peers: dict[str, PeerConfig] = {}
     results: ResultsConfig = ResultsConfig()
-    fhir: FhirConfig = FhirConfig()
+    fhir: FhirSettings = FhirSettings()
     study: StudyConfig = StudyConfig()
     jobs: JobsConfig = JobsConfig()
     outbox: OutboxConfig = OutboxConfig()
@@ -281,6 +279,8 @@ class NodeConfig(_Section):
     def model_post_init(self, __context: object) -> None:
         if self.dicom.require_known_calling_ae and not self.peers:
             raise ValueError("dicom.require_known_calling_ae is true but no peers are configured")
+        if "fhir" in self.peers:
+            raise ValueError("peers: the name 'fhir' is the FHIR server's outbox destination")
         unknown = [name for name in self.results.destinations if name not in self.peers]
         if unknown:
             raise ValueError(f"results.destinations names unknown peers: {', '.join(unknown)}")

@@ -1,10 +1,12 @@
-"""The DICOM outbox: objects to send to peers, retried until each peer acknowledged them.
+"""The outbox: objects to send to DICOM peers, and reports to the FHIR server (destination
+``fhir``), retried until each destination acknowledged them.
 
 A row is written in the same step that puts the file in the outgoing area, so nothing queued is
 lost by a restart; the sender thread takes due rows, sends them with one association per peer,
 and removes a file once it was delivered. A peer that is down is retried with a growing delay
 (capped), forever; a peer that refuses an object (a failure status) is retried a few times, then
-the row is marked failed with the peer's answer, for an operator to look at and retry.
+the row is marked failed with the peer's answer, for an operator to look at and retry. The FHIR
+server's refusal (a 4xx answer) is final at once: the same Bundle would be refused again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, func, select, update
 
+from fhir_bridge.client import FhirClient, Verdict
+
 from .config import ConfigError, NodeConfig, OutboxConfig
 from .index.database import dialect_insert
 from .index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
@@ -26,6 +30,8 @@ from .storage import StorageArea
 log = logging.getLogger(__name__)
 
 BATCH = 200
+#: the destination of FHIR reports (no DICOM peer may be called so)
+FHIR_DESTINATION = "fhir"
 
 
 def open_outbox(config: NodeConfig, engine: Engine) -> Outbox:
@@ -142,9 +148,13 @@ class Outbox:
         self._set(row.id, state=OUTBOX_SENT, attempts=row.attempts + 1, last_error="")
         self.area.remove(row.path)
 
-    def not_delivered(self, row: OutboxRow, error: str, now: float, refused: bool) -> None:
+    def not_delivered(
+        self, row: OutboxRow, error: str, now: float, refused: bool, final: bool = False
+    ) -> None:
+        """Count a failed try: retried later, unless the destination refused the object
+        ``max_refusals`` times, or once with a ``final`` verdict (it would refuse it again)."""
         attempts = row.attempts + 1
-        if refused and attempts >= self.policy.max_refusals:
+        if refused and (final or attempts >= self.policy.max_refusals):
             self._set(row.id, state=OUTBOX_FAILED, attempts=attempts, last_error=error)
             log.error(
                 "outbox: %s refused object %d %d times, giving up: %s",
@@ -193,12 +203,20 @@ class Outbox:
 
 
 class OutboxSender(PeriodicThread):
-    """Sends due outbox rows, one association per destination per round."""
+    """Sends due outbox rows: one association per DICOM destination per round, and FHIR reports
+    one transaction each."""
 
-    def __init__(self, config: NodeConfig, box: Outbox, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        box: Outbox,
+        fhir: FhirClient | None = None,
+        interval: float = 1.0,
+    ) -> None:
         super().__init__("outbox", interval)
         self._config = config
         self._outbox = box
+        self._fhir = fhir
 
     def run_once(self, now: float) -> int:
         """Send what is due at ``now``; returns how many objects were delivered."""
@@ -207,7 +225,33 @@ class OutboxSender(PeriodicThread):
             by_destination.setdefault(row.destination, []).append(row)
         delivered = 0
         for destination, rows in by_destination.items():
-            delivered += self._send(destination, rows, now)
+            if destination == FHIR_DESTINATION:
+                delivered += self._post_reports(rows, now)
+            else:
+                delivered += self._send(destination, rows, now)
+        return delivered
+
+    def _post_reports(self, rows: list[OutboxRow], now: float) -> int:
+        delivered = 0
+        for row in rows:
+            if self._fhir is None:
+                self._outbox.not_delivered(row, "fhir.base_url is not set", now, refused=False)
+                continue
+            outcome = self._fhir.post_transaction(self._outbox.area.path(row.path).read_bytes())
+            if outcome.verdict == Verdict.DELIVERED:
+                self._outbox.delivered(row)
+                delivered += 1
+                continue
+            refused = outcome.verdict == Verdict.REFUSED
+            if refused:
+                log.error("outbox: the FHIR server refused report %d: %s", row.id, outcome.message)
+            else:
+                log.warning(
+                    "outbox: report %d waits for the FHIR server: %s", row.id, outcome.message
+                )
+            self._outbox.not_delivered(row, outcome.message, now, refused=refused, final=refused)
+        if delivered:
+            log.info("outbox: %d report(s) delivered to the FHIR server", delivered)
         return delivered
 
     def _send(self, destination: str, rows: list[OutboxRow], now: float) -> int:

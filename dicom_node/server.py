@@ -181,12 +181,14 @@ def serve(config: NodeConfig) -> None:
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
+    from .fhir_delivery import open_fhir_client
     from .http_api import HttpServer, create_app
     from .job_runner import JobRunner
     from .outbox import OutboxSender, open_outbox
     from .scp.ae import open_listening_socket
     from .stability import StabilityMonitor
 
+    fhir = open_fhir_client(config)
     engine = open_engine(config.storage.database_url, create=True)
     reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
@@ -215,7 +217,7 @@ def serve(config: NodeConfig) -> None:
     monitor.start()
     box = open_outbox(config, engine)
     box.recover()
-    sender = OutboxSender(config, box)
+    sender = OutboxSender(config, box, fhir)
     sender.start()
     runner = JobRunner(config, engine)
     runner.start()

@@ -34,8 +34,10 @@ from inference.image2d import display_pixels
 from inference.run import classify, segment
 
 from .deid.reidentify import reidentify
+from .fhir_delivery import queue_report
 from .index.schema import instances
 from .jobs import add_note
+from .outbox import FHIR_DESTINATION
 from .own_instances import encode_instance, store_own_instance
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ SOFTWARE_VERSION = importlib.metadata.version("dicom-ai-node")
 #: Series Number of each kind of result, so a viewer lists them in a stable order after the
 #: source series.
 SERIES_NUMBERS = {"segmentation": 901, "measurements": 902, "explanation": 903, "finding": 904}
+#: the kinds of result that are reports (SR), and become FHIR DiagnosticReports too
+REPORT_KINDS = {"measurements", "finding"}
 
 
 @dataclass(frozen=True)
@@ -134,13 +138,23 @@ def _stored_chunks(context: StudyJobContext, uid: str) -> list[bytes]:
     return [context.storage.path(relative).read_bytes()]
 
 
-def _queue(context: StudyJobContext, job_id: int, uid: str, chunks: list[bytes]) -> int:
-    """Queue one stored result for every destination that does not have it queued yet."""
+def _queue(context: StudyJobContext, job_id: int, kind: str, uid: str, chunks: list[bytes]) -> int:
+    """Queue one stored result for every destination that does not have it queued yet, and a
+    report's FHIR Bundle for the FHIR server."""
     queued = 0
     for destination in context.config.results.destinations:
         if not context.outbox.queued(destination, uid):
             queued += context.outbox.enqueue(destination, uid, chunks, job_id)
+    if kind in REPORT_KINDS:
+        queued += queue_report(context, job_id, uid, b"".join(chunks))
     return queued
+
+
+def _destinations(context: StudyJobContext) -> str:
+    names = list(context.config.results.destinations)
+    if context.config.fhir.enabled:
+        names.append(FHIR_DESTINATION)
+    return ", ".join(names) or "no destination"
 
 
 def run_model(
@@ -162,7 +176,10 @@ def run_model(
     uids = [plan.identity.sop_instance_uid for plan in plans]
     present = _indexed(context, uids)
     if len(present) == len(uids):
-        queued = sum(_queue(context, job_id, uid, _stored_chunks(context, uid)) for uid in uids)
+        queued = sum(
+            _queue(context, job_id, plan.kind, uid, _stored_chunks(context, uid))
+            for plan, uid in zip(plans, uids, strict=True)
+        )
         add_note(
             context.engine,
             job_id,
@@ -185,12 +202,12 @@ def run_model(
         encoded = encode_instance(original, context.config.ae_title)
         if encoded.sop_instance_uid not in present:
             stored_now += store_own_instance(context.storage, context.engine, encoded)
-        queued += _queue(context, job_id, encoded.sop_instance_uid, encoded.chunks)
+        queued += _queue(context, job_id, plan.kind, encoded.sop_instance_uid, encoded.chunks)
     kinds = ", ".join(sorted({plan.kind for plan in plans}))
     log.info("job %d: %s: %d result(s) stored, %d queued", job_id, head, stored_now, queued)
     add_note(
         context.engine,
         job_id,
         f"{head}: {stored_now} result(s) stored ({kinds}), {queued} queued for "
-        f"{', '.join(context.config.results.destinations) or 'no destination'}",
+        f"{_destinations(context)}",
     )

@@ -22,6 +22,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 TRANSFER_SYNTAXES = SHARED_DATA / "dicom_transfer_syntaxes_pydicom"
 MALFORMED = SHARED_DATA / "dicom_malformed_pydicom"
 CT_SERIES = SHARED_DATA / "ct_chest_midrc_ricord_1a"
+CR_CHEST = SHARED_DATA / "cxr_dicom" / "nema_wg04_RG1_J2KI_cr_chest_pa.dcm"
 DCMTK = Path("/usr/bin")
 TOOL_ENV = {**os.environ, "TCP_NODELAY": "1"}
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -242,6 +243,52 @@ def ct_slab(tmp_path_factory) -> SegmentedSlab:
     path = tmp_path_factory.mktemp("seg") / "seg.dcm"
     seg.save_as(path)
     return SegmentedSlab(bundle, volume, result, path)
+
+
+def saved(dataset, folder):
+    """``dataset`` saved in ``folder``, checked by dciodvfy and read back."""
+    import pydicom
+
+    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+    dataset.save_as(path)
+    assert dciodvfy_errors(path) == set()
+    return pydicom.dcmread(path)
+
+
+@pytest.fixture(scope="session")
+def measurements(ct_slab, tmp_path_factory):
+    """The CT slab's SEG and its TID 1500 measurement report, both checked by dciodvfy."""
+    import pydicom
+
+    from inference.dicom_sr import encode_measurements
+
+    seg = pydicom.dcmread(ct_slab.seg_path)
+    report = encode_measurements(
+        ct_slab.bundle, ct_slab.result, seg, ct_slab.volume.datasets, result_identity(902)
+    )
+    return seg, saved(report, tmp_path_factory.mktemp("sr"))
+
+
+@pytest.fixture(scope="session")
+def classified(tmp_path_factory):
+    """The chest CR classified: bundle, result, header, explanation SEG and finding report."""
+    import pydicom
+
+    from dicom_node.config import BUILTIN_BUNDLES
+    from inference.bundle import find_bundles
+    from inference.dicom_seg import encode_explanation
+    from inference.dicom_sr import encode_finding
+    from inference.image2d import display_pixels
+    from inference.run import classify
+
+    bundle = find_bundles([BUILTIN_BUNDLES])["cxr_pneumonia"]
+    image = pydicom.dcmread(CR_CHEST)
+    (result,) = classify(bundle, [display_pixels(image)], explain=True)
+    header = pydicom.dcmread(CR_CHEST, stop_before_pixels=True)
+    folder = tmp_path_factory.mktemp("cr")
+    explanation = saved(encode_explanation(bundle, result, header, result_identity(903)), folder)
+    report = saved(encode_finding(bundle, result, header, result_identity(904)), folder)
+    return bundle, result, header, explanation, report
 
 
 def result_identity(series_number: int):

@@ -10,44 +10,7 @@ import pytest
 from monai.transforms import Resize
 from pydicom.sr.codedict import codes
 
-from dicom_node.config import BUILTIN_BUNDLES
-from inference.bundle import find_bundles
-from inference.dicom_seg import derived_uid, encode_explanation
-from inference.dicom_sr import encode_finding, encode_measurements
-from inference.image2d import display_pixels
-from inference.run import classify
-
-from .conftest import SHARED_DATA, dciodvfy_errors, result_identity
-
-CR_CHEST = SHARED_DATA / "cxr_dicom" / "nema_wg04_RG1_J2KI_cr_chest_pa.dcm"
-
-
-def saved(dataset: pydicom.Dataset, folder) -> pydicom.Dataset:
-    path = folder / f"{dataset.SOPInstanceUID}.dcm"
-    dataset.save_as(path)
-    assert dciodvfy_errors(path) == set()
-    return pydicom.dcmread(path)
-
-
-@pytest.fixture(scope="module")
-def measurements(ct_slab, tmp_path_factory):
-    seg = pydicom.dcmread(ct_slab.seg_path)
-    report = encode_measurements(
-        ct_slab.bundle, ct_slab.result, seg, ct_slab.volume.datasets, result_identity(902)
-    )
-    return seg, saved(report, tmp_path_factory.mktemp("sr"))
-
-
-@pytest.fixture(scope="module")
-def classified(tmp_path_factory):
-    bundle = find_bundles([BUILTIN_BUNDLES])["cxr_pneumonia"]
-    image = pydicom.dcmread(CR_CHEST)
-    (result,) = classify(bundle, [display_pixels(image)], explain=True)
-    header = pydicom.dcmread(CR_CHEST, stop_before_pixels=True)
-    folder = tmp_path_factory.mktemp("cr")
-    explanation = saved(encode_explanation(bundle, result, header, result_identity(903)), folder)
-    report = saved(encode_finding(bundle, result, header, result_identity(904)), folder)
-    return bundle, result, header, explanation, report
+from inference.dicom_seg import derived_uid
 
 
 def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements, ct_slab):

@@ -21,12 +21,11 @@ from dicom_node.index.schema import (
     instances,
 )
 
-from .conftest import CT_SERIES, SHARED_DATA, dciodvfy_errors, dcmsend, dcmtk
+from .conftest import CR_CHEST, CT_SERIES, dciodvfy_errors, dcmsend, dcmtk
 from .orthanc import OrthancPeer
 from .test_durability import wait_until
 from .test_research_forwarding import cli, job_rows, outbox_rows
 
-CR_CHEST = SHARED_DATA / "cxr_dicom" / "nema_wg04_RG1_J2KI_cr_chest_pa.dcm"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
