@@ -152,10 +152,13 @@ class Outbox:
         self, row: OutboxRow, error: str, now: float, refused: bool, final: bool = False
     ) -> None:
         """Count a failed try: retried later, unless the destination refused the object
-        ``max_refusals`` times, or once with a ``final`` verdict (it would refuse it again)."""
+        ``max_refusals`` times, or once with a ``final`` verdict (it would refuse it again; the
+        caller logged why)."""
         attempts = row.attempts + 1
         if refused and (final or attempts >= self.policy.max_refusals):
             self._set(row.id, state=OUTBOX_FAILED, attempts=attempts, last_error=error)
+            if final:
+                return
             log.error(
                 "outbox: %s refused object %d %d times, giving up: %s",
                 row.destination,
@@ -243,12 +246,15 @@ class OutboxSender(PeriodicThread):
                 delivered += 1
                 continue
             refused = outcome.verdict == Verdict.REFUSED
+            # The log gets the brief answer: a refusal may quote the patient's data, which stays
+            # in the row (``dicom-node outbox list``) and at DEBUG.
             if refused:
-                log.error("outbox: the FHIR server refused report %d: %s", row.id, outcome.message)
+                log.error("outbox: the FHIR server refused report %d: %s", row.id, outcome.brief)
             else:
                 log.warning(
-                    "outbox: report %d waits for the FHIR server: %s", row.id, outcome.message
+                    "outbox: report %d waits for the FHIR server: %s", row.id, outcome.brief
                 )
+            log.debug("outbox: report %d: %s", row.id, outcome.message)
             self._outbox.not_delivered(row, outcome.message, now, refused=refused, final=refused)
         if delivered:
             log.info("outbox: %d report(s) delivered to the FHIR server", delivered)

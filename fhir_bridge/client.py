@@ -31,25 +31,28 @@ class Verdict(StrEnum):
 @dataclass(frozen=True)
 class Delivery:
     verdict: Verdict
+    #: what the server said, in full (its OperationOutcome may quote the data it refused)
     message: str
+    #: the same without quoting data: status, issue codes and where they are, fit for logs
+    brief: str = ""
 
 
-def outcome_text(answer: requests.Response) -> str:
-    """The OperationOutcome's issues as one line (the raw body's start when it is not one)."""
+def outcome_text(answer: requests.Response, quote: bool = True) -> str:
+    """The OperationOutcome's issues as one line (the raw body's start when it is not one);
+    without ``quote``, only each issue's code and location, never the server's words."""
     try:
         body = answer.json()
     except ValueError:
-        return answer.text[:300].strip() or answer.reason
+        body = None
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return str(body)[:300]
+        return (answer.text[:300].strip() or answer.reason) if quote else answer.reason
     parts = []
     for issue in body.get("issue", []):
         text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or ""
         where = ", ".join(issue.get("expression") or issue.get("location") or [])
-        parts.append(
-            f"{issue.get('severity', '')} {issue.get('code', '')}: {text}"
-            + (f" at {where}" if where else "")
-        )
+        said = f"{issue.get('severity', '')} {issue.get('code', '')}"
+        said += f": {text}" if quote and text else ""
+        parts.append(said + (f" at {where}" if where else ""))
     return "; ".join(parts) or "OperationOutcome without issues"
 
 
@@ -86,12 +89,17 @@ class FhirClient:
                 self.session.auth.forget()  # the token may have been revoked: one fresh try
                 answer = self._post(body)
         except AuthError as error:
-            return Delivery(Verdict.REFUSED, f"authentication failed: {error}")
+            text = f"authentication failed: {error}"
+            return Delivery(Verdict.REFUSED, text, text)
         except requests.RequestException as error:
-            return Delivery(Verdict.UNAVAILABLE, f"FHIR server unreachable: {error}")
+            text = f"FHIR server unreachable: {error}"
+            return Delivery(Verdict.UNAVAILABLE, text, text)
         if answer.ok:
-            return Delivery(Verdict.DELIVERED, f"{answer.status_code}")
-        text = f"FHIR server answered {answer.status_code}: {outcome_text(answer)}"
-        if answer.status_code in RETRIED_STATUSES:
-            return Delivery(Verdict.UNAVAILABLE, text)
-        return Delivery(Verdict.REFUSED, text)
+            return Delivery(Verdict.DELIVERED, f"{answer.status_code}", f"{answer.status_code}")
+        head = f"FHIR server answered {answer.status_code}"
+        verdict = Verdict.UNAVAILABLE if answer.status_code in RETRIED_STATUSES else Verdict.REFUSED
+        return Delivery(
+            verdict,
+            f"{head}: {outcome_text(answer)}",
+            f"{head}: {outcome_text(answer, quote=False)}",
+        )

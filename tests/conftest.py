@@ -203,6 +203,17 @@ def node(make_node) -> RunningNode:
 
 
 @pytest.fixture
+def fhir_server():
+    """A FHIR server (Medplum's router, validating R4) without authentication, started."""
+    from .fhir_server import FhirServer
+
+    server = FhirServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def copy_files(tmp_path):
     """Copy named files of a shared data folder into a fresh folder (storescu +sd sends all)."""
 

@@ -65,12 +65,3 @@ class FhirServer:
         patients = self.search("Patient", identifier=f"{system}|{value}")
         assert len(patients) == 1, f"{len(patients)} patients with identifier {value}"
         return self.search("DiagnosticReport", subject=f"Patient/{patients[0]['id']}")
-
-
-@pytest.fixture
-def fhir_server():
-    """A FHIR server without authentication, started."""
-    server = FhirServer()
-    server.start()
-    yield server
-    server.stop()

@@ -21,8 +21,6 @@ from fhir_bridge.resources import ResourceError, SeriesSummary, build_transactio
 from fhir_bridge.settings import FhirSettings
 from fhir_bridge.sr_content import NotAMeasurementReport, read_report
 
-from .fhir_server import fhir_server  # noqa: F401  (fixture)
-
 MRN = "urn:oid:1.2.826.0.1.3680043.9.7697.1"
 
 
@@ -190,7 +188,7 @@ def test_bad_fhir_configuration_is_refused_naming_the_key(section, message):
         parse_config({"fhir": section})
 
 
-def test_medplum_accepts_the_reports_once_and_finds_them(fhir_server, classified, measurements):  # noqa: F811
+def test_medplum_accepts_the_reports_once_and_finds_them(fhir_server, classified, measurements):
     client = FhirClient(FhirSettings(base_url=fhir_server.base_url, patient_identifier_system=MRN))
     bodies = [json.dumps(bundle_of(r)).encode() for r in (classified[-1], measurements[1])]
     for body in bodies:
