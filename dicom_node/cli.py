@@ -44,6 +44,14 @@ def _check_config(args: argparse.Namespace) -> int:
     )
     print(f"  storage {config.storage.path}, index {config.storage.database_url}")
     print(f"  peers: {peers}")
+    fhir = config.fhir
+    from .fhir_delivery import open_fhir_client
+
+    open_fhir_client(config)  # reads the private key, if any
+    if fhir.enabled:
+        print(f"  FHIR: {fhir.base_url} ({fhir.version.value}, auth {fhir.auth.method.value})")
+    else:
+        print("  FHIR: off")
     from .local_inference import load_bundles
 
     bundles = load_bundles(config.inference)
