@@ -404,7 +404,16 @@ def build_transaction(
     }
     observations, lines = _observations(report, common, settings)
     name, version = report.algorithm
-    conclusion = f"{name} {version}".strip() + f" ({NOT_FOR_DIAGNOSIS}). " + "; ".join(lines)
+    model = f"{name} {version}".strip()
+    conclusion = f"{model} ({NOT_FOR_DIAGNOSIS}). " + "; ".join(lines)
+    # R4 and R5 take no Device as performer: the model is named here, the Device is on every
+    # Observation.
+    on = (
+        f" on {report.device.serial_number}"
+        if report.device and report.device.serial_number
+        else ""
+    )
+    performer = {"display": f"{model} (AI model{on})"}
     loinc = [c for c in report.procedures if str(c.scheme_designator) == "LN"]
     code = (
         codeable(*report.procedures)
@@ -439,6 +448,7 @@ def build_transaction(
         subject=patient.reference,
         effectiveDateTime=effective,
         issued=issued_at,
+        performer=[performer],
         result=results,
         conclusion=conclusion,
         conclusionCode=_findings_present(report) or None,

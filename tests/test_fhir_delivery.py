@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pydicom
 import pytest
@@ -204,3 +206,51 @@ def test_a_missing_private_key_stops_the_node_at_start_with_the_key_named(make_n
     with pytest.raises(RuntimeError, match="exited"):
         node.start()
     assert "fhir.auth.private_key_file: cannot read" in node.log()
+
+
+@pytest.fixture
+def flaky_server():
+    """An HTTP endpoint answering each POST with the next status of ``answers`` (then 200): a
+    FHIR server's faults, which the real one in the tests does not produce on demand."""
+    answers: list[int] = []
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.path)
+            status = answers.pop(0) if answers else 200
+            body = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "transient"}],
+            }
+            self.send_response(status)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/fhir", answers, seen
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("statuses", "verdict", "requests_made"),
+    [
+        ([503, 500], Verdict.DELIVERED, 3),  # retried with backoff, then through
+        ([503, 502, 504], Verdict.UNAVAILABLE, 3),  # still down: left to the outbox
+        ([422], Verdict.REFUSED, 1),  # a 4xx is not retried
+    ],
+)
+def test_server_errors_are_retried_and_client_errors_are_not(
+    flaky_server, statuses, verdict, requests_made
+):
+    url, answers, seen = flaky_server
+    answers.extend(statuses)
+    client = FhirClient(FhirSettings(base_url=url, patient_identifier_system=MRN, retries=2))
+    assert client.post_transaction(b"{}").verdict == verdict
+    assert len(seen) == requests_made
