@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from typing import TYPE_CHECKING
 
 import pydicom
@@ -27,8 +26,6 @@ from .outbox import FHIR_DESTINATION
 
 if TYPE_CHECKING:
     from .study_job import StudyJobContext
-
-log = logging.getLogger(__name__)
 
 
 def open_fhir_client(config: NodeConfig) -> FhirClient | None:

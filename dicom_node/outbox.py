@@ -235,10 +235,14 @@ class OutboxSender(PeriodicThread):
         return delivered
 
     def _post_reports(self, rows: list[OutboxRow], now: float) -> int:
+        """One transaction per report; once the server is found unavailable, the round's other
+        reports wait without being tried (so a server that is down does not hold up the DICOM
+        deliveries behind them)."""
         delivered = 0
+        unavailable = None if self._fhir is not None else "fhir.base_url is not set"
         for row in rows:
-            if self._fhir is None:
-                self._outbox.not_delivered(row, "fhir.base_url is not set", now, refused=False)
+            if unavailable is not None:
+                self._outbox.not_delivered(row, unavailable, now, refused=False)
                 continue
             outcome = self._fhir.post_transaction(self._outbox.area.path(row.path).read_bytes())
             if outcome.verdict == Verdict.DELIVERED:
@@ -251,9 +255,8 @@ class OutboxSender(PeriodicThread):
             if refused:
                 log.error("outbox: the FHIR server refused report %d: %s", row.id, outcome.brief)
             else:
-                log.warning(
-                    "outbox: report %d waits for the FHIR server: %s", row.id, outcome.brief
-                )
+                log.warning("outbox: reports wait for the FHIR server: %s", outcome.brief)
+                unavailable = outcome.message
             log.debug("outbox: report %d: %s", row.id, outcome.message)
             self._outbox.not_delivered(row, outcome.message, now, refused=refused, final=refused)
         if delivered:

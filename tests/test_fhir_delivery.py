@@ -22,7 +22,7 @@ from dicom_node.outbox import FHIR_DESTINATION, OutboxSender, open_outbox
 from fhir_bridge.client import FhirClient, Verdict
 from fhir_bridge.settings import FhirSettings
 
-from .conftest import CR_CHEST, dcmsend
+from .conftest import CR_CHEST, dcmsend, free_port
 from .fhir_server import FhirServer
 from .test_durability import wait_until
 from .test_fhir_resources import bundle_of
@@ -86,18 +86,41 @@ def test_reports_reach_the_ehr_after_an_outage_and_a_restart(make_node, copy_fil
         server.stop()
 
 
-def test_a_report_the_server_refuses_is_failed_at_once_with_its_outcome(
-    tmp_path, fhir_server, caplog
-):
+def fhir_outbox(tmp_path, base_url: str):
     config = parse_config(
         {
             "storage": {"path": str(tmp_path / "storage")},
-            "fhir": {"base_url": fhir_server.base_url, "patient_identifier_system": MRN},
+            "fhir": {"base_url": base_url, "patient_identifier_system": MRN, "retries": 0},
         }
     )
     config.storage.path.mkdir()
     box = open_outbox(config, open_engine(config.storage.database_url))
     box.recover()
+    return config, box
+
+
+@pytest.mark.parametrize("fault", ["down", "503"])
+def test_a_server_that_is_unavailable_is_tried_once_a_round(tmp_path, flaky_server, fault):
+    url, answers, seen = flaky_server
+    answers.extend([503] * 10)
+    if fault == "down":
+        url = f"http://127.0.0.1:{free_port()}/fhir"
+    config, box = fhir_outbox(tmp_path, url)
+    for uid in ("1.2.3", "1.2.4", "1.2.5"):
+        assert box.enqueue(FHIR_DESTINATION, uid, [b"{}"], None)
+    sender = OutboxSender(config, box, FhirClient(config.fhir))
+    assert sender.run_once(time.time()) == 0
+    rows = box.rows()
+    assert [(r.state, r.attempts) for r in rows] == [(OUTBOX_PENDING, 1)] * 3
+    said = "FHIR server unreachable" if fault == "down" else "FHIR server answered 503"
+    assert all(said in r.last_error for r in rows)
+    assert len(seen) == (0 if fault == "down" else 1), "one request for the round"
+
+
+def test_a_report_the_server_refuses_is_failed_at_once_with_its_outcome(
+    tmp_path, fhir_server, caplog
+):
+    config, box = fhir_outbox(tmp_path, fhir_server.base_url)
     invalid = {
         "resourceType": "Bundle",
         "type": "transaction",
