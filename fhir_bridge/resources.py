@@ -294,9 +294,7 @@ def _label(group: MeasurementGroup) -> str:
     return group.tracking_identifier or "Finding"
 
 
-def _observations(
-    report: ReportContent, common: dict, settings: FhirSettings
-) -> tuple[list[_Entry], list[str]]:
+def _observations(report: ReportContent, common: dict) -> tuple[list[_Entry], list[str]]:
     """Group and member Observations of every measurement group, and the conclusion's lines."""
     made: list[_Entry] = []
     lines: list[str] = []
@@ -402,7 +400,7 @@ def build_transaction(
         "device": device.reference,
         "derivedFrom": [study.reference],
     }
-    observations, lines = _observations(report, common, settings)
+    observations, lines = _observations(report, common)
     name, version = report.algorithm
     model = f"{name} {version}".strip()
     conclusion = f"{model} ({NOT_FOR_DIAGNOSIS}). " + "; ".join(lines)
