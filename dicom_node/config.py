@@ -20,6 +20,9 @@ DEFAULT_CONFIG_PATH = Path("config/node.yaml")
 #: The model bundles that ship with the node.
 BUILTIN_BUNDLES = Path(__file__).resolve().parent.parent / "config" / "bundles"
 
+#: the outbox destination of FHIR reports: no DICOM peer may be called so
+FHIR_DESTINATION = "fhir"
+
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control
 
 
@@ -279,8 +282,10 @@ class NodeConfig(_Section):
     def model_post_init(self, __context: object) -> None:
         if self.dicom.require_known_calling_ae and not self.peers:
             raise ValueError("dicom.require_known_calling_ae is true but no peers are configured")
-        if "fhir" in self.peers:
-            raise ValueError("peers: the name 'fhir' is the FHIR server's outbox destination")
+        if FHIR_DESTINATION in self.peers:
+            raise ValueError(
+                f"peers: the name {FHIR_DESTINATION!r} is the FHIR server's outbox destination"
+            )
         unknown = [name for name in self.results.destinations if name not in self.peers]
         if unknown:
             raise ValueError(f"results.destinations names unknown peers: {', '.join(unknown)}")

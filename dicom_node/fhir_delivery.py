@@ -19,10 +19,9 @@ from fhir_bridge.client import FhirClient
 from fhir_bridge.resources import ResourceError, SeriesSummary, build_transaction
 from fhir_bridge.sr_content import NotAMeasurementReport, read_report
 
-from .config import ConfigError, NodeConfig
+from .config import FHIR_DESTINATION, ConfigError, NodeConfig
 from .index.schema import instances, series
 from .jobs import add_note
-from .outbox import FHIR_DESTINATION
 
 if TYPE_CHECKING:
     from .study_job import StudyJobContext
@@ -66,12 +65,11 @@ def study_series(engine: Engine, study_uid: str) -> list[SeriesSummary]:
 
 
 def queue_report(context: StudyJobContext, job_id: int, uid: str, sr_file: bytes) -> int:
-    """Queue the FHIR Bundle of the stored SR ``uid`` (its file ``sr_file``) unless FHIR is off or
-    it is queued already; returns 1 when queued. A report that cannot be written as FHIR (no
-    Patient ID, not a TID 1500 report) is a job note, not a failure of the job."""
+    """Queue the FHIR Bundle of the stored SR ``uid`` (its file ``sr_file``; the caller checked
+    that FHIR is on and the report not queued yet); returns 1 when queued. A report that cannot
+    be written as FHIR (no Patient ID, not a TID 1500 report) is a job note, not a failure of
+    the job."""
     config = context.config
-    if not config.fhir.enabled or context.outbox.queued(FHIR_DESTINATION, uid):
-        return 0
     dataset = pydicom.dcmread(io.BytesIO(sr_file))
     try:
         report = read_report(dataset)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, and_, func, select, update
 
 from fhir_bridge.client import FhirClient, Verdict
 
-from .config import ConfigError, NodeConfig, OutboxConfig
+from .config import FHIR_DESTINATION, ConfigError, NodeConfig, OutboxConfig
 from .index.database import dialect_insert
 from .index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
 from .periodic import PeriodicThread
@@ -30,8 +30,6 @@ from .storage import StorageArea
 log = logging.getLogger(__name__)
 
 BATCH = 200
-#: the destination of FHIR reports (no DICOM peer may be called so)
-FHIR_DESTINATION = "fhir"
 
 
 def open_outbox(config: NodeConfig, engine: Engine) -> Outbox:

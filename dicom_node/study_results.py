@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,11 +35,11 @@ from inference.dicom_sr import encode_finding, encode_measurements
 from inference.image2d import display_pixels
 from inference.run import classify, segment
 
+from .config import FHIR_DESTINATION
 from .deid.reidentify import reidentify
 from .fhir_delivery import queue_report
 from .index.schema import instances
 from .jobs import add_note
-from .outbox import FHIR_DESTINATION
 from .own_instances import encode_instance, store_own_instance
 
 if TYPE_CHECKING:
@@ -138,14 +140,28 @@ def _stored_chunks(context: StudyJobContext, uid: str) -> list[bytes]:
     return [context.storage.path(relative).read_bytes()]
 
 
-def _queue(context: StudyJobContext, job_id: int, kind: str, uid: str, chunks: list[bytes]) -> int:
-    """Queue one stored result for every destination that does not have it queued yet, and a
-    report's FHIR Bundle for the FHIR server."""
-    queued = 0
-    for destination in context.config.results.destinations:
-        if not context.outbox.queued(destination, uid):
-            queued += context.outbox.enqueue(destination, uid, chunks, job_id)
-    if kind in REPORT_KINDS:
+def _queue(
+    context: StudyJobContext,
+    job_id: int,
+    kind: str,
+    uid: str,
+    load: Callable[[], list[bytes]],
+) -> int:
+    """Queue one stored result (``load`` gives its file) for every destination that does not
+    have it queued yet, and a report's FHIR Bundle for the FHIR server; the file is read only
+    when something still needs it."""
+    outbox = context.outbox
+    waiting = [d for d in context.config.results.destinations if not outbox.queued(d, uid)]
+    report = (
+        kind in REPORT_KINDS
+        and context.config.fhir.enabled
+        and not outbox.queued(FHIR_DESTINATION, uid)
+    )
+    if not waiting and not report:
+        return 0
+    chunks = load()
+    queued = sum(outbox.enqueue(destination, uid, chunks, job_id) for destination in waiting)
+    if report:
         queued += queue_report(context, job_id, uid, b"".join(chunks))
     return queued
 
@@ -177,7 +193,7 @@ def run_model(
     present = _indexed(context, uids)
     if len(present) == len(uids):
         queued = sum(
-            _queue(context, job_id, plan.kind, uid, _stored_chunks(context, uid))
+            _queue(context, job_id, plan.kind, uid, partial(_stored_chunks, context, uid))
             for plan, uid in zip(plans, uids, strict=True)
         )
         add_note(
@@ -202,7 +218,8 @@ def run_model(
         encoded = encode_instance(original, context.config.ae_title)
         if encoded.sop_instance_uid not in present:
             stored_now += store_own_instance(context.storage, context.engine, encoded)
-        queued += _queue(context, job_id, plan.kind, encoded.sop_instance_uid, encoded.chunks)
+        uid = encoded.sop_instance_uid
+        queued += _queue(context, job_id, plan.kind, uid, partial(list, encoded.chunks))
     kinds = ", ".join(sorted({plan.kind for plan in plans}))
     log.info("job %d: %s: %d result(s) stored, %d queued", job_id, head, stored_now, queued)
     add_note(

@@ -34,7 +34,7 @@ class Delivery:
     #: what the server said, in full (its OperationOutcome may quote the data it refused)
     message: str
     #: the same without quoting data: status, issue codes and where they are, fit for logs
-    brief: str = ""
+    brief: str
 
 
 def outcome_text(answer: requests.Response, quote: bool = True) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 import pydicom.valuerep
@@ -103,16 +103,21 @@ class _Entry:
         }
 
 
+def _compact(fields: dict) -> dict:
+    """``fields`` without the absent ones (None, empty list or text): FHIR has no empty values."""
+    return {key: value for key, value in fields.items() if value not in (None, [], "")}
+
+
 def _entry(kind: str, identifier: dict, **fields) -> _Entry:
     others = fields.pop("identifiers", [])
-    resource = {"resourceType": kind, "identifier": [identifier, *others], **fields}
     return _Entry(
-        {key: value for key, value in resource.items() if value not in (None, [], "")}, identifier
+        _compact({"resourceType": kind, "identifier": [identifier, *others], **fields}), identifier
     )
 
 
-def _local_offset(day: datetime) -> tzinfo:
-    return day.astimezone().tzinfo  # the node's time zone: DICOM dates and times are local
+def _derived_identifier(key: str) -> dict:
+    """A stable identifier for a resource the SR has no UID of its own for."""
+    return {"system": URI_SYSTEM, "value": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, key)}"}
 
 
 def effective_time(dataset: Dataset) -> str | None:
@@ -133,7 +138,7 @@ def effective_time(dataset: Dataset) -> str | None:
         sign = -1 if offset[0] == "-" else 1
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
     else:
-        zone = _local_offset(when)
+        zone = when.astimezone().tzinfo  # the node's own: DICOM dates and times are local
     return when.replace(tzinfo=zone).isoformat()
 
 
@@ -147,17 +152,15 @@ def _patient(report: ReportContent, settings: FhirSettings) -> _Entry:
     human = None
     if name:
         given = [part for part in (name.given_name, name.middle_name) if part]
-        human = {
-            key: value
-            for key, value in {
-                "text": str(name.formatted("%(given_name)s %(family_name)s")).strip() or None,
-                "family": name.family_name or None,
-                "given": given or None,
+        human = _compact(
+            {
+                "text": str(name.formatted("%(given_name)s %(family_name)s")).strip(),
+                "family": name.family_name,
+                "given": given,
                 "prefix": [name.name_prefix] if name.name_prefix else None,
                 "suffix": [name.name_suffix] if name.name_suffix else None,
-            }.items()
-            if value
-        }
+            }
+        )
     try:
         birth = pydicom.valuerep.DA(dataset.get("PatientBirthDate") or None)
     except ValueError:
@@ -210,7 +213,7 @@ def _device(report: ReportContent, settings: FhirSettings) -> _Entry:
 def _endpoint(settings: FhirSettings) -> _Entry | None:
     if settings.dicomweb_url is None:
         return None
-    address = str(settings.dicomweb_url).rstrip("/")
+    address = settings.dicomweb_root
     kind = {
         "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
         "code": "dicom-wado-rs",
@@ -248,6 +251,7 @@ def _imaging_study(
     series: list[SeriesSummary],
     subject: _Entry,
     endpoint: _Entry | None,
+    started: str | None,
     settings: FhirSettings,
 ) -> _Entry:
     dataset = report.dataset
@@ -265,24 +269,22 @@ def _imaging_study(
         identifiers=[accession_id] if accession else [],
         status="available",
         subject=subject.reference,
-        started=effective_time(dataset),
+        started=started,
         description=str(dataset.get("StudyDescription") or "") or None,
         modality=[_modality(code, settings) for code in modalities],
         numberOfSeries=len(series),
         numberOfInstances=sum(s.instances for s in series),
         endpoint=[endpoint.reference] if endpoint else None,
         series=[
-            {
-                key: value
-                for key, value in {
+            _compact(
+                {
                     "uid": s.uid,
                     "number": s.number,
                     "modality": _modality(s.modality or "OT", settings),
-                    "description": s.description or None,
+                    "description": s.description,
                     "numberOfInstances": s.instances,
-                }.items()
-                if value is not None
-            }
+                }
+            )
             for s in series
         ],
     )
@@ -308,35 +310,31 @@ def _observations(report: ReportContent, common: dict) -> tuple[list[_Entry], li
             if measured.derivation is not None:
                 name += f" ({measured.derivation.meaning})"
             unit = str(measured.unit.value)
+            shown = "mL" if unit == "ml" else unit  # UCUM allows both; mL is what people read
             members.append(
                 _entry(
                     "Observation",
-                    {
-                        "system": URI_SYSTEM,
-                        "value": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, f'{key}/m{index}')}",
-                    },
+                    _derived_identifier(f"{key}/m{index}"),
                     code=codeable(measured.name, text=f"{label}: {name}"),
                     method=codeable(measured.derivation) if measured.derivation else None,
                     bodySite=codeable(group.finding_sites[0]) if group.finding_sites else None,
                     valueQuantity={
                         "value": round(measured.value, 6),
-                        "unit": "mL" if unit == "ml" else unit,
+                        "unit": shown,
                         "system": "http://unitsofmeasure.org",
                         "code": unit,
                     },
                     **common,
                 )
             )
-            shown = "" if unit == "1" else f" {'mL' if unit == 'ml' else unit}"
-            said.append(f"{name.lower()} {measured.value:.4g}{shown}")
+            said.append(
+                f"{name.lower()} {measured.value:.4g}" + ("" if unit == "1" else f" {shown}")
+            )
         for index, evaluation in enumerate(group.evaluations, 1):
             members.append(
                 _entry(
                     "Observation",
-                    {
-                        "system": URI_SYSTEM,
-                        "value": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, f'{key}/e{index}')}",
-                    },
+                    _derived_identifier(f"{key}/e{index}"),
                     code=codeable(evaluation.name, text=f"{label}: {evaluation.name.meaning}"),
                     valueCodeableConcept=codeable(evaluation.value),
                     **common,
@@ -344,9 +342,7 @@ def _observations(report: ReportContent, common: dict) -> tuple[list[_Entry], li
             )
             said.insert(0, str(evaluation.value.meaning).lower())
         identifier = (
-            dicom_uid(group.tracking_uid)
-            if group.tracking_uid
-            else {"system": URI_SYSTEM, "value": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, key)}"}
+            dicom_uid(group.tracking_uid) if group.tracking_uid else _derived_identifier(key)
         )
         made.append(
             _entry(
@@ -389,8 +385,8 @@ def build_transaction(
     patient = _patient(report, settings)
     device = _device(report, settings)
     endpoint = _endpoint(settings)
-    study = _imaging_study(report, series, patient, endpoint, settings)
     effective = effective_time(dataset)
+    study = _imaging_study(report, series, patient, endpoint, effective, settings)
     common = {
         "status": settings.report_status.value,
         "category": [IMAGING],
@@ -421,21 +417,19 @@ def build_transaction(
     if not loinc and report.procedures:
         code["coding"] += [coding(c) for c in report.procedures]
     sr_url = None
-    if settings.dicomweb_url is not None:
+    if settings.dicomweb_root is not None:
         sr_url = (
-            f"{str(settings.dicomweb_url).rstrip('/')}/studies/{dataset.StudyInstanceUID}"
+            f"{settings.dicomweb_root}/studies/{dataset.StudyInstanceUID}"
             f"/series/{dataset.SeriesInstanceUID}/instances/{dataset.SOPInstanceUID}"
         )
-    presented = {
-        key: value
-        for key, value in {
+    presented = _compact(
+        {
             "contentType": "application/dicom",
             "data": base64.b64encode(sr_file).decode("ascii"),
             "url": sr_url,
             "title": str(dataset.get("SeriesDescription") or "AI report (DICOM SR)"),
-        }.items()
-        if value
-    }
+        }
+    )
     results = [entry.reference for entry in observations]
     diagnostic = _entry(
         "DiagnosticReport",

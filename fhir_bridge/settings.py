@@ -99,3 +99,8 @@ class FhirSettings(_Section):
     @property
     def enabled(self) -> bool:
         return self.base_url is not None
+
+    @property
+    def dicomweb_root(self) -> str | None:
+        """``dicomweb_url`` without a trailing slash, for joining paths to it."""
+        return str(self.dicomweb_url).rstrip("/") if self.dicomweb_url is not None else None
