@@ -52,6 +52,9 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"  FHIR: {fhir.base_url} ({fhir.version.value}, auth {fhir.auth.method.value})")
     else:
         print("  FHIR: off")
+    from .http_api import check_http
+
+    print(f"  {check_http(config.http)}")
     from .local_inference import load_bundles
 
     bundles = load_bundles(config.inference)

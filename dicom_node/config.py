@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fhir_bridge.settings import FhirSettings
 
+from .dicomweb.settings import DicomwebSettings
+
 DEFAULT_CONFIG_PATH = Path("config/node.yaml")
 #: The model bundles that ship with the node.
 BUILTIN_BUNDLES = Path(__file__).resolve().parent.parent / "config" / "bundles"
@@ -74,6 +76,14 @@ class DicomConfig(_Section):
 class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    #: HTTPS: the server's certificate chain and private key (PEM), handed to uvicorn
+    tls_certificate_file: Path | None = None
+    tls_key_file: Path | None = None
+    dicomweb: DicomwebSettings = DicomwebSettings()
+
+    def model_post_init(self, __context: object) -> None:
+        if (self.tls_certificate_file is None) != (self.tls_key_file is None):
+            raise ValueError("http: tls_certificate_file and tls_key_file go together")
 
 
 class DuplicatePolicy(StrEnum):

@@ -1,5 +1,5 @@
-"""The HTTP side of the node: health, Prometheus metrics and the state of jobs and deliveries
-(DICOMweb joins here later)."""
+"""The HTTP side of the node: health, Prometheus metrics, the state of jobs and deliveries,
+and DICOMweb under `/dicomweb`."""
 
 from __future__ import annotations
 
@@ -12,14 +12,28 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from . import jobs, metrics
+from .config import ConfigError, HttpConfig
+from .dicomweb.app import mount_dicomweb
+from .dicomweb.auth import AuthSetupError, load_jwks
+from .dicomweb.context import DicomwebContext
+from .ingest import Ingest
 from .outbox import Outbox
 from .storage import StorageArea, StorageError
 
 log = logging.getLogger(__name__)
 
 
-def create_app(engine: Engine, storage: StorageArea, ae_title: str, box: Outbox) -> FastAPI:
+def create_app(
+    engine: Engine,
+    storage: StorageArea,
+    ae_title: str,
+    box: Outbox,
+    http: HttpConfig,
+    ingest: Ingest | None,
+) -> FastAPI:
+    """The node's HTTP application; `ingest` stores what STOW-RS receives."""
     app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
+    mount_dicomweb(app, DicomwebContext(engine, storage, ingest, http.dicomweb))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -68,11 +82,48 @@ def create_app(engine: Engine, storage: StorageArea, ae_title: str, box: Outbox)
     return app
 
 
+def check_http(http: HttpConfig) -> str:
+    """Read the TLS and JWKS files now, so a bad path stops the node at start naming its key;
+    return a one-line description of the HTTP side."""
+    for key in ("tls_certificate_file", "tls_key_file"):
+        path = getattr(http, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"http.{key}: {path} is not a readable file")
+    try:
+        load_jwks(http.dicomweb.auth)
+    except AuthSetupError as error:
+        raise ConfigError(str(error)) from None
+    auth = http.dicomweb.auth
+    schemes = [
+        name
+        for name, used in (
+            ("bearer tokens", auth.bearer_tokens),
+            ("basic users", auth.basic_users),
+            ("OAuth2 JWT", auth.jwt),
+        )
+        if used
+    ]
+    scheme = "https" if http.tls_certificate_file else "http"
+    origins = ", ".join(http.dicomweb.cors_origins) or "off"
+    return (
+        f"DICOMweb {scheme}://{http.host}:{http.port}/dicomweb, "
+        f"auth {', '.join(schemes) or 'none'}, CORS {origins}"
+    )
+
+
 class HttpServer:
     """uvicorn in a thread of the node's main process."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    def __init__(self, app: FastAPI, http: HttpConfig) -> None:
+        config = uvicorn.Config(
+            app,
+            host=http.host,
+            port=http.port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=http.tls_certificate_file,
+            ssl_keyfile=http.tls_key_file,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 

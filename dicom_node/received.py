@@ -104,6 +104,11 @@ class InstanceAttributes:
     body_part_examined: str
     series_date: str
     series_time: str
+    #: image geometry, for QIDO-RS instance answers (None when absent)
+    rows: int | None = None
+    columns: int | None = None
+    bits_allocated: int | None = None
+    number_of_frames: int | None = None
 
 
 class ReceivedDataset:
@@ -215,7 +220,11 @@ def instance_attributes(dataset: ReceivedDataset) -> InstanceAttributes:
         **{
             field: dataset.integer(keyword) if field in _INTEGER_FIELDS else dataset.text(keyword)
             for field, keyword in _INDEXED.items()
-        }
+        },
+        rows=dataset.unsigned_short("Rows"),
+        columns=dataset.unsigned_short("Columns"),
+        bits_allocated=dataset.unsigned_short("BitsAllocated"),
+        number_of_frames=dataset.integer("NumberOfFrames"),
     )
 
 

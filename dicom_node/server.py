@@ -64,6 +64,7 @@ class Receiver:
     def __init__(self, config: NodeConfig, shared: SharedState, slot: int) -> None:
         from . import metrics
         from .index.writer import IndexWriter
+        from .ingest import Ingest
         from .scp.ae import SharedListener, access_handlers, build_ae
         from .scp.find import FindHandler
         from .scp.retrieve import GetHandler, MoveHandler
@@ -81,13 +82,12 @@ class Receiver:
             on_batch=metrics.INDEX_BATCH.observe,
             lock=shared.index_lock,
         )
+        #: the durable store path, shared by C-STORE and (in the main process) STOW-RS
+        self.ingest = Ingest(storage, self.writer, config.storage.duplicates)
         self.ae = build_ae(config, shared.loads, slot)
         handlers = access_handlers(self.ae) + [
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
-            (
-                evt.EVT_C_STORE,
-                StoreHandler(storage, self.writer, config.storage.duplicates),
-            ),
+            (evt.EVT_C_STORE, StoreHandler(self.ingest)),
             (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
             (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),
             (evt.EVT_C_GET, GetHandler(self.engine, storage)),
@@ -182,13 +182,14 @@ def serve(config: NodeConfig) -> None:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
     from .fhir_delivery import open_fhir_client
-    from .http_api import HttpServer, create_app
+    from .http_api import HttpServer, check_http, create_app
     from .job_runner import JobRunner
     from .outbox import OutboxSender, open_outbox
     from .scp.ae import open_listening_socket
     from .stability import StabilityMonitor
 
     fhir = open_fhir_client(config)
+    check_http(config.http)
     engine = open_engine(config.storage.database_url, create=True)
     reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
@@ -222,7 +223,8 @@ def serve(config: NodeConfig) -> None:
     runner = JobRunner(config, engine)
     runner.start()
     http = HttpServer(
-        create_app(engine, storage, config.ae_title, box), config.http.host, config.http.port
+        create_app(engine, storage, config.ae_title, box, config.http, receiver.ingest),
+        config.http,
     )
     http.start()
     log.info(

@@ -153,7 +153,7 @@ def test_sop_instance_uid_mismatch_and_missing_uids_fail(node, tmp_path):
         node.port, source.SOPClassUID, source.file_meta.TransferSyntaxUID, mismatched
     )
     assert status.Status == 0xC002
-    assert "AffectedSOPInstanceUID" in status.ErrorComment
+    assert "SOPInstanceUID differs from the announced" in status.ErrorComment
 
     source = dcmread(TRANSFER_SYNTAXES / "CT_small.dcm")
     del source.SeriesInstanceUID

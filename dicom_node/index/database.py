@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .schema import metadata
@@ -29,7 +29,22 @@ def open_engine(url: str, create: bool = True) -> Engine:
         engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
     if create:
         metadata.create_all(engine, checkfirst=True)
+        _add_new_columns(engine)
     return engine
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add the nullable columns a newer version declares to an index made by an older one."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(
+                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
 
 
 def dialect_insert(engine: Engine):

@@ -186,8 +186,29 @@ def _base(query: Query) -> Select:
     return select().select_from(joined)
 
 
-def matching_rows(engine: Engine, query: Query) -> Iterator[dict]:
-    """One dict per matching entity: the index columns of its level and the levels above."""
+_ORDER = {
+    Level.STUDY: (studies.c.study_date, studies.c.study_time, studies.c.study_instance_uid),
+    Level.SERIES: (
+        series.c.study_instance_uid,
+        series.c.series_number,
+        series.c.series_instance_uid,
+    ),
+    Level.IMAGE: (
+        instances.c.series_instance_uid,
+        instances.c.instance_number,
+        instances.c.sop_instance_uid,
+    ),
+}
+
+
+def matching_rows(
+    engine: Engine, query: Query, limit: int | None = None, offset: int = 0
+) -> Iterator[dict]:
+    """One dict per matching entity: the index columns of its level and the levels above.
+
+    With `limit` or `offset` the entities come in a stable order (date, number, UID), so that a
+    client can page through them.
+    """
     columns: list = list(studies.c)
     if query.level is Level.PATIENT:
         statement = _filtered(
@@ -206,9 +227,60 @@ def matching_rows(engine: Engine, query: Query) -> Iterator[dict]:
         if query.level is Level.IMAGE:
             columns += list(instances.c)
         statement = _filtered(_base(query).add_columns(*columns), query)
+        if limit is not None or offset:
+            statement = statement.order_by(*_ORDER[query.level]).offset(offset).limit(limit)
     with engine.connect() as connection:
         for row in connection.execute(statement):
             yield dict(row._mapping)
+
+
+@dataclass(frozen=True)
+class StudyCounts:
+    series: int
+    instances: int
+    modalities: list[str]
+
+
+def study_counts(engine: Engine, uids: list[str]) -> dict[str, StudyCounts]:
+    """Series and instance counts and modalities of many studies, in two grouped queries."""
+    if not uids:
+        return {}
+    in_studies = series.c.study_instance_uid.in_(uids)
+    with engine.connect() as connection:
+        counts = connection.execute(
+            select(
+                series.c.study_instance_uid,
+                func.count(func.distinct(series.c.series_instance_uid)),
+                func.count(instances.c.sop_instance_uid),
+            )
+            .select_from(series.outerjoin(instances))
+            .where(in_studies)
+            .group_by(series.c.study_instance_uid)
+        ).all()
+        modalities: dict[str, list[str]] = {}
+        for uid, modality in connection.execute(
+            select(series.c.study_instance_uid, series.c.modality).where(in_studies).distinct()
+        ):
+            if modality:
+                modalities.setdefault(uid, []).append(modality)
+    return {
+        uid: StudyCounts(n_series, n_instances, sorted(modalities.get(uid, [])))
+        for uid, n_series, n_instances in counts
+    }
+
+
+def series_counts(engine: Engine, uids: list[str]) -> dict[str, int]:
+    """Instance counts of many series, in one grouped query."""
+    if not uids:
+        return {}
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                select(instances.c.series_instance_uid, func.count())
+                .where(instances.c.series_instance_uid.in_(uids))
+                .group_by(instances.c.series_instance_uid)
+            ).all()
+        )
 
 
 def matching_instances(engine: Engine, query: Query) -> list[dict]:

@@ -85,6 +85,10 @@ instances = Table(
     Column("size", BigInteger, nullable=False),
     Column("calling_ae_title", String(16), nullable=False, default=""),
     Column("received_at", Float, nullable=False),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("bits_allocated", Integer),
+    Column("number_of_frames", Integer),
     Index("ix_instances_series", "series_instance_uid"),
     Index("ix_instances_received_at", "received_at"),
 )

@@ -1,0 +1,131 @@
+"""Who may use DICOMweb: static bearer tokens, HTTP basic users and OAuth2 access tokens (JWT
+checked against the issuer's keys from a JWKS file). With none configured, anyone who can
+reach the port may (the default listens on loopback only).
+
+Missing or wrong credentials get 401 with the accepted schemes; valid credentials that do not
+allow the action (storing with a read-only token, a JWT without the read scope) get 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jwt
+from fastapi import Request
+
+from .errors import DicomwebError
+from .settings import DicomwebAuth
+
+log = logging.getLogger(__name__)
+
+
+class AuthSetupError(ValueError):
+    """The JWKS file cannot be read or holds no usable key."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    who: str
+    read: bool
+    write: bool
+
+
+def load_jwks(settings: DicomwebAuth) -> jwt.PyJWKSet | None:
+    if settings.jwt is None:
+        return None
+    try:
+        return jwt.PyJWKSet.from_json(settings.jwt.jwks_file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise AuthSetupError(
+            f"http.dicomweb.auth.jwt.jwks_file: cannot read {settings.jwt.jwks_file}: "
+            f"{error.strerror}"
+        ) from None
+    except (jwt.PyJWTError, ValueError) as error:
+        raise AuthSetupError(
+            f"http.dicomweb.auth.jwt.jwks_file: not a usable JWKS: {error}"
+        ) from None
+
+
+def _challenge(settings: DicomwebAuth, error: str | None = None) -> dict[str, str]:
+    schemes = []
+    if settings.bearer_tokens or settings.jwt:
+        schemes.append('Bearer realm="dicomweb"' + (f', error="{error}"' if error else ""))
+    if settings.basic_users:
+        schemes.append('Basic realm="dicomweb", charset="UTF-8"')
+    return {"WWW-Authenticate": ", ".join(schemes)}
+
+
+def authorizer(settings: DicomwebAuth) -> Callable[[Request], None]:
+    """A FastAPI dependency checking each request's credentials against `settings`."""
+    keys = load_jwks(settings)
+
+    def unauthorized(reason: str, error: str | None = None) -> DicomwebError:
+        return DicomwebError(401, reason, headers=_challenge(settings, error))
+
+    def bearer(token: str) -> Grant:
+        for configured in settings.bearer_tokens:
+            if hmac.compare_digest(configured.token.encode(), token.encode()):
+                return Grant("a configured token", True, configured.write)
+        if settings.jwt is None or keys is None:
+            raise unauthorized("the bearer token is not valid", "invalid_token")
+        options = settings.jwt
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            candidates = [key for key in keys.keys if kid is None or key.key_id == kid]
+            if not candidates:
+                raise jwt.InvalidTokenError(f"no key {kid!r} in the JWKS file")
+            claims = jwt.decode(
+                token,
+                candidates[0].key,
+                algorithms=options.algorithms,
+                issuer=options.issuer,
+                audience=options.audience or None,
+                options={"verify_aud": bool(options.audience), "require": ["exp", "iss"]},
+            )
+        except jwt.PyJWTError as error:
+            raise unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
+        scopes = set(str(claims.get("scope", "")).split())
+        write = options.write_scope in scopes
+        return Grant(str(claims.get("sub", "a JWT")), write or options.read_scope in scopes, write)
+
+    def basic(encoded: str) -> Grant:
+        try:
+            username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise unauthorized("the basic credentials are not base64 user:password") from None
+        for user in settings.basic_users:
+            if user.username == username and hmac.compare_digest(
+                user.password.encode(), password.encode()
+            ):
+                return Grant(username, True, user.write)
+        raise unauthorized("unknown user or wrong password")
+
+    def check(request: Request) -> None:
+        if not settings.enabled:
+            return
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and (settings.bearer_tokens or settings.jwt):
+            grant = bearer(credentials.strip())
+        elif scheme == "basic" and settings.basic_users:
+            grant = basic(credentials.strip())
+        else:
+            raise unauthorized("DICOMweb needs credentials")
+        writing = request.method == "POST"
+        if not (grant.write if writing else grant.read):
+            action = "store" if writing else "read"
+            log.warning(
+                "DICOMweb: %s may not %s (%s %s)",
+                grant.who,
+                action,
+                request.method,
+                request.url.path,
+            )
+            raise DicomwebError(403, f"these credentials do not allow to {action}")
+
+    return check

@@ -1,0 +1,127 @@
+"""Accept headers and multipart/related bodies (PS3.18 8.7): what a client will take, and
+responses streamed part by part so a series is never held in memory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from pydicom.uid import UID
+
+#: the transfer syntaxes of compressed pixel data and the media type of their frames
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    """One entry of an Accept header: `type/subtype` and its parameters (keys lower-case)."""
+
+    media_type: str
+    params: dict[str, str]
+
+    @property
+    def part_type(self) -> str:
+        """The type of the parts of a multipart/related range (`type=` parameter)."""
+        return self.params.get("type", "")
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        return self.params.get("transfer-syntax")
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside double quotes."""
+    items, current, quoted = [], [], False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def parse_media_range(text: str) -> MediaRange:
+    head, *parameters = _split(text, ";")
+    params = {}
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        params[name.strip().lower()] = value.strip().strip('"')
+    return MediaRange(head.strip().lower(), params)
+
+
+def accepted(header: str | None, default: str) -> list[MediaRange]:
+    """The media ranges of an Accept header, best first (by `q`); `default` when absent."""
+    ranges = [parse_media_range(item) for item in _split(header or default, ",")]
+    return sorted(ranges, key=lambda item: -_quality(item))
+
+
+def _quality(item: MediaRange) -> float:
+    try:
+        return float(item.params.get("q", "1"))
+    except ValueError:
+        return 1.0
+
+
+def is_native(transfer_syntax: str) -> bool:
+    """Pixel data stored uncompressed in this syntax."""
+    try:
+        return not UID(transfer_syntax).is_compressed
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart response: its content type and a source of its bytes."""
+
+    content_type: str
+    chunks: Iterable[bytes]
+    location: str | None = None
+
+
+def new_boundary() -> str:
+    return uuid.uuid4().hex
+
+
+def multipart_content_type(part_type: str, boundary: str) -> str:
+    return f'multipart/related; type="{part_type}"; boundary={boundary}'
+
+
+def multipart_body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
+    """The body of a multipart/related response, produced part by part."""
+    for part in parts:
+        header = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+        if part.location:
+            header += f"Content-Location: {part.location}\r\n"
+        yield (header + "\r\n").encode("ascii")
+        yield from part.chunks
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def file_chunks(path) -> Iterator[bytes]:
+    """A stored file, read lazily in chunks."""
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            yield chunk

@@ -1,0 +1,204 @@
+"""STOW-RS (PS3.18 10.5): instances posted as multipart/related application/dicom, stored on
+the same durable path as C-STORE (same checks, index, study stability and jobs).
+
+The body is parsed as it arrives; each part is stored as soon as it is complete. The answer
+lists what was stored (ReferencedSOPSequence) and what was not, with the reason as a DICOM
+status (FailedSOPSequence): 200 all stored, 202 some, 409 none. A body that is not
+multipart/related application/dicom is refused whole (415, or 400 when it cannot be parsed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from io import BytesIO
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
+from starlette.concurrency import run_in_threadpool
+
+from .. import metrics
+from ..ingest import CANNOT_UNDERSTAND, StoreFailure
+from .context import DicomwebContext, service_url
+from .errors import DicomwebError
+from .json_model import DICOM_JSON, dump, element, tag_key
+from .media import parse_media_range
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+#: the failure reason of a part that is not a DICOM file
+_NOT_DICOM = CANNOT_UNDERSTAND
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _PartCollector:
+    """Callbacks of python-multipart's streaming parser, collecting whole parts."""
+
+    def __init__(self) -> None:
+        self.done: list[_Part] = []
+        self._part = _Part()
+        self._field = b""
+        self._value = b""
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._begin,
+            "on_part_data": lambda data, start, end: self._part.data.extend(data[start:end]),
+            "on_part_end": lambda: self.done.append(self._part),
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+        }
+
+    def _begin(self) -> None:
+        self._part = _Part()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._part.headers[self._field.strip().lower()] = self._value.strip()
+        self._field = self._value = b""
+
+
+@dataclass
+class _Outcome:
+    stored: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+def _boundary(request: Request) -> str:
+    content_type = request.headers.get("content-type", "")
+    media = parse_media_range(content_type) if content_type else None
+    if media is None or media.media_type != "multipart/related":
+        raise DicomwebError(
+            415, f'STOW-RS takes multipart/related; type="{DICOM}", not {content_type!r}'
+        )
+    if media.part_type not in ("", DICOM):
+        raise DicomwebError(415, f"STOW-RS takes parts of type {DICOM}, not {media.part_type!r}")
+    boundary = media.params.get("boundary")
+    if not boundary:
+        raise DicomwebError(400, "the multipart/related Content-Type has no boundary")
+    return boundary
+
+
+def _store_part(
+    context: DicomwebContext, part: _Part, study: str | None, outcome: _Outcome, base: str
+) -> None:
+    """Store one part and record its outcome."""
+    part_type = part.headers.get(b"content-type", DICOM.encode()).decode("latin-1")
+    sop_class = sop_instance = ""
+    try:
+        if parse_media_range(part_type).media_type != DICOM:
+            raise StoreFailure(_NOT_DICOM, "stow_not_dicom", f"a part is {part_type}, not {DICOM}")
+        stream = BytesIO(part.data)
+        try:
+            read_preamble(stream, False)
+            meta = _read_file_meta_info(stream)
+            syntax = meta.TransferSyntaxUID
+            sop_class = str(meta.MediaStorageSOPClassUID)
+            sop_instance = str(meta.MediaStorageSOPInstanceUID)
+        except (InvalidDicomError, AttributeError, ValueError, EOFError, OSError) as error:
+            raise StoreFailure(
+                _NOT_DICOM, "stow_not_dicom", f"a part is not a DICOM file: {error}"
+            ) from None
+        raw = bytes(part.data[stream.tell() :])
+        attributes = context.ingest.store(raw, syntax, sop_class, sop_instance, "", study)
+    except StoreFailure as failure:
+        metrics.FAILURES.labels(reason=failure.reason).inc()
+        log.warning(
+            "STOW-RS part refused (0x%04X %s): %s", failure.status, failure.reason, failure.comment
+        )
+        outcome.failed.append(
+            {
+                tag_key("ReferencedSOPClassUID"): element("ReferencedSOPClassUID", sop_class),
+                tag_key("ReferencedSOPInstanceUID"): element(
+                    "ReferencedSOPInstanceUID", sop_instance
+                ),
+                tag_key("FailureReason"): element("FailureReason", failure.status),
+            }
+        )
+        outcome.reasons.append(failure.comment)
+        return
+    url = f"{base}/studies/{attributes.study_instance_uid}/series/"
+    url += f"{attributes.series_instance_uid}/instances/{sop_instance}"
+    outcome.stored.append(
+        {
+            tag_key("ReferencedSOPClassUID"): element("ReferencedSOPClassUID", sop_class),
+            tag_key("ReferencedSOPInstanceUID"): element("ReferencedSOPInstanceUID", sop_instance),
+            tag_key("RetrieveURL"): element("RetrieveURL", url),
+        }
+    )
+
+
+async def store(context: DicomwebContext, request: Request, study: str | None) -> Response:
+    if context.ingest is None:
+        raise DicomwebError(503, "this process does not store instances")
+    collector = _PartCollector()
+    parser = MultipartParser(_boundary(request), collector.callbacks())
+    outcome = _Outcome()
+    base = service_url(request)
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            while collector.done:
+                part = collector.done.pop(0)
+                await run_in_threadpool(_store_part, context, part, study, outcome, base)
+        parser.finalize()
+    except MultipartParseError as error:
+        stored = len(outcome.stored)
+        raise DicomwebError(
+            400,
+            f"the multipart body is malformed ({error}); {stored} instance(s) before the "
+            "fault were stored",
+        ) from None
+    if not outcome.stored and not outcome.failed:
+        raise DicomwebError(400, "the multipart body holds no part")
+    answer: dict[str, dict] = {}
+    if study is not None:
+        answer[tag_key("RetrieveURL")] = element("RetrieveURL", f"{base}/studies/{study}")
+    if outcome.stored:
+        answer[tag_key("ReferencedSOPSequence")] = {"vr": "SQ", "Value": outcome.stored}
+    if outcome.failed:
+        answer[tag_key("FailedSOPSequence")] = {"vr": "SQ", "Value": outcome.failed}
+    status = 200 if not outcome.failed else 202 if outcome.stored else 409
+    log.info("STOW-RS: %d stored, %d refused", len(outcome.stored), len(outcome.failed))
+    headers = None
+    if outcome.reasons:
+        unique = list(dict.fromkeys(reason.replace('"', "'") for reason in outcome.reasons))
+        headers = {"Warning": ", ".join(f'299 dicom-node: "{text}"' for text in unique[:10])}
+    return Response(dump(answer), status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def router(context: DicomwebContext) -> APIRouter:
+    routes = APIRouter(tags=["STOW-RS"])
+    answers = {
+        code: {"content": {DICOM_JSON: {}}, "description": text}
+        for code, text in ((200, "all stored"), (202, "some stored"), (409, "none stored"))
+    }
+
+    @routes.post("/studies", responses=answers, response_class=Response, status_code=200)
+    async def store_instances(request: Request) -> Response:
+        """Store the posted instances."""
+        return await store(context, request, None)
+
+    @routes.post("/studies/{study}", responses=answers, response_class=Response, status_code=200)
+    async def store_study_instances(study: str, request: Request) -> Response:
+        """Store the posted instances, which must belong to `study`."""
+        return await store(context, request, study)
+
+    return routes

@@ -1,0 +1,172 @@
+"""WADO-RS (PS3.18 10.4): instances as stored files, and their metadata as DICOM JSON.
+
+Instances are streamed from disk as multipart/related application/dicom. Transfer syntax:
+`transfer-syntax=*` or none asked returns each instance as stored (byte-identical dataset);
+Explicit VR Little Endian (1.2.840.10008.1.2.1) is produced by decompressing when asked; any
+other syntax is served only where it is the stored one, else 406.
+"""
+
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+
+from .context import DicomwebContext, service_url
+from .errors import DicomwebError, not_acceptable
+from .instances import stored_instances
+from .json_model import DICOM_JSON, dump
+from .media import (
+    Part,
+    accepted,
+    file_chunks,
+    multipart_body,
+    multipart_content_type,
+    new_boundary,
+)
+from .metadata import instance_metadata
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+_DEFAULT_ACCEPT = f'multipart/related; type="{DICOM}"'
+ANY_SYNTAX = "*"
+
+
+def requested_syntaxes(header: str | None) -> set[str]:
+    """The transfer syntaxes the client takes application/dicom parts in ({"*"}: any)."""
+    syntaxes: set[str] = set()
+    for item in accepted(header, _DEFAULT_ACCEPT):
+        if item.media_type in ("*/*", "multipart/*"):
+            return {ANY_SYNTAX}
+        if item.media_type != "multipart/related" or item.part_type not in (DICOM, "", "*/*"):
+            continue
+        syntaxes.add(item.transfer_syntax or ANY_SYNTAX)
+    return syntaxes
+
+
+def _plan(rows: list[dict], syntaxes: set[str]) -> list[tuple[dict, bool]]:
+    """Each instance and whether it must be transcoded to Explicit VR Little Endian."""
+    plan = []
+    for row in rows:
+        stored = row["transfer_syntax_uid"]
+        if ANY_SYNTAX in syntaxes or stored in syntaxes:
+            plan.append((row, False))
+        elif ExplicitVRLittleEndian in syntaxes:
+            plan.append((row, True))
+        else:
+            raise not_acceptable(
+                f"{stored} (as stored) or {ExplicitVRLittleEndian}; asked: "
+                + ", ".join(sorted(syntaxes))
+            )
+    return plan
+
+
+def explicit_little_endian(path) -> bytes:
+    """The stored instance re-encoded in Explicit VR Little Endian (pixel data decompressed)."""
+    dataset = dcmread(path)
+    if dataset.file_meta.TransferSyntaxUID.is_compressed:
+        dataset.decompress()
+    else:
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = BytesIO()
+    dataset.save_as(buffer, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _part(context: DicomwebContext, row: dict, transcode: bool) -> Part:
+    path = context.storage.path(row["path"])
+    if not transcode:
+        syntax = row["transfer_syntax_uid"]
+        return Part(f"{DICOM}; transfer-syntax={syntax}", file_chunks(path))
+
+    def transcoded():
+        yield explicit_little_endian(path)
+
+    return Part(f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}", transcoded())
+
+
+def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
+    plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
+    boundary = new_boundary()
+    parts = (_part(context, row, transcode) for row, transcode in plan)
+    return StreamingResponse(
+        multipart_body(parts, boundary), media_type=multipart_content_type(DICOM, boundary)
+    )
+
+
+def metadata(context: DicomwebContext, request: Request, study: str, rows: list[dict]) -> Response:
+    base = service_url(request)
+    for item in accepted(request.headers.get("accept"), DICOM_JSON):
+        if item.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            break
+    else:
+        raise not_acceptable(DICOM_JSON)
+    answers = []
+    for row in rows:
+        url = (
+            f"{base}/studies/{study}/series/{row['series_instance_uid']}/instances/"
+            + row["sop_instance_uid"]
+        )
+        try:
+            answers.append(instance_metadata(context.storage.path(row["path"]), row, url))
+        except OSError as error:
+            log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
+            raise DicomwebError(500, "a stored instance could not be read") from None
+    return Response(dump(answers), media_type=DICOM_JSON)
+
+
+def router(context: DicomwebContext) -> APIRouter:
+    routes = APIRouter(tags=["WADO-RS"])
+    dicom = {200: {"content": {"multipart/related": {}}, "description": "the instances"}}
+
+    @routes.get("/studies/{study}", responses=dicom, response_class=Response)
+    def retrieve_study(study: str, request: Request) -> Response:
+        """Every instance of the study."""
+        return retrieve(context, request, stored_instances(context, study))
+
+    @routes.get("/studies/{study}/series/{series}", responses=dicom, response_class=Response)
+    def retrieve_series(study: str, series: str, request: Request) -> Response:
+        """Every instance of the series."""
+        return retrieve(context, request, stored_instances(context, study, series))
+
+    @routes.get(
+        "/studies/{study}/series/{series}/instances/{instance}",
+        responses=dicom,
+        response_class=Response,
+    )
+    def retrieve_instance(study: str, series: str, instance: str, request: Request) -> Response:
+        """One instance."""
+        return retrieve(context, request, stored_instances(context, study, series, instance))
+
+    json_answer = {200: {"content": {"application/dicom+json": {}}, "description": "metadata"}}
+
+    @routes.get("/studies/{study}/metadata", responses=json_answer, response_class=Response)
+    def study_metadata(study: str, request: Request) -> Response:
+        """The metadata of every instance of the study."""
+        return metadata(context, request, study, stored_instances(context, study))
+
+    @routes.get(
+        "/studies/{study}/series/{series}/metadata",
+        responses=json_answer,
+        response_class=Response,
+    )
+    def series_metadata(study: str, series: str, request: Request) -> Response:
+        """The metadata of every instance of the series."""
+        return metadata(context, request, study, stored_instances(context, study, series))
+
+    @routes.get(
+        "/studies/{study}/series/{series}/instances/{instance}/metadata",
+        responses=json_answer,
+        response_class=Response,
+    )
+    def metadata_of_instance(study: str, series: str, instance: str, request: Request) -> Response:
+        """The metadata of one instance."""
+        rows = stored_instances(context, study, series, instance)
+        return metadata(context, request, study, rows)
+
+    return routes
