@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +86,12 @@ def database_kind(request) -> str:
     return request.param
 
 
-@pytest.fixture
-def database_url(database_kind, tmp_path) -> str:
-    if database_kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+@contextlib.contextmanager
+def new_database(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a fresh, empty index database of `kind`, dropped afterwards (PostgreSQL is
+    skipped, with the reason printed, when no server answers)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'index.sqlite'}"
         return
     from sqlalchemy import create_engine, text
 
@@ -101,10 +105,18 @@ def database_url(database_kind, tmp_path) -> str:
         print(reason)
         pytest.skip(reason)
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(database_kind, tmp_path) -> Iterator[str]:
+    with new_database(database_kind, tmp_path) as url:
+        yield url
 
 
 @dataclass
@@ -164,28 +176,32 @@ class RunningNode:
         return open_engine(self.database_url, create=False)
 
 
+def configured_node(root: Path, database_url: str, **overrides) -> RunningNode:
+    """A node under `root` (created) with test defaults, `overrides` merged per section."""
+    root.mkdir()
+    settings = {
+        "ae_title": "AI_NODE",
+        "dicom": {"host": "127.0.0.1", "port": free_port(), "workers": 1},
+        "http": {"port": free_port()},
+        "storage": {"path": str(root / "storage"), "database": database_url},
+        "study": {"stable_seconds": 3600, "check_interval_seconds": 0.2},
+        "logging": {"level": "INFO"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key].update(value)
+        else:
+            settings[key] = value
+    return RunningNode(root, root / "node.yaml", settings)
+
+
 @pytest.fixture
 def make_node(tmp_path, database_url):
     """Factory: a configured node (not yet started); every started node is stopped after."""
     nodes: list[RunningNode] = []
 
     def factory(**overrides) -> RunningNode:
-        root = tmp_path / f"node{len(nodes)}"
-        root.mkdir()
-        settings = {
-            "ae_title": "AI_NODE",
-            "dicom": {"host": "127.0.0.1", "port": free_port(), "workers": 1},
-            "http": {"port": free_port()},
-            "storage": {"path": str(root / "storage"), "database": database_url},
-            "study": {"stable_seconds": 3600, "check_interval_seconds": 0.2},
-            "logging": {"level": "INFO"},
-        }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(settings.get(key), dict):
-                settings[key].update(value)
-            else:
-                settings[key] = value
-        node = RunningNode(root, root / "node.yaml", settings)
+        node = configured_node(tmp_path / f"node{len(nodes)}", database_url, **overrides)
         nodes.append(node)
         return node
 

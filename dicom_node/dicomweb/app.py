@@ -17,6 +17,7 @@ def mount_dicomweb(app: FastAPI, context: DicomwebContext) -> None:
     for module in (qido, wado, frames_and_bulkdata, rendered, stow):
         service.include_router(module.router(context))
     app.include_router(service)
+    app.state.dicomweb_settings = context.settings
     if context.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

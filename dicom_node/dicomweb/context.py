@@ -25,5 +25,14 @@ class DicomwebContext:
 
 
 def service_url(request: Request) -> str:
-    """The DICOMweb root as the client reached it, for RetrieveURL and BulkDataURI values."""
-    return str(request.base_url).rstrip("/") + ROOT
+    """The DICOMweb root for RetrieveURL and BulkDataURI values: `public_url` when configured
+    (behind a proxy), else as the client reached it. Some clients (dicomweb-client) send a Host
+    header without the port; the port the request came in on is added back then."""
+    settings: DicomwebSettings = request.app.state.dicomweb_settings
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    url = request.base_url
+    server = request.scope.get("server")
+    if url.port is None and server and server[1] not in (80, 443):
+        url = url.replace(port=server[1])
+    return str(url).rstrip("/") + ROOT

@@ -53,6 +53,9 @@ class DicomwebAuth(_Section):
 
 
 class DicomwebSettings(_Section):
+    #: the DICOMweb root as clients reach it (e.g. https://pacs.example.org/dicomweb behind a
+    #: reverse proxy), for the URLs in answers; default: from each request
+    public_url: str = ""
     #: web origins (scheme://host:port) of browser viewers allowed to call DICOMweb; "*" any
     cors_origins: list[str] = []
     #: the most results one QIDO-RS search returns; a client pages with limit/offset
