@@ -12,12 +12,14 @@ import requests
 from .conftest import TOOL_ENV, free_port, wait_for_port
 
 ORTHANC = "/usr/sbin/Orthanc"
+#: Debian's orthanc-dicomweb
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 class OrthancPeer:
     """One Orthanc server with AE title ORTHANC, taking C-STORE from any calling AE."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dicomweb: bool = False) -> None:
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.config = folder / "orthanc.json"
@@ -33,11 +35,16 @@ class OrthancPeer:
                     "HttpPort": self.http_port,
                     "RemoteAccessAllowed": False,
                     "AuthenticationEnabled": False,
-                    "Plugins": [],
+                    "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
+                    "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
                 }
             )
         )
         self._process: subprocess.Popen | None = None
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     @property
     def peer(self) -> dict:
