@@ -101,7 +101,8 @@ def send(port: int, called_ae: str, folders: list[Path]) -> tuple[float, bool]:
     return time.perf_counter() - started, ok
 
 
-def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int]:
+def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
+    """The node on fresh ports: (process, DICOM port, HTTP port)."""
     port, http = free_port(), free_port()
     config = work / "node.yaml"
     config.write_text(
@@ -119,10 +120,13 @@ def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int]:
         [sys.executable, "-m", "dicom_node", "--config", str(config), "serve"], cwd=ROOT
     )
     wait_for_port(port)
-    return process, port
+    wait_for_port(http)
+    return process, port, http
 
 
-def start_orthanc(work: Path) -> tuple[subprocess.Popen, int]:
+def start_orthanc(work: Path, dicomweb: bool = False) -> tuple[subprocess.Popen, int, int]:
+    """Orthanc on fresh ports, with its DICOMweb plugin at /dicom-web when asked: (process,
+    DICOM port, HTTP port)."""
     port, http = free_port(), free_port()
     storage = work / "orthanc-storage"
     config = work / "orthanc.json"
@@ -137,7 +141,8 @@ def start_orthanc(work: Path) -> tuple[subprocess.Popen, int]:
                 "HttpPort": http,
                 "RemoteAccessAllowed": False,
                 "AuthenticationEnabled": False,
-                "Plugins": [],
+                "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"] if dicomweb else [],
+                "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
             }
         )
     )
@@ -145,7 +150,8 @@ def start_orthanc(work: Path) -> tuple[subprocess.Popen, int]:
         [ORTHANC, str(config)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     wait_for_port(port)
-    return process, port
+    wait_for_port(http)
+    return process, port, http
 
 
 def main() -> None:
@@ -157,8 +163,8 @@ def main() -> None:
 
     templates = load_template_slices()
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
-    node, node_port = start_node(work, args.workers)
-    orthanc, orthanc_port = start_orthanc(work)
+    node, node_port, _ = start_node(work, args.workers)
+    orthanc, orthanc_port, _ = start_orthanc(work)
     receivers = {"node": (node_port, "AI_NODE"), "orthanc": (orthanc_port, "ORTHANC")}
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:

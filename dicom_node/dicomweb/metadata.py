@@ -1,9 +1,15 @@
 """An instance's metadata as DICOM JSON (PS3.18 F.2), with large binary values replaced by
-BulkDataURIs that the bulkdata route answers."""
+BulkDataURIs that the bulkdata route answers.
+
+Stored files never change (a replacing duplicate gets a new file), so each instance's encoded
+metadata is kept in a bounded in-memory cache: a viewer opening a series asks for it repeatedly.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 from pydicom import dcmread
@@ -26,6 +32,25 @@ def _binary_paths(dataset: Dataset, prefix: str = "") -> Iterator[tuple[int, str
                 yield from _binary_paths(item, f"{path}/{index}/")
         elif data_element.VR in _BINARY_VRS:
             yield id(data_element), path
+
+
+def instance_metadata_json(path: Path, row: dict, instance_url: str) -> bytes:
+    """`instance_metadata`, encoded; cached per stored file and URL."""
+    return _encoded(
+        path,
+        row["transfer_syntax_uid"],
+        row.get("rows") is not None,
+        row.get("bits_allocated"),
+        instance_url,
+    )
+
+
+@lru_cache(maxsize=20_000)
+def _encoded(path: Path, syntax: str, image: bool, bits: int | None, instance_url: str) -> bytes:
+    row = {"transfer_syntax_uid": syntax, "rows": 1 if image else None, "bits_allocated": bits}
+    return json.dumps(
+        instance_metadata(path, row, instance_url), ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
 
 
 def instance_metadata(path: Path, row: dict, instance_url: str) -> dict:

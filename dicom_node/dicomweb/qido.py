@@ -255,13 +255,10 @@ def _add_from_file(
         if keyword in COMPUTED:
             continue  # a count of a level this answer does not show
         if stored is not None and keyword in stored:
-            answer[tag_key(keyword)] = stored[keyword].to_json_dict(1024, _inline_only)
+            # Binary values are inlined: a search names them only when it wants them.
+            answer[tag_key(keyword)] = stored[keyword].to_json_dict(2**31, None)
         else:
             answer[tag_key(keyword)] = {"vr": dictionary_VR(keyword)}
-
-
-def _inline_only(_element) -> str:
-    raise ValueError("bulk data is not returned by QIDO-RS")
 
 
 def router(context: DicomwebContext) -> APIRouter:

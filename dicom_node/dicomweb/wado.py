@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances
-from .json_model import DICOM_JSON, dump
+from .json_model import DICOM_JSON
 from .media import (
     Part,
     accepted,
@@ -28,7 +28,7 @@ from .media import (
     multipart_content_type,
     new_boundary,
 )
-from .metadata import instance_metadata
+from .metadata import instance_metadata_json
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,11 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             + row["sop_instance_uid"]
         )
         try:
-            answers.append(instance_metadata(context.storage.path(row["path"]), row, url))
+            answers.append(instance_metadata_json(context.storage.path(row["path"]), row, url))
         except OSError as error:
             log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
             raise DicomwebError(500, "a stored instance could not be read") from None
-    return Response(dump(answers), media_type=DICOM_JSON)
+    return Response(b"[" + b",".join(answers) + b"]", media_type=DICOM_JSON)
 
 
 def router(context: DicomwebContext) -> APIRouter:
