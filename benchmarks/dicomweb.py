@@ -26,10 +26,9 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import load_template_slices, send, start_node, start_orthanc, write_series  # noqa: E402
+from ingest import SHARED_CT, load_template_slices, send, start_node, start_orthanc, write_series  # noqa: E402
 
-SMALL_CT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-SMALL_CT = SMALL_CT / "dicom_transfer_syntaxes_pydicom" / "CT_small.dcm"
+SMALL_CT = SHARED_CT.parent / "dicom_transfer_syntaxes_pydicom" / "CT_small.dcm"
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
@@ -70,9 +69,8 @@ def main() -> None:
     try:
         templates = load_template_slices()
         write_series(templates, 300, work / "ct")
-        study, series = (lambda d: (d.StudyInstanceUID, d.SeriesInstanceUID))(
-            dcmread(next((work / "ct").glob("*.dcm")), stop_before_pixels=True)
-        )
+        first_slice = dcmread(next((work / "ct").glob("*.dcm")), stop_before_pixels=True)
+        study, series = first_slice.StudyInstanceUID, first_slice.SeriesInstanceUID
         write_small_studies(args.studies - 1, work / "small")
         node, node_port, node_http = start_node(work, args.workers)
         orthanc, orthanc_port, orthanc_http = start_orthanc(work, dicomweb=True)

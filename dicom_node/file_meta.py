@@ -8,7 +8,10 @@ encoded here directly; tests read it back with pydicom.
 from __future__ import annotations
 
 import struct
+from io import BytesIO
 
+from pydicom.dataset import FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
@@ -42,3 +45,15 @@ def encode_file_meta(
     )
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
     return PREAMBLE + group_length + body
+
+
+def read_file_meta(data: bytes) -> tuple[FileMetaDataset, int]:
+    """The file meta group of PS3.10 file bytes and the offset where the dataset starts.
+
+    Raises pydicom's InvalidDicomError without the `DICM` prefix, and ValueError, EOFError or
+    AttributeError for a damaged group.
+    """
+    stream = BytesIO(data)
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    return meta, stream.tell()

@@ -17,6 +17,7 @@ from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from dicom_node.file_meta import read_file_meta
 from dicom_node.index.schema import jobs
 
 from .conftest import (
@@ -82,13 +83,8 @@ def first(answer: dict, tag: str):
 
 
 def after_meta(path_or_bytes) -> bytes:
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
     data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-    stream = io.BytesIO(data)
-    read_preamble(stream, False)
-    _read_file_meta_info(stream)
-    return data[stream.tell() :]
+    return data[read_file_meta(data)[1] :]
 
 
 def stored_file(node, sop_instance_uid: str) -> Path:

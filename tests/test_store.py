@@ -6,11 +6,11 @@ import io
 
 import pytest
 from pydicom import dcmread
-from pydicom.filereader import _read_file_meta_info
 from pynetdicom import AE, _config
 from pynetdicom.presentation import build_context
 from sqlalchemy import func, select
 
+from dicom_node.file_meta import read_file_meta
 from dicom_node.index.schema import instances, series, studies
 
 from .conftest import CT_SERIES, MALFORMED, TRANSFER_SYNTAXES, dcmsend, dcmtk
@@ -18,10 +18,8 @@ from .conftest import CT_SERIES, MALFORMED, TRANSFER_SYNTAXES, dcmsend, dcmtk
 
 def dataset_bytes(data: bytes) -> tuple[bytes, str]:
     """The dataset part of a DICOM file (after the file meta group) and its transfer syntax."""
-    stream = io.BytesIO(data)
-    stream.seek(132)
-    meta = _read_file_meta_info(stream)
-    return data[stream.tell() :], str(meta.TransferSyntaxUID)
+    meta, offset = read_file_meta(data)
+    return data[offset:], str(meta.TransferSyntaxUID)
 
 
 def stored_rows(node) -> dict[str, dict]:

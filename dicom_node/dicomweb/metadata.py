@@ -7,7 +7,6 @@ metadata is kept in a bounded in-memory cache: a viewer opening a series asks fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from .json_model import dump
 from .media import is_native
 
 #: binary values longer than this are referenced, not inlined
@@ -35,27 +35,17 @@ def _binary_paths(dataset: Dataset, prefix: str = "") -> Iterator[tuple[int, str
 
 
 def instance_metadata_json(path: Path, row: dict, instance_url: str) -> bytes:
-    """`instance_metadata`, encoded; cached per stored file and URL."""
-    return _encoded(
-        path,
-        row["transfer_syntax_uid"],
-        row.get("rows") is not None,
-        row.get("bits_allocated"),
-        instance_url,
-    )
+    """The DICOM JSON of the stored instance at `path` (index row `row`), encoded: PixelData as
+    a BulkDataURI, the stored transfer syntax as AvailableTransferSyntaxUID."""
+    pixel_vr = None
+    if row.get("rows") is not None:
+        word = (row.get("bits_allocated") or 8) > 8 and is_native(row["transfer_syntax_uid"])
+        pixel_vr = "OW" if word else "OB"
+    return _encoded(path, row["transfer_syntax_uid"], pixel_vr, instance_url)
 
 
 @lru_cache(maxsize=20_000)
-def _encoded(path: Path, syntax: str, image: bool, bits: int | None, instance_url: str) -> bytes:
-    row = {"transfer_syntax_uid": syntax, "rows": 1 if image else None, "bits_allocated": bits}
-    return json.dumps(
-        instance_metadata(path, row, instance_url), ensure_ascii=False, separators=(",", ":")
-    ).encode("utf-8")
-
-
-def instance_metadata(path: Path, row: dict, instance_url: str) -> dict:
-    """The DICOM JSON of the stored instance at `path` (index row `row`), pixel data as a
-    BulkDataURI; its stored transfer syntax as AvailableTransferSyntaxUID."""
+def _encoded(path: Path, syntax: str, pixel_vr: str | None, instance_url: str) -> bytes:
     dataset = dcmread(path, stop_before_pixels=True)
     paths = dict(_binary_paths(dataset))
 
@@ -63,11 +53,7 @@ def instance_metadata(path: Path, row: dict, instance_url: str) -> dict:
         return f"{instance_url}/bulkdata/{paths[id(data_element)]}"
 
     answer = dataset.to_json_dict(BULK_DATA_THRESHOLD, bulk_data_uri)
-    answer["00083002"] = {"vr": "UI", "Value": [row["transfer_syntax_uid"]]}
-    if row.get("rows") is not None:
-        word = (row.get("bits_allocated") or 8) > 8 and is_native(row["transfer_syntax_uid"])
-        answer["7FE00010"] = {
-            "vr": "OW" if word else "OB",
-            "BulkDataURI": f"{instance_url}/bulkdata/7FE00010",
-        }
-    return dict(sorted(answer.items()))
+    answer["00083002"] = {"vr": "UI", "Value": [syntax]}
+    if pixel_vr is not None:
+        answer["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{instance_url}/bulkdata/7FE00010"}
+    return dump(dict(sorted(answer.items())))

@@ -70,7 +70,7 @@ def frame_numbers(text: str, count: int) -> list[int]:
     return numbers
 
 
-def uncompressed_frame(dataset: Dataset, index: int, count: int) -> bytes:
+def uncompressed_frame(dataset: Dataset, index: int) -> bytes:
     """Frame `index` (0-based) in native little-endian layout."""
     syntax = dataset.file_meta.TransferSyntaxUID
     bits = dataset.get("BitsAllocated", 8)
@@ -96,7 +96,7 @@ def retrieve_frames(context: DicomwebContext, request: Request, row: dict, text:
     else:
         content_type = f"{OCTET_STREAM}; transfer-syntax={ExplicitVRLittleEndian}"
         try:
-            frames = [uncompressed_frame(dataset, n - 1, count) for n in numbers]
+            frames = [uncompressed_frame(dataset, n - 1) for n in numbers]
         except Exception as error:
             log.error("cannot decode frames of %s: %s", row["path"], error)
             raise not_acceptable(f"{FRAME_MEDIA_TYPES.get(stored_syntax)} (as stored)") from None

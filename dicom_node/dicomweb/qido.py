@@ -14,7 +14,6 @@ import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from ..index.query import (
@@ -25,10 +24,10 @@ from ..index.query import (
     QueryError,
     build_query,
     matching_rows,
-    representative_path,
     series_counts,
     study_counts,
 )
+from ..representative import representative_header
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key
@@ -244,13 +243,7 @@ def _add_from_file(
     context: DicomwebContext, level: Level, row: dict, keywords: list[str], answer: dict
 ) -> None:
     """Attributes the index does not hold, read from one stored instance of the result."""
-    path = representative_path(context.engine, level, row)
-    stored = None
-    if path:
-        try:
-            stored = dcmread(context.storage.path(path), stop_before_pixels=True)
-        except Exception as error:
-            log.error("cannot read stored instance %s: %s", path, error)
+    stored = representative_header(context.engine, context.storage, level, row)
     for keyword in keywords:
         if keyword in COMPUTED:
             continue  # a count of a level this answer does not show

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from io import BytesIO
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import _read_file_meta_info, read_preamble
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.concurrency import run_in_threadpool
 
 from .. import metrics
+from ..file_meta import read_file_meta
 from ..ingest import CANNOT_UNDERSTAND, StoreFailure
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError
@@ -105,10 +104,8 @@ def _store_part(
     try:
         if parse_media_range(part_type).media_type != DICOM:
             raise StoreFailure(_NOT_DICOM, "stow_not_dicom", f"a part is {part_type}, not {DICOM}")
-        stream = BytesIO(part.data)
         try:
-            read_preamble(stream, False)
-            meta = _read_file_meta_info(stream)
+            meta, offset = read_file_meta(part.data)
             syntax = meta.TransferSyntaxUID
             sop_class = str(meta.MediaStorageSOPClassUID)
             sop_instance = str(meta.MediaStorageSOPInstanceUID)
@@ -116,7 +113,7 @@ def _store_part(
             raise StoreFailure(
                 _NOT_DICOM, "stow_not_dicom", f"a part is not a DICOM file: {error}"
             ) from None
-        raw = bytes(part.data[stream.tell() :])
+        raw = bytes(part.data[offset:])
         attributes = context.ingest.store(raw, syntax, sop_class, sop_instance, "", study)
     except StoreFailure as failure:
         metrics.FAILURES.labels(reason=failure.reason).inc()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind
@@ -26,8 +25,8 @@ from ..index.query import (
     build_query,
     computed_values,
     matching_rows,
-    representative_path,
 )
+from ..representative import representative_header
 from ..storage import StorageArea
 
 log = logging.getLogger(__name__)
@@ -160,13 +159,7 @@ class FindHandler:
     def _fill_from_file(
         self, answer: Dataset, level: Level, row: dict, keywords: list[str], identifier: Dataset
     ) -> None:
-        path = representative_path(self._engine, level, row)
-        stored = Dataset()
-        if path:
-            try:
-                stored = dcmread(self._storage.path(path), stop_before_pixels=True)
-            except Exception as error:
-                log.error("cannot read stored instance %s: %s", path, error)
+        stored = representative_header(self._engine, self._storage, level, row) or Dataset()
         for keyword in keywords:
             if keyword in COMPUTED:
                 continue  # a count of another level: not applicable here
