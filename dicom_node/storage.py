@@ -1,9 +1,11 @@
 """The storage area: received bytes, written durably and never modified afterwards.
 
-A file is written under `incoming/` and renamed into its shard folder; `sync` then flushes the
-file and its folder to disk. The C-STORE handler flushes while the index commits the file's
-row and answers only when both are done; `recovery` settles what a crash leaves between the
-two. Anything left in `incoming/` after a crash was never acknowledged and is removed at start.
+A file is created under its final name in its shard folder; `sync` then flushes the file and
+its folder to disk. The C-STORE handler flushes while the index commits the file's row and
+answers only when both are done; `recovery` settles what a crash leaves between the two,
+partial files included (they have no row). Files are created where they stay: a rename from a
+folder of partial files into the shard costs a lock of the whole file system per file, and
+creating every file in one folder makes ext4 search one group's inode table over and over.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _SHARD = re.compile(r"[0-9a-f]{2}")
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 class StorageError(OSError):
@@ -30,14 +33,11 @@ class StorageArea:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self.incoming = self.root / "incoming"
+        self._root = str(self.root)
 
     def prepare(self) -> None:
-        """Create the folders and drop partial files left by a crash (never acknowledged)."""
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        for leftover in self.incoming.iterdir():
-            log.warning("removing partial file left by an interrupted store: %s", leftover.name)
-            leftover.unlink(missing_ok=True)
+        """Create the root folder."""
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def write(self, chunks: list[bytes]) -> str:
         """Write `chunks` as one new file; return its path relative to the root.
@@ -46,49 +46,44 @@ class StorageArea:
         """
         name = uuid.uuid4().hex
         relative = f"{name[:2]}/{name[2:4]}/{name}.dcm"
-        final = self.root / relative
-        partial = self.incoming / name
+        path = os.path.join(self._root, relative)
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-            finally:
-                os.close(fd)
-            folder = final.parent
-            if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-                _fsync_folder(folder.parent)
-                _fsync_folder(folder.parent.parent)
-            os.rename(partial, final)
+            fd = _create(path)
+        except OSError as error:
+            raise StorageError(error.errno, f"cannot write to storage: {error.strerror}") from None
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
         except OSError as error:
             with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
+                os.unlink(path)
             raise StorageError(error.errno, f"cannot write to storage: {error.strerror}") from None
+        finally:
+            os.close(fd)
         return relative
 
     def sync(self, relative: str) -> None:
         """Flush a written file's data and its folder entry to disk."""
-        path = self.root / relative
+        path = os.path.join(self._root, relative)
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                os.fdatasync(fd)  # the data and the size; the rename is in the folder's sync
+                os.fdatasync(fd)  # the data and the size; the name is in the folder's sync
             finally:
                 os.close(fd)
-            _fsync_folder(path.parent)
+            _fsync_folder(os.path.dirname(path))
         except OSError as error:
             raise StorageError(error.errno, f"cannot flush to storage: {error.strerror}") from None
 
     def check_writable(self) -> None:
-        """Create and remove a small file where received files start; StorageError if not."""
-        probe = self.incoming / f"probe-{uuid.uuid4().hex}"
+        """Write and remove an empty file the way received files are written; StorageError
+        if that fails."""
+        relative = self.write([])
         try:
-            probe.write_bytes(b"probe")
-            probe.unlink()
+            os.unlink(os.path.join(self._root, relative))
         except OSError as error:
             raise StorageError(error.errno, f"storage not writable: {error.strerror}") from None
 
@@ -116,12 +111,24 @@ class StorageArea:
                         yield f"{top.name}/{shard.name}/{entry.name}"
 
 
+def _create(path: str) -> int:
+    """Open a new file for writing, creating its shard folder (durably) the first time."""
+    try:
+        return os.open(path, _NEW_FILE, 0o640)
+    except FileNotFoundError:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        _fsync_folder(os.path.dirname(folder))
+        _fsync_folder(os.path.dirname(os.path.dirname(folder)))
+        return os.open(path, _NEW_FILE, 0o640)
+
+
 def _shards(folder: Path) -> list[os.DirEntry]:
     with os.scandir(folder) as entries:
         return [e for e in entries if _SHARD.fullmatch(e.name) and e.is_dir()]
 
 
-def _fsync_folder(folder: Path) -> None:
+def _fsync_folder(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -170,6 +170,27 @@ class RunningNode:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    @contextlib.contextmanager
+    def storage_unwritable(self) -> Iterator[None]:
+        """Every file the node writes fails in the OS (ENOTDIR), even as root: each
+        top-level shard name is taken by a plain file; the existing shards wait aside."""
+        aside = self.storage.parent / "shards-aside"
+        aside.mkdir()
+        for shard in self.storage.iterdir():
+            if re.fullmatch(r"[0-9a-f]{2}", shard.name):
+                shard.rename(aside / shard.name)
+        blockers = [self.storage / f"{number:02x}" for number in range(256)]
+        for blocker in blockers:
+            blocker.write_text("not a folder")
+        try:
+            yield
+        finally:
+            for blocker in blockers:
+                blocker.unlink()
+            for shard in aside.iterdir():
+                shard.rename(self.storage / shard.name)
+            aside.rmdir()
+
     def engine(self):
         from dicom_node.index.database import open_engine
 

@@ -59,14 +59,10 @@ def test_metrics_count_what_was_received_and_refused(make_node, tmp_path, worker
 
 
 def test_healthz_fails_when_storage_cannot_be_written(node):
-    incoming = node.storage / "incoming"
-    incoming.rmdir()
-    incoming.write_text("not a folder")  # writes now fail in the OS, even as root
-    status, _, body = get(node, "/healthz")
-    assert status == 503
-    answer = json.loads(body)
-    assert answer["status"] == "failing"
-    assert any(problem.startswith("storage: ") for problem in answer["problems"])
-    incoming.unlink()
-    incoming.mkdir()
+    with node.storage_unwritable():
+        status, _, body = get(node, "/healthz")
+        assert status == 503
+        answer = json.loads(body)
+        assert answer["status"] == "failing"
+        assert any(problem.startswith("storage: ") for problem in answer["problems"])
     assert get(node, "/healthz")[0] == 200

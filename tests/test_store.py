@@ -190,20 +190,16 @@ def test_duplicate_policy(make_node, tmp_path, policy, status, expected_path):
 
 
 def test_disk_write_failure_answers_failure_and_indexes_nothing(node):
-    incoming = node.storage / "incoming"
-    incoming.rmdir()
-    incoming.write_text("not a folder")  # every write now fails in the OS (ENOTDIR)
     path = TRANSFER_SYNTAXES / "CT_small.dcm"
     meta = dcmread(path, stop_before_pixels=True).file_meta
-    status, still_up = send_raw(
-        node.port, meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID, path
-    )
-    assert status.Status == 0xA700
-    assert "cannot write to storage" in status.ErrorComment
-    assert still_up
-    assert stored_rows(node) == {}
-    incoming.unlink()
-    incoming.mkdir()
+    with node.storage_unwritable():
+        status, still_up = send_raw(
+            node.port, meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID, path
+        )
+        assert status.Status == 0xA700
+        assert "cannot write to storage" in status.ErrorComment
+        assert still_up
+        assert stored_rows(node) == {}
     status, _ = send_raw(node.port, meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID, path)
     assert status.Status == 0x0000
     assert len(stored_rows(node)) == 1
