@@ -2,11 +2,11 @@
 
 Builds 300-slice 512x512 CT series (uncompressed, from the shared real CT, new UIDs for every
 run), starts `dicom-node serve` and Orthanc (Debian package, default SQLite index) with
-throw-away configurations, then sends alternately to each, three times: first with one
+throw-away configurations, then sends alternately to each, five times: first with one
 storescu, then with four in parallel (each with its own series). Prints instances/s and MB/s,
 the medians and the node/Orthanc ratio.
 
-    python benchmarks/ingest.py [--rounds 3] [--workers 2] [--slices 300]
+    python benchmarks/ingest.py [--rounds 5] [--workers 2] [--slices 300]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def start_orthanc(work: Path, dicomweb: bool = False) -> tuple[subprocess.Popen,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2, help="node receiving processes")
     args = parser.parse_args()
@@ -175,6 +175,9 @@ def main() -> None:
                         batch = work / f"series-{name}-{senders}-{round_number}-{attempt}"
                         folders = [batch / str(i) for i in range(senders)]
                         size = sum(write_series(templates, args.slices, f) for f in folders)
+                        # The series just written must not be flushed to disk during the
+                        # run, competing with the receiver's own writes.
+                        os.sync()
                         seconds, ok = send(port, ae, folders)
                         shutil.rmtree(batch)
                         if ok:

@@ -28,6 +28,9 @@ from pydicom.uid import (
 )
 
 _UNDEFINED = 0xFFFFFFFF
+#: Wanted values longer than this (PixelData: only its length is checked) are skipped, not
+#: copied; a skipped value that runs past the end still shows in the stream position.
+_DEFER_BYTES = 1 << 16
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _CHARACTER_SET = Tag(0x0008, 0x0005)
 _SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -192,7 +195,10 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
     size = len(data)
     elements = {}
     try:
-        for element in data_element_generator(stream, implicit, little, specific_tags=_WANTED):
+        elements_read = data_element_generator(
+            stream, implicit, little, defer_size=_DEFER_BYTES, specific_tags=_WANTED
+        )
+        for element in elements_read:
             end = stream.tell()
             length = getattr(element, "length", None)
             if length == _UNDEFINED:

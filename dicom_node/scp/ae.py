@@ -177,6 +177,9 @@ def _log_accepted(event: Event) -> None:
 def build_ae(config: NodeConfig, loads: SynchronizedArray, slot: int) -> NodeAE:
     """The SCP entity of receiving process `slot` (contexts, limits, AE title checks)."""
     dicom = config.dicom
+    # pynetdicom's standard handlers describe every PDU and DIMSE message (copying each
+    # received dataset to see whether it is empty) for log lines only DEBUG shows.
+    _config.LOG_HANDLER_LEVEL = "standard" if config.logging.level == "DEBUG" else "none"
     ae = NodeAE(config.ae_title, dicom.max_associations, loads, slot)
     ae.maximum_pdu_size = dicom.max_pdu_size
     ae.network_timeout = dicom.network_timeout
