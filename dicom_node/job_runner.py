@@ -8,8 +8,12 @@ again never queues an object twice.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -23,12 +27,27 @@ log = logging.getLogger(__name__)
 
 _context: StudyJobContext | None = None
 _cannot_start = ""
+_PR_SET_PDEATHSIG = 1
 
 
-def _start_worker(config: NodeConfig) -> None:
+def _die_with_the_node(node_pid: int) -> None:
+    """A worker must not outlive a node killed outright (SIGKILL, the OOM killer): it would
+    keep its models in memory forever. Its job, left running, is run again at the next start.
+
+    The kernel signals the worker when the thread that started it ends: the runner's thread,
+    which lives as long as the runner.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != node_pid:  # the node died before the request took effect
+        os._exit(1)
+
+
+def _start_worker(config: NodeConfig, node_pid: int) -> None:
     global _context, _cannot_start
     from .server import configure_logging
 
+    _die_with_the_node(node_pid)
     configure_logging(config.logging.level)
     try:
         _context = StudyJobContext.open(config)
@@ -68,7 +87,7 @@ class JobRunner:
             max_workers=self._config.jobs.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self._config,),
+            initargs=(self._config, os.getpid()),
         )
         self._thread.start()
 

@@ -172,6 +172,35 @@ def test_stable_study_gets_a_durable_job_and_reopens_on_new_instances(make_node,
     assert "job(s) interrupted by the last stop run again" in node.log()
 
 
+def child_processes(pid: int) -> list[int]:
+    """The live children of `pid`, started by any of its threads."""
+    children = []
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        children += [int(child) for child in listing.read_text().split()]
+    return [child for child in children if is_alive(child)]
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; nobody may be left to reap it
+
+
+def test_job_workers_stop_when_the_main_process_is_killed(make_node, tmp_path):
+    node = make_node(study={"stable_seconds": 0.5, "check_interval_seconds": 0.2})
+    node.start()
+    study_uid = generate_uid()
+    write_study(tmp_path / "study", 2, study_uid)
+    assert storescu(node.port, tmp_path / "study").returncode == 0
+    wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE])
+    children = child_processes(node.process.pid)  # the idle job worker and its helpers
+    assert children
+    node.stop(signal.SIGKILL)
+    wait_until(lambda: not any(is_alive(child) for child in children))
+
+
 def test_receivers_stop_when_the_main_process_is_killed(make_node):
     node = make_node(dicom={"workers": 2})
     node.start()
