@@ -47,6 +47,14 @@ def storescu(port: int, folder) -> subprocess.CompletedProcess:
     return dcmtk("storescu", "-aec", "AI_NODE", "127.0.0.1", str(port), "+sd", str(folder))
 
 
+def send_new_study(node, folder: Path) -> str:
+    """Send a new two-instance study to `node`; returns its Study Instance UID."""
+    study_uid = generate_uid()
+    write_study(folder, 2, study_uid)
+    assert storescu(node.port, folder).returncode == 0
+    return study_uid
+
+
 def test_sigkill_mid_transfer_keeps_every_acknowledged_instance(make_node, tmp_path):
     node = make_node()
     node.start()
@@ -141,9 +149,7 @@ def study_jobs(node, study_uid: str) -> list[str]:
 def test_stable_study_gets_a_durable_job_and_reopens_on_new_instances(make_node, tmp_path):
     node = make_node(study={"stable_seconds": 1.5, "check_interval_seconds": 0.2})
     node.start()
-    study_uid = generate_uid()
-    write_study(tmp_path / "first", 2, study_uid)
-    assert storescu(node.port, tmp_path / "first").returncode == 0
+    study_uid = send_new_study(node, tmp_path / "first")
     assert study_state(node, study_uid) == "receiving"
     assert study_jobs(node, study_uid) == []
     wait_until(lambda: study_state(node, study_uid) == STUDY_COMPLETE)
@@ -191,9 +197,7 @@ def is_alive(pid: int) -> bool:
 def test_job_workers_stop_when_the_main_process_is_killed(make_node, tmp_path):
     node = make_node(study={"stable_seconds": 0.5, "check_interval_seconds": 0.2})
     node.start()
-    study_uid = generate_uid()
-    write_study(tmp_path / "study", 2, study_uid)
-    assert storescu(node.port, tmp_path / "study").returncode == 0
+    study_uid = send_new_study(node, tmp_path / "study")
     wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE])
     children = child_processes(node.process.pid)  # the idle job worker and its helpers
     assert children
