@@ -15,6 +15,9 @@ the DUL's event queue, when empty, waits (bounded) until its socket is readable 
 queued for sending; the DIMSE message queue, when polled, waits (bounded) for a message. The
 loops themselves are pynetdicom's, unchanged; pynetdicom is pinned to the version this was
 written against (the attributes swapped here are internal).
+
+Answering: C-STORE responses are sent with their command set packed by `store_response`
+(when no handler watches the DIMSE messages sent); every other message goes through pynetdicom.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ import queue
 import select
 import socket
 
+from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
+
+from .store_response import encode_store_response
 
 _RECV_CHUNK = 1 << 20
 #: Longest wait of an idle DUL or association loop: bounds how late timers, release requests
@@ -100,6 +108,26 @@ def install(association: Association) -> None:
     dul.event_queue = _carried_over(dul.event_queue, _DulEventQueue(association, woken))
     dul._run_loop_delay = 0  # the event queue's wait takes the nap's place
     association.dimse.msg_queue = _carried_over(association.dimse.msg_queue, _MessageQueue())
+    if not association.get_handlers(evt.EVT_DIMSE_SENT):
+        _answer_stores_directly(association)
+
+
+def _answer_stores_directly(association: Association) -> None:
+    dimse = association.dimse
+    send_msg = dimse.send_msg
+
+    def send(primitive, context_id: int) -> None:
+        """Like DIMSEServiceProvider.send_msg; a C-STORE-RSP goes out as one P-DATA."""
+        command = encode_store_response(primitive) if isinstance(primitive, C_STORE) else None
+        limit = dimse.maximum_pdu_size
+        if command is None or (limit and len(command) + 6 > limit):
+            send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        dimse.dul.send_pdu(pdata)
+
+    dimse.send_msg = send
 
 
 def _read_in_large_chunks(transport: AssociationSocket) -> None:

@@ -1,0 +1,61 @@
+"""The C-STORE response's command set, encoded directly.
+
+pynetdicom builds each response as a pydicom Dataset and encodes it twice (once to learn the
+group length): about 0.27 ms, a tenth of what the node spends on a stored instance. The
+response is always the same few elements, so it is packed here in one step, byte for byte as
+pynetdicom would encode it (the tests compare the two). Anything unusual (an Offending
+Element, text that is not ASCII) is left to pynetdicom.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pynetdicom.dimse_primitives import C_STORE
+
+_ELEMENT_HEADER = struct.Struct("<HHI")  # implicit VR little endian: group, element, length
+_US = struct.Struct("<H")
+_C_STORE_RSP = 0x8001
+_NO_DATASET = 0x0101
+
+
+def encode_store_response(primitive: C_STORE) -> bytes | None:
+    """The command set of a C-STORE-RSP primitive (PS3.7 9.3.1.2), or None when this is not
+    a plain response."""
+    if primitive.MessageIDBeingRespondedTo is None or primitive.Status is None:
+        return None
+    if primitive.OffendingElement is not None:
+        return None
+    texts = (
+        primitive.AffectedSOPClassUID,
+        primitive.ErrorComment,
+        primitive.AffectedSOPInstanceUID,
+    )
+    if not all(text is None or str(text).isascii() for text in texts):
+        return None
+    class_uid, comment, instance_uid = texts
+    elements = [
+        _text(0x0002, class_uid, b"\0"),
+        _element(0x0100, _US.pack(_C_STORE_RSP)),
+        _element(0x0120, _US.pack(primitive.MessageIDBeingRespondedTo)),
+        _element(0x0800, _US.pack(_NO_DATASET)),
+        _element(0x0900, _US.pack(primitive.Status)),
+        _text(0x0902, comment, b" "),
+        _text(0x1000, instance_uid, b"\0"),
+    ]
+    body = b"".join(elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return _ELEMENT_HEADER.pack(0x0000, element, len(value)) + value
+
+
+def _text(element: int, value: str | None, padding: bytes) -> bytes:
+    """A text element padded to even length; absent (b"") when the value is None."""
+    if value is None:
+        return b""
+    encoded = str(value).encode("ascii")
+    if len(encoded) % 2:
+        encoded += padding
+    return _element(element, encoded)

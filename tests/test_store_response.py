@@ -1,0 +1,60 @@
+"""The C-STORE response packed by the node is the one pynetdicom would send, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+
+from dicom_node.scp.store_response import encode_store_response
+
+
+def response(**values) -> C_STORE:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    for name, value in values.items():
+        setattr(primitive, name, value)
+    return primitive
+
+
+def pynetdicom_command(primitive: C_STORE) -> bytes:
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    (pdata,) = message.encode_msg(1, 0)
+    ((_, pdv),) = pdata.presentation_data_value_list
+    assert pdv[0] == 0x03  # the last (only) command fragment
+    return pdv[1:]
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"AffectedSOPClassUID": CT, "AffectedSOPInstanceUID": "1.2.3.4", "Status": 0x0000},
+        {"AffectedSOPClassUID": CT, "AffectedSOPInstanceUID": "1.2.3.45", "Status": 0x0000},
+        {
+            "AffectedSOPClassUID": CT,
+            "AffectedSOPInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+            "Status": 0xC000,
+            "ErrorComment": "truncated: PixelData holds 10 bytes",
+        },
+        {"AffectedSOPClassUID": CT, "Status": 0xA700, "ErrorComment": "odd"},
+        {"Status": 0xC001, "ErrorComment": ""},
+        {"AffectedSOPInstanceUID": "1.2.3", "Status": 0xB000, "MessageIDBeingRespondedTo": 65535},
+    ],
+)
+def test_packed_response_equals_pynetdicoms(values):
+    primitive = response(**values)
+    assert encode_store_response(primitive) == pynetdicom_command(primitive)
+
+
+def test_unusual_responses_are_left_to_pynetdicom():
+    assert encode_store_response(response(Status=0xC000, ErrorComment="d\u00e9j\u00e0 vu")) is None
+    assert encode_store_response(response(Status=0xA900, OffendingElement=[0x00100010])) is None
+    assert encode_store_response(response()) is None  # no status yet
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = CT
+    assert encode_store_response(request) is None  # a request, not a response
