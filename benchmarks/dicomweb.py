@@ -26,9 +26,11 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import SHARED_CT, load_template_slices, send, start_node, start_orthanc, write_series  # noqa: E402
+from ingest import OrthancPeer, load_template_slices, send, start_node, write_series  # noqa: E402
 
-SMALL_CT = SHARED_CT.parent / "dicom_transfer_syntaxes_pydicom" / "CT_small.dcm"
+from tests.conftest import TRANSFER_SYNTAXES  # noqa: E402
+
+SMALL_CT = TRANSFER_SYNTAXES / "CT_small.dcm"
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
@@ -73,10 +75,11 @@ def main() -> None:
         study, series = first_slice.StudyInstanceUID, first_slice.SeriesInstanceUID
         write_small_studies(args.studies - 1, work / "small")
         node, node_port, node_http = start_node(work, args.workers)
-        orthanc, orthanc_port, orthanc_http = start_orthanc(work, dicomweb=True)
+        orthanc = OrthancPeer(work / "orthanc", dicomweb=True)
+        orthanc.start()
         servers = {
             "node": (node_port, "AI_NODE", f"http://127.0.0.1:{node_http}/dicomweb"),
-            "Orthanc": (orthanc_port, "ORTHANC", f"http://127.0.0.1:{orthanc_http}/dicom-web"),
+            "Orthanc": (orthanc.dicom_port, "ORTHANC", orthanc.dicomweb_url),
         }
         try:
             for name, (port, ae, _) in servers.items():
@@ -114,9 +117,9 @@ def main() -> None:
                     sizes[name] = len(get(series_url.format(url), AS_STORED))
                     results[name]["wado"].append(sizes[name] / (time.perf_counter() - started))
         finally:
-            for process in (node, orthanc):
-                process.terminate()
-                process.wait(timeout=60)
+            node.terminate()
+            node.wait(timeout=60)
+            orthanc.stop()
         node_r, orthanc_r = results["node"], results["Orthanc"]
         qido = [statistics.median(r["qido"]) * 1000 for r in (node_r, orthanc_r)]
         meta = [statistics.median(r["metadata"]) * 1000 for r in (node_r, orthanc_r)]

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,32 +27,18 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_CT = ROOT.parent / "shared" / "data" / "ct_chest_midrc_ricord_1a"
+sys.path.insert(0, str(ROOT))
+# The tests' own helpers start the peers: the benchmark runs Orthanc as the tests do.
+from tests.conftest import CT_SERIES, TOOL_ENV, free_port, wait_for_port  # noqa: E402
+from tests.orthanc import OrthancPeer  # noqa: E402
+
 STORESCU = "/usr/bin/storescu"
-ORTHANC = "/usr/sbin/Orthanc"
-ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
 def load_template_slices() -> list:
-    files = sorted(SHARED_CT.glob("*.dcm"))
+    files = sorted(CT_SERIES.glob("*.dcm"))
     if not files:
-        sys.exit(f"no CT found in {SHARED_CT}")
+        sys.exit(f"no CT found in {CT_SERIES}")
     slices = []
     for path in files:
         dataset = dcmread(path)
@@ -87,7 +72,7 @@ def send(port: int, called_ae: str, folders: list[Path]) -> tuple[float, bool]:
     senders = [
         subprocess.Popen(
             [STORESCU, "-aec", called_ae, "127.0.0.1", str(port), "+sd", str(folder)],
-            env=ENV,
+            env=TOOL_ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -119,38 +104,8 @@ def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "dicom_node", "--config", str(config), "serve"], cwd=ROOT
     )
-    wait_for_port(port)
-    wait_for_port(http)
-    return process, port, http
-
-
-def start_orthanc(work: Path, dicomweb: bool = False) -> tuple[subprocess.Popen, int, int]:
-    """Orthanc on fresh ports, with its DICOMweb plugin at /dicom-web when asked: (process,
-    DICOM port, HTTP port)."""
-    port, http = free_port(), free_port()
-    storage = work / "orthanc-storage"
-    config = work / "orthanc.json"
-    config.write_text(
-        json.dumps(
-            {
-                "Name": "benchmark",
-                "StorageDirectory": str(storage),
-                "IndexDirectory": str(storage),
-                "DicomAet": "ORTHANC",
-                "DicomPort": port,
-                "HttpPort": http,
-                "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False,
-                "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"] if dicomweb else [],
-                "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
-            }
-        )
-    )
-    process = subprocess.Popen(
-        [ORTHANC, str(config)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for_port(port)
-    wait_for_port(http)
+    wait_for_port(port, process)
+    wait_for_port(http, process)
     return process, port, http
 
 
@@ -164,8 +119,9 @@ def main() -> None:
     templates = load_template_slices()
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     node, node_port, _ = start_node(work, args.workers)
-    orthanc, orthanc_port, _ = start_orthanc(work)
-    receivers = {"node": (node_port, "AI_NODE"), "orthanc": (orthanc_port, "ORTHANC")}
+    orthanc = OrthancPeer(work / "orthanc")
+    orthanc.start()
+    receivers = {"node": (node_port, "AI_NODE"), "orthanc": (orthanc.dicom_port, "ORTHANC")}
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:
         for senders in (1, 4):
@@ -196,9 +152,9 @@ def main() -> None:
                         f"({count} in {seconds:.2f} s)"
                     )
     finally:
-        for process in (node, orthanc):
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=60)
+        orthanc.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nmedians ({args.slices}-slice 512x512 CT, {args.workers} node receiving processes):")
