@@ -19,10 +19,10 @@ from pydicom.uid import generate_uid
 
 from dicom_node.deid.basic_profile import EXACT, Action, action_for
 from dicom_node.deid.deidentify import Deidentifier
-from dicom_node.deid.mapping import MappingStore
 from dicom_node.deid.pseudonyms import Pseudonymizer, load_or_create_key
 from dicom_node.deid.reidentify import NotOurPseudonym, reidentify
 from dicom_node.index.database import open_engine
+from dicom_node.index.pseudonyms import PseudonymTable
 
 from .conftest import CT_SERIES, SHARED_DATA, TRANSFER_SYNTAXES, dciodvfy_errors
 
@@ -194,7 +194,7 @@ def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
         out = tmp_path / "out" / path.name
         # Nothing the profile did makes the object less valid than it was.
         assert dciodvfy_errors(out) <= dciodvfy_errors(path), path.name
-    mapped = MappingStore(open_engine(f"sqlite:///{tmp_path / 'storage' / 'index.sqlite'}"))
+    mapped = PseudonymTable(open_engine(f"sqlite:///{tmp_path / 'storage' / 'index.sqlite'}"))
     out_uid = pydicom.dcmread(tmp_path / "out" / NIH_DX.name).SOPInstanceUID
     assert mapped.originals([out_uid]) == {out_uid: pydicom.dcmread(NIH_DX).SOPInstanceUID}
     again = subprocess.run(
@@ -206,7 +206,7 @@ def test_cli_writes_valid_objects_and_keeps_its_key(tmp_path):
 
 
 def test_results_map_back_to_the_original_study(tmp_path):
-    store = MappingStore(open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}"))
+    store = PseudonymTable(open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}"))
     pseudonyms = Pseudonymizer(KEY)
     originals = [pydicom.dcmread(CT_SERIES / name) for name in ("1-001.dcm", "1-002.dcm")]
     copies = [Deidentifier(pseudonyms)(ds) for ds in originals]
@@ -254,7 +254,7 @@ def test_results_map_back_to_the_original_study(tmp_path):
 def test_a_segmentation_made_on_the_copy_files_into_the_original_study(tmp_path):
     """De-identify, segment the copy with highdicom, re-identify: the SEG references the
     original series, instances and frame of reference, and validates."""
-    store = MappingStore(open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}"))
+    store = PseudonymTable(open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}"))
     pseudonyms = Pseudonymizer(KEY)
     originals = [pydicom.dcmread(CT_SERIES / f"1-00{n}.dcm") for n in (1, 2, 3)]
     copies = [Deidentifier(pseudonyms)(ds) for ds in originals]

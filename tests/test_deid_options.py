@@ -11,13 +11,14 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node.config import ConfigError, DateHandling, DeidentificationOptions, parse_config
+from dicom_node.config import ConfigError, parse_config
 from dicom_node.deid.basic_profile import EXACT, Action, action_for
 from dicom_node.deid.burned_in import burned_in_text
 from dicom_node.deid.cleaning import SCRUBBED
 from dicom_node.deid.deidentify import DeidentificationError, Deidentifier
 from dicom_node.deid.options import COLUMNS, ROWS, option_actions
 from dicom_node.deid.pseudonyms import Pseudonymizer
+from dicom_node.deid.settings import DateHandling, DeidentificationOptions
 
 from .conftest import CT_SERIES, dciodvfy_errors
 from .test_deid import KEY, SR_SEG, _table_dataset

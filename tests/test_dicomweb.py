@@ -17,8 +17,8 @@ from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from dicom_node.file_meta import read_file_meta
 from dicom_node.index.schema import jobs
+from dicom_node.store.file_meta import read_file_meta
 
 from .conftest import (
     CR_CHEST,

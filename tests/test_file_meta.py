@@ -6,7 +6,7 @@ import io
 
 from pydicom import dcmread
 
-from dicom_node.file_meta import IMPLEMENTATION_CLASS_UID, encode_file_meta
+from dicom_node.store.file_meta import IMPLEMENTATION_CLASS_UID, encode_file_meta
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

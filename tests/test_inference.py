@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from dicom_node.config import BUILTIN_BUNDLES, ConfigError, RouteConfig, parse_config
-from dicom_node.routing import SeriesFacts, route
+from dicom_node.jobs.routing import SeriesFacts, route
 from inference.bundle import Bundle, BundleError, find_bundles
 from inference.image2d import NotAnImage2D, display_pixels, image_transforms, load_image2d
 from inference.run import classify

@@ -10,8 +10,8 @@ from pynetdicom import AE, _config
 from pynetdicom.presentation import build_context
 from sqlalchemy import func, select
 
-from dicom_node.file_meta import read_file_meta
 from dicom_node.index.schema import instances, series, studies
+from dicom_node.store.file_meta import read_file_meta
 
 from .conftest import CT_SERIES, MALFORMED, TRANSFER_SYNTAXES, dcmsend, dcmtk
 

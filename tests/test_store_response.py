@@ -6,7 +6,7 @@ import pytest
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicom_node.scp.store_response import encode_store_response
+from dicom_node.dimse.store_response import encode_store_response
 
 
 def response(**values) -> C_STORE:

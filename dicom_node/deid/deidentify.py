@@ -17,11 +17,11 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.tag import BaseTag
 
-from ..config import DateHandling, DeidentificationOptions
 from .basic_profile import EDITION, Action, action_for
 from .cleaning import Cleaner, identifying_values
 from .options import option_actions, option_codes
 from .pseudonyms import Pseudonymizer
+from .settings import DateHandling, DeidentificationOptions
 
 DUMMY_TEXT = "ANONYMIZED"
 #: Dummy values (action D) by value representation; text VRs not listed get DUMMY_TEXT.

@@ -1,38 +1,18 @@
-"""The pseudonym mapping store, in the node's index database."""
+"""What de-identification needs of a pseudonym mapping store: record the pseudonyms given out,
+and find the originals of pseudonyms. The index implements it (`index.pseudonyms`); this package
+only names the shape, so it stays free of databases."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
-
-from ..index.database import dialect_insert
-from ..index.schema import pseudonyms
+from typing import Protocol
 
 
-class MappingStore:
+class MappingStore(Protocol):
     """Pseudonym -> original, written as pseudonyms are given out, read to re-identify results."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
     def save(self, issued: dict[str, tuple[str, str]]) -> None:
-        if not issued:
-            return
-        rows = [{"pseudonym": p, "original": o, "kind": k} for p, (o, k) in issued.items()]
-        insert = dialect_insert(self.engine)(pseudonyms).on_conflict_do_nothing()
-        with self.engine.begin() as connection:
-            connection.execute(insert, rows)
+        """Record ``{pseudonym: (original, kind)}`` durably (before any copy leaves)."""
 
     def originals(self, values: Iterable[str]) -> dict[str, str]:
         """The originals of those ``values`` that are pseudonyms of this node."""
-        wanted = sorted(set(values))
-        found: dict[str, str] = {}
-        with self.engine.connect() as connection:
-            for start in range(0, len(wanted), 500):
-                query = select(pseudonyms.c.pseudonym, pseudonyms.c.original).where(
-                    pseudonyms.c.pseudonym.in_(wanted[start : start + 500])
-                )
-                found.update((row[0], row[1]) for row in connection.execute(query))
-        return found

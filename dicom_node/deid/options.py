@@ -17,8 +17,8 @@ from pydicom.datadict import dictionary_VR
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from ..config import DateHandling, DeidentificationOptions
 from .basic_profile import EXACT, Action
+from .settings import DateHandling, DeidentificationOptions
 
 TABLE_FILE = Path(__file__).with_name("table_e1_1_options.json")
 DATE_VRS = {"DA", "DT", "TM"}

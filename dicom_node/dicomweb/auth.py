@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import jwt
 from fastapi import Request
 
+from ..config.dicomweb import DicomwebAuth
 from .errors import DicomwebError
-from .settings import DicomwebAuth
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy import Engine
 
-from ..ingest import Ingest
-from ..storage import StorageArea
-from .settings import DicomwebSettings
+from ..config.dicomweb import DicomwebSettings
+from ..store.ingest import Ingest
+from ..store.storage import StorageArea
 
 #: where DICOMweb lives under the node's HTTP root (DESIGN.md)
 ROOT = "/dicomweb"

@@ -27,7 +27,7 @@ from ..index.query import (
     series_counts,
     study_counts,
 )
-from ..representative import representative_header
+from ..store.representative import representative_header
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key

@@ -23,9 +23,9 @@ from operator import itemgetter
 from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from ..config import DuplicatePolicy
-from ..received import InstanceAttributes
 from .database import dialect_insert
 from .removal import remove_instance
+from .rows import InstanceAttributes
 from .schema import STUDY_COMPLETE, STUDY_RECEIVING, instances, series, studies
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-from .config import RouteConfig
+from ..config import RouteConfig
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ from fhir_bridge.client import FhirClient
 from fhir_bridge.resources import ResourceError, SeriesSummary, build_transaction
 from fhir_bridge.sr_content import NotAMeasurementReport, read_report
 
-from .config import FHIR_DESTINATION, ConfigError, NodeConfig
-from .index.schema import instances, series
-from .jobs import add_note
+from ..config import FHIR_DESTINATION, ConfigError, NodeConfig
+from ..index.jobs import add_note
+from ..index.schema import instances, series
 
 if TYPE_CHECKING:
-    from .study_job import StudyJobContext
+    from .study import StudyJobContext
 
 
 def open_fhir_client(config: NodeConfig) -> FhirClient | None:

@@ -9,7 +9,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
-from .index.query import Level, representative_path
+from ..index.query import Level, representative_path
 from .storage import StorageArea
 
 log = logging.getLogger(__name__)

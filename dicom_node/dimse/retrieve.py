@@ -22,9 +22,9 @@ from sqlalchemy import Engine
 from .. import metrics
 from ..config import NodeConfig
 from ..index.query import QueryError, build_query, matching_instances
-from ..outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
-from ..storage import StorageArea
+from ..store.storage import StorageArea
 from .find import UNABLE_TO_PROCESS, QueryFailure, _identifier_values, parse_level
+from .outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from sqlalchemy import Engine, and_, func, select, update
 
 from fhir_bridge.client import FhirClient, Verdict
 
-from .config import FHIR_DESTINATION, ConfigError, NodeConfig, OutboxConfig
-from .index.database import dialect_insert
-from .index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
-from .periodic import PeriodicThread
-from .scu import NO_ANSWER, PeerUnavailable, send
-from .storage import StorageArea
+from ..config import FHIR_DESTINATION, ConfigError, NodeConfig, OutboxConfig
+from ..dimse.scu import NO_ANSWER, PeerUnavailable, send
+from ..index.database import dialect_insert
+from ..index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
+from ..periodic import PeriodicThread
+from ..store.storage import StorageArea
 
 log = logging.getLogger(__name__)
 

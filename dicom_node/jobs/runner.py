@@ -19,9 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 from sqlalchemy import Engine
 
-from .config import ConfigError, NodeConfig
-from .jobs import Job, claim, finish, requeue_interrupted
-from .study_job import StudyJobContext, StudyJobError, run_study_job
+from ..config import ConfigError, NodeConfig
+from ..index.jobs import Job, claim, finish, requeue_interrupted
+from ..logging_setup import configure_logging
+from .study import StudyJobContext, StudyJobError, run_study_job
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def _die_with_the_node(node_pid: int) -> None:
 
 def _start_worker(config: NodeConfig, node_pid: int) -> None:
     global _context, _cannot_start
-    from .server import configure_logging
-
     _die_with_the_node(node_pid)
     configure_logging(config.logging.level)
     try:

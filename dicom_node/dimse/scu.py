@@ -14,7 +14,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
-from .config import NodeConfig, PeerConfig
+from ..config import NodeConfig, PeerConfig
 from .outbound_syntax import (
     MAX_CONTEXTS,
     accepted_syntaxes,

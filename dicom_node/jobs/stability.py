@@ -11,9 +11,9 @@ import logging
 
 from sqlalchemy import Engine, and_, select, update
 
-from .index.schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
-from .index.writer import STUDY_TOUCH_INTERVAL_SECONDS
-from .periodic import PeriodicThread
+from ..index.schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
+from ..index.writer import STUDY_TOUCH_INTERVAL_SECONDS
+from ..periodic import PeriodicThread
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 from sqlalchemy import Engine
 
+from ..index.writer import NewInstance, index_own_instance
 from .file_meta import encode_file_meta
-from .index.writer import NewInstance, index_own_instance
 from .received import instance_attributes, parse_dataset
 from .storage import StorageArea
 

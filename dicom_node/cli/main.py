@@ -9,13 +9,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .config import (
+from ..config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
-    DeidentificationOptions,
     NodeConfig,
     load_config,
 )
+from ..deid.settings import DeidentificationOptions
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -23,7 +23,8 @@ def _config(args: argparse.Namespace) -> NodeConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import configure_logging, serve
+    from ..logging_setup import configure_logging
+    from ..serve.node import serve
 
     config = _config(args)
     configure_logging(config.logging.level)
@@ -45,17 +46,17 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  storage {config.storage.path}, index {config.storage.database_url}")
     print(f"  peers: {peers}")
     fhir = config.fhir
-    from .fhir_delivery import open_fhir_client
+    from ..jobs.fhir_report import open_fhir_client
 
     open_fhir_client(config)  # reads the private key, if any
     if fhir.enabled:
         print(f"  FHIR: {fhir.base_url} ({fhir.version.value}, auth {fhir.auth.method.value})")
     else:
         print("  FHIR: off")
-    from .http_api import check_http
+    from ..serve.http_app import check_http
 
     print(f"  {check_http(config.http)}")
-    from .local_inference import load_bundles
+    from ..jobs.bundles import load_bundles
 
     bundles = load_bundles(config.inference)
     print("  models: " + ", ".join(f"{b.name} {b.version} ({b.task})" for b in bundles.values()))
@@ -64,7 +65,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _echo(args: argparse.Namespace) -> int:
-    from .scu import PeerUnavailable, echo
+    from ..dimse.scu import PeerUnavailable, echo
 
     try:
         status = echo(_config(args), args.peer)
@@ -81,7 +82,7 @@ def _echo(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from .scu import PeerUnavailable, send
+    from ..dimse.scu import PeerUnavailable, send
 
     try:
         report = send(_config(args), args.peer, [Path(p) for p in args.paths])
@@ -95,7 +96,7 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from .local_inference import infer
+    from .infer import infer
 
     return infer(_config(args).inference, [Path(p) for p in args.paths], args.model, args.json)
 
@@ -130,11 +131,11 @@ def _deidentification_options(
 
 
 def _anonymize(args: argparse.Namespace) -> int:
-    from .deid.deidentify import Deidentifier
-    from .deid.files import anonymize_paths
-    from .deid.mapping import MappingStore
-    from .deid.pseudonyms import Pseudonymizer, load_or_create_key
-    from .index.database import open_engine
+    from ..deid.deidentify import Deidentifier
+    from ..deid.files import anonymize_paths
+    from ..deid.pseudonyms import Pseudonymizer, load_or_create_key
+    from ..index.database import open_engine
+    from ..index.pseudonyms import PseudonymTable
 
     config = _config(args)
     if not args.source.exists():
@@ -142,7 +143,7 @@ def _anonymize(args: argparse.Namespace) -> int:
         return 1
     options = _deidentification_options(config, args)
     key = load_or_create_key(config.pseudonym_key_file)
-    store = MappingStore(open_engine(config.storage.database_url))
+    store = PseudonymTable(open_engine(config.storage.database_url))
     deidentifier = Deidentifier(Pseudonymizer(key), options)
     report = anonymize_paths(deidentifier, store, args.source, args.target)
     for path, reason in report.skipped:
@@ -158,8 +159,8 @@ def _when(timestamp: float) -> str:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from . import jobs
-    from .index.database import open_engine
+    from ..index import jobs
+    from ..index.database import open_engine
 
     engine = open_engine(_config(args).storage.database_url)
     if args.action == "retry":
@@ -189,8 +190,8 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from .index.database import open_engine
-    from .outbox import open_outbox
+    from ..index.database import open_engine
+    from ..outbox.queue import open_outbox
 
     config = _config(args)
     box = open_outbox(config, open_engine(config.storage.database_url))

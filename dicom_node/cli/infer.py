@@ -14,14 +14,14 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from inference.bundle import Bundle, BundleError, find_bundles
+from inference.bundle import Bundle
 from inference.ct_series import UnsupportedSeries, load_ct_series, series_files
-from inference.dicom_sr import check_result_codes
 from inference.image2d import IMAGE_SUFFIXES, load_image2d
 from inference.run import classify, segment
 
-from .config import ConfigError, InferenceConfig
-from .routing import SeriesFacts, route
+from ..config import ConfigError, InferenceConfig
+from ..jobs.bundles import known_bundles, load_bundles
+from ..jobs.routing import SeriesFacts, route
 
 Result = dict[str, object]
 
@@ -38,35 +38,6 @@ def _dicom_files(path: Path) -> list[tuple[Path, pydicom.Dataset]]:
     return found
 
 
-def _known(bundles: dict[str, Bundle]) -> str:
-    return f"bundles found: {', '.join(sorted(bundles)) or 'none'}"
-
-
-def load_bundles(config: InferenceConfig, encodes_results: bool = True) -> dict[str, Bundle]:
-    """The configured bundles; a route or the image model naming a missing one is a
-    configuration error, reported before anything runs, and so is a routed one whose metadata
-    lacks the codes of its DICOM results, unless ``encodes_results`` is false (`infer` only
-    prints results)."""
-    try:
-        bundles = find_bundles(config.bundles)
-    except BundleError as error:
-        raise ConfigError(str(error)) from None
-    routed = {model for rule in config.routes for model in rule.models}
-    missing = sorted((routed | {config.image_model}) - set(bundles))
-    if missing:
-        raise ConfigError(
-            f"inference names models that no bundle folder holds: {', '.join(missing)} "
-            f"({_known(bundles)})"
-        )
-    for name in sorted(routed) if encodes_results else []:
-        try:
-            check_result_codes(bundles[name])
-        except BundleError as error:
-            problem = f"model {name} is routed, its results cannot be encoded: {error}"
-            raise ConfigError(problem) from None
-    return bundles
-
-
 class LocalInference:
     """The configured bundles and rules, applied to paths."""
 
@@ -79,7 +50,7 @@ class LocalInference:
 
     def bundle(self, name: str) -> Bundle:
         if name not in self.bundles:
-            raise ConfigError(f"unknown model {name!r} ({_known(self.bundles)})")
+            raise ConfigError(f"unknown model {name!r} ({known_bundles(self.bundles)})")
         return self.bundles[name]
 
     def run(self, path: Path) -> Iterator[Result]:

@@ -11,14 +11,15 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
-from . import jobs, metrics
-from .config import ConfigError, HttpConfig
-from .dicomweb.app import mount_dicomweb
-from .dicomweb.auth import AuthSetupError, load_jwks
-from .dicomweb.context import DicomwebContext
-from .ingest import Ingest
-from .outbox import Outbox
-from .storage import StorageArea, StorageError
+from .. import metrics
+from ..config import ConfigError, HttpConfig
+from ..dicomweb.app import mount_dicomweb
+from ..dicomweb.auth import AuthSetupError, load_jwks
+from ..dicomweb.context import DicomwebContext
+from ..index import jobs
+from ..outbox.queue import Outbox
+from ..store.ingest import Ingest
+from ..store.storage import StorageArea, StorageError
 
 log = logging.getLogger(__name__)
 

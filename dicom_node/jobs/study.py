@@ -22,19 +22,19 @@ from sqlalchemy import Engine, select
 
 from inference.bundle import Bundle
 
-from .config import NodeConfig, RouteConfig
-from .deid.burned_in import burned_in_text
-from .deid.deidentify import DeidentificationError, Deidentifier
-from .deid.mapping import MappingStore
-from .deid.pseudonyms import Pseudonymizer, load_or_create_key
-from .index.database import open_engine
-from .index.schema import instances, series
-from .jobs import add_note
-from .local_inference import load_bundles
-from .outbox import Outbox, open_outbox
+from ..config import NodeConfig, RouteConfig
+from ..deid.burned_in import burned_in_text
+from ..deid.deidentify import DeidentificationError, Deidentifier
+from ..deid.pseudonyms import Pseudonymizer, load_or_create_key
+from ..index.database import open_engine
+from ..index.jobs import add_note
+from ..index.pseudonyms import PseudonymTable
+from ..index.schema import instances, series
+from ..outbox.queue import Outbox, open_outbox
+from ..store.storage import StorageArea
+from .bundles import load_bundles
+from .results import run_model
 from .routing import SeriesFacts, matching_routes
-from .storage import StorageArea
-from .study_results import run_model
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class StudyJobContext:
     storage: StorageArea
     outbox: Outbox
     pseudonyms: Pseudonymizer
-    mapping: MappingStore
+    mapping: PseudonymTable
     bundles: dict[str, Bundle]
     _deidentifiers: dict[str, Deidentifier] = field(default_factory=dict)
 
@@ -65,7 +65,7 @@ class StudyJobContext:
             storage=StorageArea(config.storage.path),
             outbox=open_outbox(config, engine),
             pseudonyms=Pseudonymizer(load_or_create_key(config.pseudonym_key_file)),
-            mapping=MappingStore(engine),
+            mapping=PseudonymTable(engine),
             bundles=load_bundles(config.inference),
         )
 

@@ -14,8 +14,8 @@ import os
 
 from sqlalchemy import Engine, func, select
 
-from .index.removal import remove_instance
-from .index.schema import instances
+from ..index.removal import remove_instance
+from ..index.schema import instances
 from .storage import StorageArea
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from ..index.query import (
     computed_values,
     matching_rows,
 )
-from ..representative import representative_header
-from ..storage import StorageArea
+from ..store.representative import representative_header
+from ..store.storage import StorageArea
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import signal
 import socket
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
@@ -24,27 +23,16 @@ from multiprocessing.synchronize import Lock as LockType
 from pydicom import config as pydicom_config
 from pynetdicom import evt
 
-from .config import ConfigError, NodeConfig
-from .index.database import open_engine
-from .recovery import reconcile
-from .storage import StorageArea
+from ..config import ConfigError, NodeConfig
+from ..index.database import open_engine
+from ..logging_setup import configure_logging
+from ..store.recovery import reconcile
+from ..store.storage import StorageArea
 
 log = logging.getLogger(__name__)
 
 _DRAIN_SECONDS = 30.0
 _SUPERVISION_SECONDS = 1.0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
-    )
-    # pynetdicom's INFO lines repeat per message what the node already logs once; highdicom's
-    # list every module it copies into a result, and its warnings quote patient names.
-    for chatty in ("pynetdicom", "highdicom"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
 
 
 @dataclass(frozen=True)
@@ -62,13 +50,13 @@ class Receiver:
     """One pynetdicom listener with its handlers and index writer."""
 
     def __init__(self, config: NodeConfig, shared: SharedState, slot: int) -> None:
-        from . import metrics
-        from .index.writer import IndexWriter
-        from .ingest import Ingest
-        from .scp.ae import SharedListener, access_handlers, build_ae
-        from .scp.find import FindHandler
-        from .scp.retrieve import GetHandler, MoveHandler
-        from .scp.store import StoreHandler
+        from .. import metrics
+        from ..dimse.ae import SharedListener, access_handlers, build_ae
+        from ..dimse.find import FindHandler
+        from ..dimse.retrieve import GetHandler, MoveHandler
+        from ..dimse.store import StoreHandler
+        from ..index.writer import IndexWriter
+        from ..store.ingest import Ingest
 
         # Value validation (regular expressions on every element pynetdicom encodes or
         # decodes) costs more than storing an instance; the node stores bytes as received.
@@ -181,12 +169,12 @@ def serve(config: NodeConfig) -> None:
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
-    from .fhir_delivery import open_fhir_client
-    from .http_api import HttpServer, check_http, create_app
-    from .job_runner import JobRunner
-    from .outbox import OutboxSender, open_outbox
-    from .scp.ae import open_listening_socket
-    from .stability import StabilityMonitor
+    from ..dimse.ae import open_listening_socket
+    from ..jobs.fhir_report import open_fhir_client
+    from ..jobs.runner import JobRunner
+    from ..jobs.stability import StabilityMonitor
+    from ..outbox.queue import OutboxSender, open_outbox
+    from .http_app import HttpServer, check_http, create_app
 
     fhir = open_fhir_client(config)
     check_http(config.http)

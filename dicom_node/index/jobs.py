@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, exists, func, select, update
 from sqlalchemy.orm import aliased
 
-from .index.schema import JOB_DONE, JOB_FAILED, JOB_PENDING, JOB_RUNNING, job_notes, jobs
+from .schema import JOB_DONE, JOB_FAILED, JOB_PENDING, JOB_RUNNING, job_notes, jobs
 
 
 @dataclass(frozen=True)

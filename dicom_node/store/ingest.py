@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from pydicom.uid import UID
 
-from . import metrics
-from .config import DuplicatePolicy
+from .. import metrics
+from ..config import DuplicatePolicy
+from ..index.writer import CommitResult, IndexWriter, NewInstance, Outcome
 from .file_meta import encode_file_meta
-from .index.writer import CommitResult, IndexWriter, NewInstance, Outcome
 from .received import (
     InstanceAttributes,
     MalformedDataset,

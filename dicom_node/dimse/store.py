@@ -13,7 +13,7 @@ from pydicom.uid import UID
 from pynetdicom.events import Event
 
 from .. import metrics
-from ..ingest import Ingest, StoreFailure
+from ..store.ingest import Ingest, StoreFailure
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -26,6 +25,8 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+
+from ..index.rows import InstanceAttributes
 
 _UNDEFINED = 0xFFFFFFFF
 #: Wanted values longer than this (PixelData: only its length is checked) are skipped, not
@@ -79,39 +80,6 @@ _PERSON_NAMES = {"PatientName", "ReferringPhysicianName"}
 
 class MalformedDataset(ValueError):
     """The received bytes are not a complete, parseable DICOM dataset."""
-
-
-@dataclass(frozen=True)
-class InstanceAttributes:
-    """What the index records of one instance, read from its header."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    instance_number: int | None
-    patient_id: str
-    issuer_of_patient_id: str
-    patient_name: str
-    patient_birth_date: str
-    patient_sex: str
-    study_date: str
-    study_time: str
-    accession_number: str
-    study_id: str
-    study_description: str
-    referring_physician_name: str
-    modality: str
-    series_number: int | None
-    series_description: str
-    body_part_examined: str
-    series_date: str
-    series_time: str
-    #: image geometry, for QIDO-RS instance answers (None when absent)
-    rows: int | None = None
-    columns: int | None = None
-    bits_allocated: int | None = None
-    number_of_frames: int | None = None
 
 
 class ReceivedDataset:

@@ -35,16 +35,16 @@ from inference.dicom_sr import encode_finding, encode_measurements
 from inference.image2d import display_pixels
 from inference.run import classify, segment
 
-from .config import FHIR_DESTINATION
-from .deid.reidentify import reidentify
-from .fhir_delivery import queue_report
-from .index.schema import instances
-from .jobs import add_note
-from .own_instances import encode_instance, store_own_instance
+from ..config import FHIR_DESTINATION
+from ..deid.reidentify import reidentify
+from ..index.jobs import add_note
+from ..index.schema import instances
+from ..store.own_instances import encode_instance, store_own_instance
+from .fhir_report import queue_report
 
 if TYPE_CHECKING:
-    from .config import RouteConfig
-    from .study_job import StoredSeries, StudyJobContext
+    from ..config import RouteConfig
+    from .study import StoredSeries, StudyJobContext
 
 log = logging.getLogger(__name__)
 

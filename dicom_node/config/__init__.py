@@ -1,0 +1,41 @@
+"""The node's configuration: one YAML file, validated at start (`node.py`), with the
+`http.dicomweb` section in `dicomweb.py`.
+
+The settings types of every part of the node live here, below everything that reads them; the
+de-identification options are `deid`'s own (`deid.settings`) and the FHIR client's are
+`fhir_bridge`'s, and this package takes them from there. Imports nothing else of the node.
+"""
+
+from .node import (
+    BUILTIN_BUNDLES,
+    DEFAULT_CONFIG_PATH,
+    FHIR_DESTINATION,
+    ConfigError,
+    DicomConfig,
+    DuplicatePolicy,
+    HttpConfig,
+    InferenceConfig,
+    NodeConfig,
+    OutboxConfig,
+    PeerConfig,
+    RouteConfig,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "BUILTIN_BUNDLES",
+    "DEFAULT_CONFIG_PATH",
+    "FHIR_DESTINATION",
+    "ConfigError",
+    "DicomConfig",
+    "DuplicatePolicy",
+    "HttpConfig",
+    "InferenceConfig",
+    "NodeConfig",
+    "OutboxConfig",
+    "PeerConfig",
+    "RouteConfig",
+    "load_config",
+    "parse_config",
+]

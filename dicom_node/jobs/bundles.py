@@ -1,0 +1,39 @@
+"""The model bundles a job may run: found in the configured folders and checked against the
+routing rules before anything runs, so a missing or incomplete bundle is a configuration error at
+start rather than a failed job later."""
+
+from __future__ import annotations
+
+from inference.bundle import Bundle, BundleError, find_bundles
+from inference.dicom_sr import check_result_codes
+
+from ..config import ConfigError, InferenceConfig
+
+
+def known_bundles(bundles: dict[str, Bundle]) -> str:
+    return f"bundles found: {', '.join(sorted(bundles)) or 'none'}"
+
+
+def load_bundles(config: InferenceConfig, encodes_results: bool = True) -> dict[str, Bundle]:
+    """The configured bundles; a route or the image model naming a missing one is a
+    configuration error, reported before anything runs, and so is a routed one whose metadata
+    lacks the codes of its DICOM results, unless ``encodes_results`` is false (`infer` only
+    prints results)."""
+    try:
+        bundles = find_bundles(config.bundles)
+    except BundleError as error:
+        raise ConfigError(str(error)) from None
+    routed = {model for rule in config.routes for model in rule.models}
+    missing = sorted((routed | {config.image_model}) - set(bundles))
+    if missing:
+        raise ConfigError(
+            f"inference names models that no bundle folder holds: {', '.join(missing)} "
+            f"({known_bundles(bundles)})"
+        )
+    for name in sorted(routed) if encodes_results else []:
+        try:
+            check_result_codes(bundles[name])
+        except BundleError as error:
+            problem = f"model {name} is routed, its results cannot be encoded: {error}"
+            raise ConfigError(problem) from None
+    return bundles

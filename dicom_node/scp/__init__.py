@@ -1,1 +1,0 @@
-"""The node's DIMSE service handlers (SCP side)."""
