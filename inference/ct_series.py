@@ -19,11 +19,13 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
 
+from .errors import UnsuitableInput
+
 SPACING_TOLERANCE_MM = 0.01
 ORIENTATION_TOLERANCE = 1e-3
 
 
-class UnsupportedSeries(ValueError):
+class UnsupportedSeries(UnsuitableInput):
     """The series cannot be assembled into a regular volume; the message says why."""
 
 

@@ -25,6 +25,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import JPEGLSLossless
 
 from .bundle import Bundle, BundleError
+from .errors import UnsuitableInput
 from .run import Classification, Segmentation
 
 #: Said by the series description of every result object.
@@ -137,7 +138,7 @@ def encode_segmentation(
     order, as ``CTVolume.datasets``)."""
     masks = _masks(bundle, result)
     if not masks:
-        raise ValueError(f"{bundle.name} found no segment: there is nothing to encode")
+        raise UnsuitableInput(f"{bundle.name} found no segment: there is nothing to encode")
     return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=np.stack([mask for _, mask in masks], axis=-1),

@@ -19,12 +19,14 @@ from monai.transforms import Compose, Resize, Transform
 from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from .errors import UnsuitableInput
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 #: Shortest side kept when shrinking: ample for classifier inputs and their explanation maps.
 DISPLAY_MIN_SIDE = 512
 
 
-class NotAnImage2D(ValueError):
+class NotAnImage2D(UnsuitableInput):
     """The input cannot be shown as one 2D grey image (multi-frame, volume, no pixels...)."""
 
 
@@ -71,7 +73,10 @@ def display_pixels(ds: pydicom.Dataset) -> np.ndarray:
         raise NotAnImage2D("the dataset holds no pixel data")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise NotAnImage2D("multi-frame images are not single 2D images")
-    pixels = ds.pixel_array
+    try:
+        pixels = ds.pixel_array
+    except (ValueError, NotImplementedError, RuntimeError) as error:
+        raise NotAnImage2D(f"the pixel data cannot be decoded: {error}") from None
     # Averaging commutes with a rescale and (but for clipping at its edges) a window; a lookup
     # table needs the stored integers, so such images keep their size.
     if "ModalityLUTSequence" not in ds and "VOILUTSequence" not in ds:

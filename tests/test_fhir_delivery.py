@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dicom_node.config import FHIR_DESTINATION, parse_config
 from dicom_node.index.database import open_engine
 from dicom_node.index.schema import JOB_DONE, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT
-from dicom_node.outbox.queue import OutboxSender, open_outbox
+from dicom_node.outbox.queue import open_outbox
+from dicom_node.outbox.sender import OutboxSender
 from fhir_bridge.client import FhirClient, Verdict
 from fhir_bridge.settings import FhirSettings
 

@@ -11,7 +11,8 @@ from pynetdicom.sop_class import CTImageStorage
 from dicom_node.config import parse_config
 from dicom_node.index.database import open_engine
 from dicom_node.index.schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT
-from dicom_node.outbox.queue import OutboxSender, open_outbox, retry_delay
+from dicom_node.outbox.queue import open_outbox, retry_delay
+from dicom_node.outbox.sender import OutboxSender
 
 from .conftest import TRANSFER_SYNTAXES, free_port
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -28,7 +29,7 @@ Result = dict[str, object]
 
 def _dicom_files(path: Path) -> list[tuple[Path, pydicom.Dataset]]:
     """(file, header) for every DICOM file of a file or folder; other files are skipped."""
-    found = []
+    found: list[tuple[Path, pydicom.Dataset]] = []
     for file in [path] if path.is_file() else series_files(path):
         try:
             found.append((file, pydicom.dcmread(file, stop_before_pixels=True)))
@@ -112,11 +113,12 @@ def format_text(result: Result) -> str:
         return head + f"skipped: {result['skipped']}"
     head += f"{result['model']} {result['version']}: "
     if "probabilities" in result:
-        probabilities = ", ".join(f"{name} {p:.3f}" for name, p in result["probabilities"].items())  # type: ignore[union-attr]
+        given = cast(dict[str, float], result["probabilities"])
+        probabilities = ", ".join(f"{name} {p:.3f}" for name, p in given.items())
         return head + f"{result['finding']} ({probabilities})"
     segments = "; ".join(
         f"{name} {m['volume_ml']} mL, {m['mean_hu']} HU"
-        for name, m in result["segments"].items()  # type: ignore[union-attr]
+        for name, m in cast(dict[str, dict[str, float]], result["segments"]).items()
     )
     return head + segments
 

@@ -13,6 +13,7 @@ from ..config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
     NodeConfig,
+    PeerConfig,
     load_config,
 )
 from ..deid.settings import DeidentificationOptions
@@ -32,12 +33,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peer_address(peer: PeerConfig) -> str:
+    parts = [f"{a.ae_title}@{a.host}:{a.port}"] if (a := peer.address) else []
+    parts += [f"STOW-RS {peer.dicomweb_url}"] if peer.dicomweb_url else []
+    return ", ".join(parts)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.path)
-    peers = (
-        ", ".join(f"{name} ({p.ae_title}@{p.host}:{p.port})" for name, p in config.peers.items())
-        or "none"
-    )
+    peers = ", ".join(f"{name} ({_peer_address(p)})" for name, p in config.peers.items()) or "none"
     print(f"{args.path}: valid")
     print(
         f"  AE title {config.ae_title}, DICOM {config.dicom.host}:{config.dicom.port}, "
@@ -46,7 +50,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  storage {config.storage.path}, index {config.storage.database_url}")
     print(f"  peers: {peers}")
     fhir = config.fhir
-    from ..jobs.fhir_report import open_fhir_client
+    from ..outbox.destinations.fhir_server import open_fhir_client
 
     open_fhir_client(config)  # reads the private key, if any
     if fhir.enabled:

@@ -8,13 +8,22 @@ surfacing later as a confusing runtime error.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from fhir_bridge.settings import FhirSettings
+from fhir_bridge.settings import FhirAuthSettings, FhirSettings
 
 from ..deid.settings import DeidentificationOptions
 from .dicomweb import DicomwebSettings
@@ -46,14 +55,50 @@ def _check_ae_title(value: str) -> str:
     return stripped
 
 
-class PeerConfig(_Section):
-    """A known DICOM node: a destination for C-MOVE and sends, and a trusted caller."""
+@dataclass(frozen=True)
+class DicomAddress:
+    """Where a DICOM peer listens, and the AE title it answers to."""
 
     ae_title: str
     host: str
-    port: int = Field(ge=1, le=65535)
+    port: int
 
-    _ae = field_validator("ae_title")(_check_ae_title)
+
+class PeerConfig(_Section):
+    """A known node: a DICOM peer (``ae_title``, ``host``, ``port``: a destination for C-MOVE,
+    sends and results, and a trusted caller), a DICOMweb destination (``dicomweb_url``, where
+    results are stored with STOW-RS, with ``auth`` as for the FHIR server), or both (results
+    then go over DICOMweb)."""
+
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    dicomweb_url: AnyHttpUrl | None = None
+    auth: FhirAuthSettings = FhirAuthSettings()
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ae_title(value)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> PeerConfig:
+        given = [key for key in ("ae_title", "host", "port") if getattr(self, key) is not None]
+        if given and len(given) < 3:
+            raise ValueError("ae_title, host and port go together")
+        if not given and self.dicomweb_url is None:
+            raise ValueError(
+                "a peer needs ae_title, host and port (DICOM) or dicomweb_url (DICOMweb STOW-RS)"
+            )
+        return self
+
+    @property
+    def address(self) -> DicomAddress | None:
+        """The DICOM address; None for a DICOMweb-only peer."""
+        if self.ae_title is None or self.host is None or self.port is None:
+            return None
+        return DicomAddress(self.ae_title, self.host, self.port)
 
 
 class DicomConfig(_Section):
@@ -282,10 +327,17 @@ class NodeConfig(_Section):
         known = ", ".join(sorted(self.peers)) or "none configured"
         raise ConfigError(f"unknown peer {name!r} (known peers: {known})")
 
-    def peer_by_ae_title(self, ae_title: str) -> PeerConfig | None:
+    def dicom_peer(self, name: str) -> DicomAddress:
+        """The DICOM address of the peer called `name`; a peer without one is an error."""
+        address = self.peer(name).address
+        if address is None:
+            raise ConfigError(f"peer {name!r} is a DICOMweb destination: it has no DICOM address")
+        return address
+
+    def peer_by_ae_title(self, ae_title: str) -> DicomAddress | None:
         for peer in self.peers.values():
-            if peer.ae_title == ae_title.strip():
-                return peer
+            if peer.address is not None and peer.address.ae_title == ae_title.strip():
+                return peer.address
         return None
 
 

@@ -66,7 +66,7 @@ def reidentify(result: Dataset, store: MappingStore, original: Dataset) -> Datas
             element.value = originals.get(str(element.value), element.value)
     for keyword in IDENTITY_KEYWORDS:
         if keyword in original:
-            setattr(dataset, keyword, original.data_element(keyword).value)
+            setattr(dataset, keyword, original[keyword].value)
         elif keyword in dataset:
             delattr(dataset, keyword)
     for keyword in DEIDENTIFICATION_FLAGS:

@@ -1,1 +1,6 @@
-"""DICOMweb (PS3.18) over the node's store: QIDO-RS, WADO-RS and STOW-RS under `/dicomweb`."""
+"""DICOMweb under `/dicomweb`: QIDO-RS, WADO-RS (instances, metadata, frames, bulk data,
+rendered), STOW-RS through the shared ingest path, and access control.
+
+May import `store`, `index`, `config` and the shared modules below them; never `jobs`,
+`outbox`, `dimse`, `serve` or `cli`.
+"""

@@ -187,7 +187,9 @@ def build_ae(config: NodeConfig, loads: SynchronizedArray, slot: int) -> NodeAE:
     ae.dimse_timeout = dicom.dimse_timeout
     ae.require_called_aet = dicom.require_called_ae
     if dicom.require_known_calling_ae:
-        ae.require_calling_aet = [peer.ae_title for peer in config.peers.values()]
+        ae.require_calling_aet = [
+            peer.address.ae_title for peer in config.peers.values() if peer.address is not None
+        ]
     ae.add_supported_context(Verification)
     for sop_class in _QUERY_RETRIEVE:
         ae.add_supported_context(sop_class)

@@ -14,7 +14,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
-from ..config import NodeConfig, PeerConfig
+from ..config import DicomAddress, NodeConfig
 from .outbound_syntax import (
     MAX_CONTEXTS,
     accepted_syntaxes,
@@ -38,12 +38,12 @@ class PeerUnavailable(Exception):
 NO_ANSWER = "no answer (association aborted or timed out)"
 
 
-def _describe(peer_name: str, peer: PeerConfig) -> str:
+def _describe(peer_name: str, peer: DicomAddress) -> str:
     return f"peer {peer_name!r} ({peer.ae_title} at {peer.host}:{peer.port})"
 
 
 def _associate(config: NodeConfig, peer_name: str, contexts: list) -> Association:
-    peer = config.peer(peer_name)
+    peer = config.dicom_peer(peer_name)
     ae = AE(config.ae_title)
     ae.acse_timeout = config.dicom.acse_timeout
     ae.dimse_timeout = config.dicom.dimse_timeout

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import FromClause, Select
 
 from .schema import instances, series, studies
 
@@ -177,6 +177,7 @@ def _filtered(statement: Select, query: Query) -> Select:
 
 
 def _base(query: Query) -> Select:
+    joined: FromClause
     if query.level is Level.IMAGE:
         joined = instances.join(series).join(studies)
     elif query.level is Level.SERIES:

@@ -37,3 +37,45 @@ class InstanceAttributes:
     columns: int | None = None
     bits_allocated: int | None = None
     number_of_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class SeriesFiles:
+    """A series and its stored files (relative to the storage area), in instance order."""
+
+    series_instance_uid: str
+    paths: list[str]
+
+
+@dataclass(frozen=True)
+class SeriesCount:
+    """A series of a study as the index describes it, with its number of instances."""
+
+    series_instance_uid: str
+    series_number: int | None
+    modality: str
+    series_description: str
+    instances: int
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An instance's file, and the size its index row promises."""
+
+    sop_instance_uid: str
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One object waiting for (or sent to, or refused by) one destination."""
+
+    id: int
+    destination: str
+    sop_instance_uid: str
+    path: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str

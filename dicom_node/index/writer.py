@@ -300,7 +300,7 @@ def _commit_turn(lock: LockType | None) -> Iterator[None]:
     try:
         yield
     finally:
-        if held:
+        if held and lock is not None:
             lock.release()
 
 

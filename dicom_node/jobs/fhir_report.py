@@ -10,58 +10,30 @@ from __future__ import annotations
 
 import io
 import json
-from typing import TYPE_CHECKING
 
 import pydicom
-from sqlalchemy import Engine, func, select
 
-from fhir_bridge.client import FhirClient
 from fhir_bridge.resources import ResourceError, SeriesSummary, build_transaction
 from fhir_bridge.sr_content import NotAMeasurementReport, read_report
 
-from ..config import FHIR_DESTINATION, ConfigError, NodeConfig
+from ..config import FHIR_DESTINATION
+from ..index.contents import study_series
 from ..index.jobs import add_note
-from ..index.schema import instances, series
-
-if TYPE_CHECKING:
-    from .study import StudyJobContext
+from .context import StudyJobContext
 
 
-def open_fhir_client(config: NodeConfig) -> FhirClient | None:
-    """The client for ``fhir.base_url`` (None when FHIR is off); a key file that cannot be read
-    is a configuration error, reported at start."""
-    if not config.fhir.enabled:
-        return None
-    try:
-        return FhirClient(config.fhir)
-    except OSError as error:
-        raise ConfigError(
-            f"fhir.auth.private_key_file: cannot read {error.filename}: {error.strerror}"
-        ) from None
-
-
-def study_series(engine: Engine, study_uid: str) -> list[SeriesSummary]:
-    """The study's series as the index holds them (results included), for ImagingStudy."""
-    statement = (
-        select(
-            series.c.series_instance_uid,
-            series.c.series_number,
-            series.c.modality,
-            series.c.series_description,
-            func.count(instances.c.sop_instance_uid),
+def _series_summaries(context: StudyJobContext, study_uid: str) -> list[SeriesSummary]:
+    """The study's series (results included) as ImagingStudy describes them."""
+    return [
+        SeriesSummary(
+            uid=row.series_instance_uid,
+            number=row.series_number,
+            modality=row.modality,
+            description=row.series_description,
+            instances=row.instances,
         )
-        .join(instances, instances.c.series_instance_uid == series.c.series_instance_uid)
-        .where(series.c.study_instance_uid == study_uid)
-        .group_by(
-            series.c.series_instance_uid,
-            series.c.series_number,
-            series.c.modality,
-            series.c.series_description,
-        )
-        .order_by(series.c.series_number, series.c.series_instance_uid)
-    )
-    with engine.connect() as connection:
-        return [SeriesSummary(*row) for row in connection.execute(statement)]
+        for row in study_series(context.engine, study_uid)
+    ]
 
 
 def queue_report(context: StudyJobContext, job_id: int, uid: str, sr_file: bytes) -> int:
@@ -75,7 +47,7 @@ def queue_report(context: StudyJobContext, job_id: int, uid: str, sr_file: bytes
         report = read_report(dataset)
         bundle = build_transaction(
             report,
-            study_series(context.engine, str(dataset.StudyInstanceUID)),
+            _series_summaries(context, str(dataset.StudyInstanceUID)),
             sr_file,
             config.fhir,
         )

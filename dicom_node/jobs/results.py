@@ -17,11 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pydicom
 from pydicom import Dataset
-from sqlalchemy import select
 
 from inference.bundle import Bundle
 from inference.ct_series import load_ct_series
@@ -32,19 +30,17 @@ from inference.dicom_seg import (
     encode_segmentation,
 )
 from inference.dicom_sr import encode_finding, encode_measurements
+from inference.errors import UnsuitableInput
 from inference.image2d import display_pixels
 from inference.run import classify, segment
 
-from ..config import FHIR_DESTINATION
+from ..config import FHIR_DESTINATION, RouteConfig
 from ..deid.reidentify import reidentify
+from ..index.contents import indexed_uids, instance_path
 from ..index.jobs import add_note
-from ..index.schema import instances
 from ..store.own_instances import encode_instance, store_own_instance
+from .context import StoredSeries, StudyJobContext
 from .fhir_report import queue_report
-
-if TYPE_CHECKING:
-    from ..config import RouteConfig
-    from .study import StoredSeries, StudyJobContext
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +109,7 @@ def _run_segmentation(
 def _run_classifier(
     bundle: Bundle, paths: list[Path], headers: list[Dataset], plans: list[PlannedResult]
 ) -> list[Dataset]:
-    made = []
+    made: list[Dataset] = []
     for explanation_plan, finding_plan in zip(plans[::2], plans[1::2], strict=True):
         index = explanation_plan.source_index
         (result,) = classify(bundle, [display_pixels(pydicom.dcmread(paths[index]))], explain=True)
@@ -123,21 +119,8 @@ def _run_classifier(
     return made
 
 
-def _indexed(context: StudyJobContext, uids: list[str]) -> set[str]:
-    with context.engine.connect() as connection:
-        return set(
-            connection.execute(
-                select(instances.c.sop_instance_uid).where(instances.c.sop_instance_uid.in_(uids))
-            ).scalars()
-        )
-
-
 def _stored_chunks(context: StudyJobContext, uid: str) -> list[bytes]:
-    with context.engine.connect() as connection:
-        relative = connection.execute(
-            select(instances.c.path).where(instances.c.sop_instance_uid == uid)
-        ).scalar_one()
-    return [context.storage.path(relative).read_bytes()]
+    return [context.storage.path(instance_path(context.engine, uid)).read_bytes()]
 
 
 def _queue(
@@ -190,7 +173,7 @@ def run_model(
     head = f"{label}: {bundle.name} {bundle.version}"
     plans = plan_results(context.config.ae_title, bundle, headers)
     uids = [plan.identity.sop_instance_uid for plan in plans]
-    present = _indexed(context, uids)
+    present = indexed_uids(context.engine, uids)
     if len(present) == len(uids):
         queued = sum(
             _queue(context, job_id, plan.kind, uid, partial(_stored_chunks, context, uid))
@@ -209,7 +192,7 @@ def run_model(
     run = _run_segmentation if bundle.task == "segmentation" else _run_classifier
     try:
         made = run(bundle, stored.paths, pseudonymous, plans)
-    except ValueError as error:  # the series is not what the model takes (its message says why)
+    except UnsuitableInput as error:  # not what the model takes (its message says why)
         add_note(context.engine, job_id, f"{head}: not run: {error}")
         return
     stored_now = queued = 0

@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 from ..config import ConfigError, NodeConfig
 from ..index.jobs import Job, claim, finish, requeue_interrupted
 from ..logging_setup import configure_logging
-from .study import StudyJobContext, StudyJobError, run_study_job
+from .context import StudyJobContext, StudyJobError
+from .study import run_study_job
 
 log = logging.getLogger(__name__)
 

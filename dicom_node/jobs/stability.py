@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine
 
-from ..index.schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
+from ..index.studies import complete_quiet_studies
 from ..index.writer import STUDY_TOUCH_INTERVAL_SECONDS
 from ..periodic import PeriodicThread
 
@@ -30,40 +30,8 @@ class StabilityMonitor(PeriodicThread):
         """Complete every study quiet since before `now - stable_seconds`; return their UIDs."""
         # Writers refresh last_received_at at most once per touch interval.
         cutoff = now - self._stable_seconds - STUDY_TOUCH_INTERVAL_SECONDS
-        quiet = and_(studies.c.state == STUDY_RECEIVING, studies.c.last_received_at <= cutoff)
-        completed = []
-        with self._engine.connect() as connection:
-            candidates = list(
-                connection.execute(select(studies.c.study_instance_uid).where(quiet)).scalars()
-            )
-        for study_uid in candidates:
-            with self._engine.begin() as connection:
-                # The guard repeats the condition: an instance committed since the select
-                # keeps the study receiving.
-                changed = connection.execute(
-                    update(studies)
-                    .where(and_(studies.c.study_instance_uid == study_uid, quiet))
-                    .values(state=STUDY_COMPLETE)
-                ).rowcount
-                if not changed:
-                    continue
-                pending = connection.execute(
-                    select(jobs.c.id).where(
-                        and_(jobs.c.study_instance_uid == study_uid, jobs.c.state == JOB_PENDING)
-                    )
-                ).first()
-                if pending is None:
-                    connection.execute(
-                        jobs.insert().values(
-                            study_instance_uid=study_uid,
-                            state=JOB_PENDING,
-                            created_at=now,
-                            updated_at=now,
-                            attempts=0,
-                            error="",
-                        )
-                    )
-            completed.append(study_uid)
+        completed = complete_quiet_studies(self._engine, cutoff, now)
+        for _ in completed:
             log.info(
                 "study complete after %.0f s without new instances: job pending",
                 self._stable_seconds,

@@ -12,92 +12,31 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import Engine, select
 
-from inference.bundle import Bundle
-
-from ..config import NodeConfig, RouteConfig
+from ..config import RouteConfig
 from ..deid.burned_in import burned_in_text
-from ..deid.deidentify import DeidentificationError, Deidentifier
-from ..deid.pseudonyms import Pseudonymizer, load_or_create_key
-from ..index.database import open_engine
+from ..deid.deidentify import DeidentificationError
+from ..index.contents import received_series
 from ..index.jobs import add_note
-from ..index.pseudonyms import PseudonymTable
-from ..index.schema import instances, series
-from ..outbox.queue import Outbox, open_outbox
-from ..store.storage import StorageArea
-from .bundles import load_bundles
+from .context import StoredSeries, StudyJobContext, StudyJobError
 from .results import run_model
 from .routing import SeriesFacts, matching_routes
 
 log = logging.getLogger(__name__)
 
 
-class StudyJobError(Exception):
-    """The job cannot complete; the message says which file and why, without patient data."""
-
-
-@dataclass
-class StudyJobContext:
-    """What a worker process opens once and reuses for every job it runs."""
-
-    config: NodeConfig
-    engine: Engine
-    storage: StorageArea
-    outbox: Outbox
-    pseudonyms: Pseudonymizer
-    mapping: PseudonymTable
-    bundles: dict[str, Bundle]
-    _deidentifiers: dict[str, Deidentifier] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, config: NodeConfig) -> StudyJobContext:
-        engine = open_engine(config.storage.database_url, create=False)
-        return cls(
-            config=config,
-            engine=engine,
-            storage=StorageArea(config.storage.path),
-            outbox=open_outbox(config, engine),
-            pseudonyms=Pseudonymizer(load_or_create_key(config.pseudonym_key_file)),
-            mapping=PseudonymTable(engine),
-            bundles=load_bundles(config.inference),
-        )
-
-    def deidentifier(self, route: RouteConfig) -> Deidentifier:
-        if route.name not in self._deidentifiers:
-            self._deidentifiers[route.name] = Deidentifier(self.pseudonyms, route.deidentification)
-        return self._deidentifiers[route.name]
-
-
-@dataclass(frozen=True)
-class StoredSeries:
-    series_instance_uid: str
-    paths: list[Path]
-
-
 def stored_series(context: StudyJobContext, study_uid: str) -> list[StoredSeries]:
     """The study's received series (not the node's own results), in series number order."""
-    statement = (
-        select(instances.c.series_instance_uid, instances.c.path)
-        .join(series, series.c.series_instance_uid == instances.c.series_instance_uid)
-        .where(series.c.study_instance_uid == study_uid)
-        # The node's own results in the study are not sources for models or research.
-        .where(instances.c.calling_ae_title != context.config.ae_title)
-        .order_by(
-            series.c.series_number, instances.c.series_instance_uid, instances.c.instance_number
-        )
-    )
-    grouped: dict[str, list[Path]] = {}
-    with context.engine.connect() as connection:
-        for series_uid, relative in connection.execute(statement):
-            grouped.setdefault(series_uid, []).append(context.storage.path(relative))
-    return [StoredSeries(uid, paths) for uid, paths in grouped.items()]
+    found = received_series(context.engine, study_uid, context.config.ae_title)
+    return [
+        StoredSeries(item.series_instance_uid, [context.storage.path(p) for p in item.paths])
+        for item in found
+    ]
 
 
 def _read(path: Path, headers_only: bool) -> Dataset:

@@ -49,7 +49,10 @@ def create_app(
             storage.check_writable()
         except StorageError as error:
             problems.append(f"storage: {error.strerror}")
-        body = {"status": "ok" if not problems else "failing", "ae_title": ae_title}
+        body: dict[str, object] = {
+            "status": "ok" if not problems else "failing",
+            "ae_title": ae_title,
+        }
         if problems:
             body["problems"] = problems
         return JSONResponse(body, status_code=200 if not problems else 503)

@@ -130,6 +130,7 @@ def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
     receiver.start()
     # A main process killed outright must not leave receivers holding the port.
     parent = multiprocessing.parent_process()
+    assert parent is not None  # this runs in a child process
     while not stop.wait(_SUPERVISION_SECONDS):
         if not parent.is_alive():
             log.warning("the node's main process is gone: stopping this receiver")
@@ -170,10 +171,11 @@ def serve(config: NodeConfig) -> None:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
     from ..dimse.ae import open_listening_socket
-    from ..jobs.fhir_report import open_fhir_client
     from ..jobs.runner import JobRunner
     from ..jobs.stability import StabilityMonitor
-    from ..outbox.queue import OutboxSender, open_outbox
+    from ..outbox.destinations.fhir_server import open_fhir_client
+    from ..outbox.queue import open_outbox
+    from ..outbox.sender import OutboxSender
     from .http_app import HttpServer, check_http, create_app
 
     fhir = open_fhir_client(config)

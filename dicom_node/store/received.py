@@ -12,12 +12,12 @@ from __future__ import annotations
 import struct
 import zlib
 from io import BytesIO
+from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import data_element_generator
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -73,8 +73,8 @@ _INTEGER_FIELDS = {"instance_number", "series_number"}
 #: Attributes decoded on ingest: the index columns and the pixel geometry checked below.
 _TEXT_KEYWORDS = (*_INDEXED.values(), "NumberOfFrames")
 _US_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel")
-_TAGS = {keyword: Tag(tag_for_keyword(keyword)) for keyword in _TEXT_KEYWORDS + _US_KEYWORDS}
-_WANTED = sorted({*_TAGS.values(), _CHARACTER_SET, _PIXEL_DATA})
+_TAGS = {keyword: Tag(keyword) for keyword in _TEXT_KEYWORDS + _US_KEYWORDS}
+_WANTED: list[BaseTag | int] = sorted({*_TAGS.values(), _CHARACTER_SET, _PIXEL_DATA})
 _PERSON_NAMES = {"PatientName", "ReferringPhysicianName"}
 
 
@@ -95,13 +95,13 @@ class ReceivedDataset:
         except Exception:
             self._encodings = convert_encodings(None)
 
-    def _raw(self, tag: Tag) -> bytes | None:
+    def _raw(self, tag: BaseTag) -> bytes | None:
         element = self._elements.get(tag)
         if not isinstance(element, RawDataElement) or element.value is None:
             return None
         return element.value
 
-    def _ascii(self, tag: Tag) -> str:
+    def _ascii(self, tag: BaseTag) -> str:
         value = self._raw(tag)
         return value.decode("ascii", "replace").strip(" \x00") if value else ""
 
@@ -190,11 +190,12 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
 
 def instance_attributes(dataset: ReceivedDataset) -> InstanceAttributes:
     """The indexed attributes of `dataset`; UIDs are returned as found (possibly empty)."""
+    values: dict[str, Any] = {
+        field: dataset.integer(keyword) if field in _INTEGER_FIELDS else dataset.text(keyword)
+        for field, keyword in _INDEXED.items()
+    }
     return InstanceAttributes(
-        **{
-            field: dataset.integer(keyword) if field in _INTEGER_FIELDS else dataset.text(keyword)
-            for field, keyword in _INDEXED.items()
-        },
+        **values,
         rows=dataset.unsigned_short("Rows"),
         columns=dataset.unsigned_short("Columns"),
         bits_allocated=dataset.unsigned_short("BitsAllocated"),

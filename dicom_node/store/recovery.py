@@ -12,10 +12,14 @@ from __future__ import annotations
 import logging
 import os
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from ..index.removal import remove_instance
-from ..index.schema import instances
+from ..index.contents import (
+    files_received_since,
+    latest_received_at,
+    paths_received_since,
+    remove_instances,
+)
 from .storage import StorageArea
 
 log = logging.getLogger(__name__)
@@ -29,24 +33,17 @@ _OWNER_MARGIN_SECONDS = 3600.0
 
 def reconcile(engine: Engine, storage: StorageArea, window: float = WINDOW_SECONDS) -> None:
     """Make the index and the files agree for the instances received last."""
-    with engine.connect() as connection:
-        latest = connection.execute(select(func.max(instances.c.received_at))).scalar()
+    latest = latest_received_at(engine)
     if latest is None:
         return
     since = latest - window
-    columns = (instances.c.sop_instance_uid, instances.c.path, instances.c.size)
-    with engine.begin() as connection:
-        recent = connection.execute(select(*columns).where(instances.c.received_at >= since)).all()
-        incomplete = [row for row in recent if _size(storage.path(row.path)) != row.size]
-        for row in incomplete:
-            remove_instance(connection, row.sop_instance_uid, row.path)
-        owned = set(
-            connection.execute(
-                select(instances.c.path).where(
-                    instances.c.received_at >= since - _OWNER_MARGIN_SECONDS
-                )
-            ).scalars()
-        )
+    incomplete = [
+        row
+        for row in files_received_since(engine, since)
+        if _size(storage.path(row.path)) != row.size
+    ]
+    remove_instances(engine, incomplete)
+    owned = paths_received_since(engine, since - _OWNER_MARGIN_SECONDS)
     for row in incomplete:
         storage.remove(row.path)
     if incomplete:

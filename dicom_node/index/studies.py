@@ -1,0 +1,48 @@
+"""Study completion: a study quiet since a cutoff becomes complete and gets a pending job row,
+in one transaction, so the hand-over to the jobs is durable and never doubled."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, and_, select, update
+
+from .schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
+
+
+def complete_quiet_studies(engine: Engine, cutoff: float, now: float) -> list[str]:
+    """Mark every study that received nothing since ``cutoff`` complete, with a pending job
+    unless one is pending already (created at ``now``); returns their UIDs."""
+    quiet = and_(studies.c.state == STUDY_RECEIVING, studies.c.last_received_at <= cutoff)
+    completed = []
+    with engine.connect() as connection:
+        candidates = list(
+            connection.execute(select(studies.c.study_instance_uid).where(quiet)).scalars()
+        )
+    for study_uid in candidates:
+        with engine.begin() as connection:
+            # The guard repeats the condition: an instance committed since the select keeps
+            # the study receiving.
+            changed = connection.execute(
+                update(studies)
+                .where(and_(studies.c.study_instance_uid == study_uid, quiet))
+                .values(state=STUDY_COMPLETE)
+            ).rowcount
+            if not changed:
+                continue
+            pending = connection.execute(
+                select(jobs.c.id).where(
+                    and_(jobs.c.study_instance_uid == study_uid, jobs.c.state == JOB_PENDING)
+                )
+            ).first()
+            if pending is None:
+                connection.execute(
+                    jobs.insert().values(
+                        study_instance_uid=study_uid,
+                        state=JOB_PENDING,
+                        created_at=now,
+                        updated_at=now,
+                        attempts=0,
+                        error="",
+                    )
+                )
+        completed.append(study_uid)
+    return completed

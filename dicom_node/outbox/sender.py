@@ -1,0 +1,43 @@
+"""The sender: a thread that takes the due outbox rows each round, groups them by destination
+and hands each group to its destination kind (`destinations`)."""
+
+from __future__ import annotations
+
+from fhir_bridge.client import FhirClient
+
+from ..config import NodeConfig
+from ..periodic import PeriodicThread
+from .destinations import Destination, open_destination
+from .queue import Outbox, OutboxRow
+
+
+class OutboxSender(PeriodicThread):
+    """Sends due outbox rows, one group per destination per round."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        box: Outbox,
+        fhir: FhirClient | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        super().__init__("outbox", interval)
+        self._config = config
+        self._outbox = box
+        self._fhir = fhir
+        self._destinations: dict[str, Destination] = {}
+
+    def _destination(self, name: str) -> Destination:
+        if name not in self._destinations:
+            self._destinations[name] = open_destination(self._config, name, self._fhir)
+        return self._destinations[name]
+
+    def run_once(self, now: float) -> int:
+        """Send what is due at ``now``; returns how many objects were delivered."""
+        by_destination: dict[str, list[OutboxRow]] = {}
+        for row in self._outbox.due(now):
+            by_destination.setdefault(row.destination, []).append(row)
+        return sum(
+            self._destination(name).deliver(self._outbox, rows, now)
+            for name, rows in by_destination.items()
+        )
