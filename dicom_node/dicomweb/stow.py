@@ -20,8 +20,9 @@ from python_multipart.multipart import MultipartParser
 from starlette.concurrency import run_in_threadpool
 
 from .. import metrics
+from ..statuses import CANNOT_UNDERSTAND
 from ..store.file_meta import read_file_meta
-from ..store.ingest import CANNOT_UNDERSTAND, StoreFailure
+from ..store.ingest import StoreFailure
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key

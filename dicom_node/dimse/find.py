@@ -26,16 +26,17 @@ from ..index.query import (
     computed_values,
     matching_rows,
 )
+from ..statuses import (
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    PENDING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+)
 from ..store.representative import representative_header
 from ..store.storage import StorageArea
 
 log = logging.getLogger(__name__)
-
-PENDING = 0xFF00
-SUCCESS = 0x0000
-IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-UNABLE_TO_PROCESS = 0xC000
-OUT_OF_RESOURCES = 0xA700
 
 
 class QueryFailure(Exception):

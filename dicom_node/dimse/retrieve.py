@@ -22,14 +22,13 @@ from sqlalchemy import Engine
 from .. import metrics
 from ..config import NodeConfig
 from ..index.query import QueryError, build_query, matching_instances
+from ..statuses import PENDING, UNABLE_TO_PROCESS
 from ..store.storage import StorageArea
-from .find import UNABLE_TO_PROCESS, QueryFailure, _identifier_values, parse_level
+from .find import QueryFailure, _identifier_values, parse_level
 from .outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
 
 log = logging.getLogger(__name__)
 
-MOVE_DESTINATION_UNKNOWN = 0xA801
-SUB_OPERATION_FAILED = 0xB000
 _PATIENT_ROOT = {
     PatientRootQueryRetrieveInformationModelMove,
     PatientRootQueryRetrieveInformationModelGet,
@@ -76,9 +75,9 @@ class _Sender:
                 log.error("cannot read stored instance %s: %s", row["path"], error)
                 metrics.FAILURES.labels(reason="retrieve_read").inc()
                 # pynetdicom counts a pending answer that is not a Dataset as a failed sub-operation
-                yield 0xFF00, row["sop_instance_uid"]
+                yield PENDING, row["sop_instance_uid"]
                 continue
-            yield 0xFF00, dataset
+            yield PENDING, dataset
 
 
 class MoveHandler:

@@ -15,6 +15,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
 from ..config import DicomAddress, NodeConfig
+from ..statuses import STORED_WITH_WARNING, SUCCESS
 from .outbound_syntax import (
     MAX_CONTEXTS,
     accepted_syntaxes,
@@ -141,7 +142,7 @@ def _send_one(
         report.failed.append((str(path), NO_ANSWER))
         return
     code = int(status.Status)
-    if code in (0x0000, 0xB000, 0xB006, 0xB007):
+    if code == SUCCESS or code in STORED_WITH_WARNING:
         report.sent += 1
     else:
         comment = status.get("ErrorComment", "")

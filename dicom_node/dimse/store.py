@@ -13,11 +13,10 @@ from pydicom.uid import UID
 from pynetdicom.events import Event
 
 from .. import metrics
+from ..statuses import SUCCESS
 from ..store.ingest import Ingest, StoreFailure
 
 log = logging.getLogger(__name__)
-
-SUCCESS = 0x0000
 
 
 class StoreHandler:

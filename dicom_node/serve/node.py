@@ -26,6 +26,7 @@ from pynetdicom import evt
 from ..config import ConfigError, NodeConfig
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
+from ..statuses import SUCCESS
 from ..store.recovery import reconcile
 from ..store.storage import StorageArea
 
@@ -74,7 +75,7 @@ class Receiver:
         self.ingest = Ingest(storage, self.writer, config.storage.duplicates)
         self.ae = build_ae(config, shared.loads, slot)
         handlers = access_handlers(self.ae) + [
-            (evt.EVT_C_ECHO, lambda _event: 0x0000),
+            (evt.EVT_C_ECHO, lambda _event: SUCCESS),
             (evt.EVT_C_STORE, StoreHandler(self.ingest)),
             (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
             (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),

@@ -17,6 +17,16 @@ from pydicom.uid import UID
 from .. import metrics
 from ..config import DuplicatePolicy
 from ..index.writer import CommitResult, IndexWriter, NewInstance, Outcome
+from ..statuses import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    DUPLICATE_REJECTED,
+    INDEX_UNAVAILABLE,
+    OUT_OF_RESOURCES,
+    STUDY_MISMATCH,
+    UID_MISMATCH,
+    UID_MISSING,
+)
 from .file_meta import encode_file_meta
 from .received import (
     InstanceAttributes,
@@ -28,17 +38,6 @@ from .received import (
 from .storage import StorageArea, StorageError
 
 log = logging.getLogger(__name__)
-
-# Storage statuses (PS3.4 B.2.3 and GG.4.2); the Cxxx codes are ours within "Cannot understand".
-OUT_OF_RESOURCES = 0xA700
-INDEX_UNAVAILABLE = 0xA701
-DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-UID_MISSING = 0xC001
-UID_MISMATCH = 0xC002
-DUPLICATE_REJECTED = 0xC003
-#: STOW-RS to /studies/{uid} of an instance of another study (dcm4chee's code for it)
-STUDY_MISMATCH = 0xC409
 
 
 @dataclass(frozen=True)
