@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, bindparam, create_engine, event, inspect, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .schema import metadata
+from .folding import folded
+from .schema import FOLDED_NAMES, metadata, studies
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -30,6 +31,7 @@ def open_engine(url: str, create: bool = True) -> Engine:
     if create:
         metadata.create_all(engine, checkfirst=True)
         _add_new_columns(engine)
+        _fold_names(engine)
     return engine
 
 
@@ -45,6 +47,31 @@ def _add_new_columns(engine: Engine) -> None:
                     connection.execute(
                         text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
                     )
+
+
+def _fold_names(engine: Engine) -> None:
+    """Fill the folded names of studies indexed by a version that did not keep them."""
+    names = [studies.c[name] for name in FOLDED_NAMES.values()]
+    with engine.begin() as connection:
+        rows = connection.execute(
+            select(studies.c.study_instance_uid, *names).where(
+                or_(*(studies.c[column].is_(None) for column in FOLDED_NAMES))
+            )
+        ).all()
+        if rows:
+            connection.execute(
+                update(studies).where(studies.c.study_instance_uid == bindparam("uid")),
+                [
+                    {
+                        "uid": row.study_instance_uid,
+                        **{
+                            column: folded(row._mapping[name])
+                            for column, name in FOLDED_NAMES.items()
+                        },
+                    }
+                    for row in rows
+                ],
+            )
 
 
 def dialect_insert(engine: Engine):

@@ -1,8 +1,10 @@
 """Query matching over the index (PS3.4 C.2.2.2): the SQL behind C-FIND, C-MOVE and C-GET.
 
-Supported matching: universal (empty), single value, wildcard (`*`, `?`; case-insensitive for
-person names), list of values (backslash-separated), and range (`A-B`, `A-`, `-B`) for dates and
-times. ModalitiesInStudy matches a study when any of its series has one of the modalities.
+Supported matching: universal (empty), single value, wildcard (`*`, `?`), list of values
+(backslash-separated), and range (`A-B`, `A-`, `-B`) for dates and times. ModalitiesInStudy
+matches a study when any of its series has one of the modalities. Person names match
+case-insensitively (Unicode case folding, `index.folding`); every other value, IDs included,
+case-sensitively (C.2.2.2.4), on SQLite as on PostgreSQL (`index.wildcard`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from enum import Enum, StrEnum
 from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select
 from sqlalchemy.sql import FromClause, Select
 
+from .folding import folded
 from .schema import instances, series, studies
+from .wildcard import has_wildcard, wildcard_match
 
 
 class Level(StrEnum):
@@ -45,12 +49,16 @@ class Key:
     level: Level
     column: ColumnElement
     matching: Matching
+    #: for person names: the folded copy that matching compares
+    folded: ColumnElement | None = None
 
 
 KEYS: dict[str, Key] = {
     "PatientID": Key(Level.PATIENT, studies.c.patient_id, Matching.TEXT),
     "IssuerOfPatientID": Key(Level.PATIENT, studies.c.issuer_of_patient_id, Matching.TEXT),
-    "PatientName": Key(Level.PATIENT, studies.c.patient_name, Matching.NAME),
+    "PatientName": Key(
+        Level.PATIENT, studies.c.patient_name, Matching.NAME, studies.c.patient_name_folded
+    ),
     "PatientBirthDate": Key(Level.PATIENT, studies.c.patient_birth_date, Matching.DATE),
     "PatientSex": Key(Level.PATIENT, studies.c.patient_sex, Matching.CODE),
     "StudyInstanceUID": Key(Level.STUDY, studies.c.study_instance_uid, Matching.UID),
@@ -59,7 +67,12 @@ KEYS: dict[str, Key] = {
     "AccessionNumber": Key(Level.STUDY, studies.c.accession_number, Matching.TEXT),
     "StudyID": Key(Level.STUDY, studies.c.study_id, Matching.TEXT),
     "StudyDescription": Key(Level.STUDY, studies.c.study_description, Matching.TEXT),
-    "ReferringPhysicianName": Key(Level.STUDY, studies.c.referring_physician_name, Matching.NAME),
+    "ReferringPhysicianName": Key(
+        Level.STUDY,
+        studies.c.referring_physician_name,
+        Matching.NAME,
+        studies.c.referring_physician_name_folded,
+    ),
     "SeriesInstanceUID": Key(Level.SERIES, series.c.series_instance_uid, Matching.UID),
     "Modality": Key(Level.SERIES, series.c.modality, Matching.CODE),
     "SeriesNumber": Key(Level.SERIES, series.c.series_number, Matching.INTEGER),
@@ -88,11 +101,6 @@ COMPUTED: dict[str, Level] = {
 NOT_MATCHED = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
 
 
-def _like_pattern(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
 def _condition(key: Key, value: str) -> ColumnElement | None:
     """The SQL condition for one matching key, or None for universal matching."""
     value = value.strip()
@@ -119,14 +127,11 @@ def _condition(key: Key, value: str) -> ColumnElement | None:
             return and_(*conditions)
         return column == value
     values = value.split("\\") if key.matching is Matching.CODE else [value]
-    conditions = []
-    for item in values:
-        if key.matching is Matching.NAME:
-            conditions.append(func.lower(column).like(_like_pattern(item.lower()), escape="\\"))
-        elif "*" in item or "?" in item:
-            conditions.append(column.like(_like_pattern(item), escape="\\"))
-        else:
-            conditions.append(column == item)
+    if key.folded is not None:
+        column, values = key.folded, [folded(item) for item in values]
+    conditions = [
+        wildcard_match(column, item) if has_wildcard(item) else column == item for item in values
+    ]
     return conditions[0] if len(conditions) == 1 else or_(*conditions)
 
 

@@ -41,11 +41,21 @@ studies = Table(
     Column("referring_physician_name", String(324), nullable=False, default=""),
     Column("state", String(16), nullable=False, default=STUDY_RECEIVING),
     Column("last_received_at", Float, nullable=False),
+    #: the names folded (`index.folding`) for case-insensitive matching; NULL only in an index
+    #: made by an older version, until `open_engine` fills them in
+    Column("patient_name_folded", Text),
+    Column("referring_physician_name_folded", Text),
     Index("ix_studies_patient_id", "patient_id"),
     Index("ix_studies_study_date", "study_date"),
     Index("ix_studies_accession_number", "accession_number"),
     Index("ix_studies_state_last_received", "state", "last_received_at"),
 )
+
+#: Folded copies of person names (column -> the name column it folds).
+FOLDED_NAMES = {
+    "patient_name_folded": "patient_name",
+    "referring_physician_name_folded": "referring_physician_name",
+}
 
 series = Table(
     "series",

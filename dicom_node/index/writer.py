@@ -24,9 +24,10 @@ from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from ..config import DuplicatePolicy
 from .database import dialect_insert
+from .folding import folded
 from .removal import remove_instance
 from .rows import InstanceAttributes
-from .schema import STUDY_COMPLETE, STUDY_RECEIVING, instances, series, studies
+from .schema import FOLDED_NAMES, STUDY_COMPLETE, STUDY_RECEIVING, instances, series, studies
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +344,9 @@ def _row(table: Table, item: NewInstance, **fixed) -> dict:
 
 
 def _study_row(item: NewInstance, state: str = STUDY_RECEIVING) -> dict:
-    return _row(studies, item, state=state, last_received_at=item.received_at)
+    row = _row(studies, item, state=state, last_received_at=item.received_at)
+    row.update({column: folded(row[name]) for column, name in FOLDED_NAMES.items()})
+    return row
 
 
 def _series_row(item: NewInstance) -> dict:
