@@ -41,6 +41,16 @@ def requeue_interrupted(engine: Engine) -> int:
         ).rowcount
 
 
+def requeue(engine: Engine, job_id: int, error: str) -> None:
+    """A running job back to pending (its worker died under it), with why in its error."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(jobs)
+            .where(and_(jobs.c.id == job_id, jobs.c.state == JOB_RUNNING))
+            .values(state=JOB_PENDING, error=error, updated_at=time.time())
+        )
+
+
 def claim(engine: Engine) -> Job | None:
     """The oldest pending job whose study has no job running, now running; None if none."""
     running = aliased(jobs)

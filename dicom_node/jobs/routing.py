@@ -44,10 +44,13 @@ class SeriesFacts:
         )
 
     def describe(self) -> str:
+        """The attributes a route looks at, for a job note. Descriptions are typed by people and
+        may hold a patient's name, so only whether there is one is said, never its words."""
+        description = "given" if self.series_description.strip() else "empty"
         return (
             f"Modality={self.modality or '-'} BodyPartExamined={self.body_part or '-'} "
             f"SOPClass={self.sop_class or '-'} "
-            f"SeriesDescription={self.series_description!r} instances={self.instances}"
+            f"SeriesDescription {description} (not quoted) instances={self.instances}"
         )
 
 

@@ -16,16 +16,21 @@ import signal
 import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from sqlalchemy import Engine
 
 from ..config import ConfigError, NodeConfig
-from ..index.jobs import Job, claim, finish, requeue_interrupted
+from ..index.jobs import Job, claim, finish, requeue, requeue_interrupted
 from ..logging_setup import configure_logging
 from .context import StudyJobContext, StudyJobError
 from .study import run_study_job
 
 log = logging.getLogger(__name__)
+
+#: a job whose worker died this many times under it (killed, out of memory) is failed, so one
+#: study that kills its worker cannot hold the runner for ever
+MAX_WORKER_DEATHS = 3
 
 _context: StudyJobContext | None = None
 _cannot_start = ""
@@ -77,19 +82,32 @@ class JobRunner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
         self._pool: ProcessPoolExecutor | None = None
-        self._running: dict[Future, Job] = {}
+        #: each running job, and the pool (by generation) its worker belongs to
+        self._running: dict[Future, tuple[Job, int]] = {}
+        self._generation = 0
 
     def start(self) -> None:
         requeued = requeue_interrupted(self._engine)
         if requeued:
             log.info("%d job(s) interrupted by the last stop run again", requeued)
-        self._pool = ProcessPoolExecutor(
+        self._pool = self._new_pool()
+        self._thread.start()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        self._generation += 1
+        return ProcessPoolExecutor(
             max_workers=self._config.jobs.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
             initargs=(self._config, os.getpid()),
         )
-        self._thread.start()
+
+    def _replace_pool(self) -> None:
+        """A worker that died (SIGKILL, the OOM killer) breaks the whole pool: every job in it
+        ends and every later submit fails. A new pool takes the next jobs."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
 
     def stop(self) -> None:
         self._stop.set()
@@ -108,7 +126,7 @@ class JobRunner:
                 continue
             done, _ = wait(self._running, timeout=self._interval, return_when=FIRST_COMPLETED)
             for future in done:
-                self._record(future, self._running.pop(future))
+                self._record(future, *self._running.pop(future))
 
     def _fill(self) -> None:
         assert self._pool is not None
@@ -117,12 +135,21 @@ class JobRunner:
             if job is None:
                 return
             log.info("job %d started (attempt %d)", job.id, job.attempts)
-            self._running[self._pool.submit(_work, job.id, job.study_instance_uid)] = job
+            try:
+                future = self._pool.submit(_work, job.id, job.study_instance_uid)
+            except BrokenProcessPool:
+                requeue(self._engine, job.id, "")
+                self._replace_pool()
+                return
+            self._running[future] = (job, self._generation)
 
-    def _record(self, future: Future, job: Job) -> None:
+    def _record(self, future: Future, job: Job, generation: int) -> None:
         try:
             error = future.result()
-        except Exception as failure:  # a bug or a crashed worker: the job says so
+        except BrokenProcessPool:
+            self._worker_died(job, generation)
+            return
+        except Exception as failure:  # a bug in the worker's wrapping: the job says so
             error = f"unexpected {type(failure).__name__}: {failure}"
         try:
             finish(self._engine, job.id, error)
@@ -133,3 +160,18 @@ class JobRunner:
             log.error("job %d failed: %s", job.id, error)
         else:
             log.info("job %d done", job.id)
+
+    def _worker_died(self, job: Job, generation: int) -> None:
+        """The job's worker process died under it: run the job again in a new worker, unless
+        it has now died ``MAX_WORKER_DEATHS`` times (``attempts`` counts every claim)."""
+        if generation == self._generation:  # the other jobs of that pool find it replaced
+            self._replace_pool()
+        why = (
+            f"the job worker died while running it (attempt {job.attempts}: killed, out of memory?)"
+        )
+        if job.attempts >= MAX_WORKER_DEATHS:
+            finish(self._engine, job.id, why)
+            log.error("job %d failed: %s", job.id, why)
+            return
+        requeue(self._engine, job.id, why)
+        log.error("job %d: %s; it runs again", job.id, why)

@@ -27,6 +27,7 @@ from ..config import ConfigError, NodeConfig
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
 from ..statuses import SUCCESS
+from ..store.lock import StorageLock, StorageLocked
 from ..store.recovery import reconcile
 from ..store.storage import StorageArea
 
@@ -167,6 +168,10 @@ def _prepare_metrics_folder(storage_root) -> None:
 def serve(config: NodeConfig) -> None:
     """Run the node until SIGTERM/SIGINT."""
     storage = StorageArea(config.storage.path)
+    try:
+        lock = StorageLock(storage.root)
+    except StorageLocked as error:
+        raise ConfigError(str(error)) from None
     storage.prepare()
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
@@ -242,4 +247,5 @@ def serve(config: NodeConfig) -> None:
     for child in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)
     engine.dispose()
+    lock.release()
     log.info("stopped")
