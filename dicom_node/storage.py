@@ -42,7 +42,7 @@ class StorageArea:
 
     def prepare(self) -> None:
         """Create the root folder."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=_FOLDER_MODE, parents=True, exist_ok=True)
 
     def write(self, chunks: list[bytes]) -> str:
         """Write `chunks` as one new file; return its path relative to the root.
@@ -119,13 +119,15 @@ class StorageArea:
 def _create(path: str) -> int:
     """Open a new file for writing, creating its shard folder (durably) the first time."""
     try:
-        return os.open(path, _NEW_FILE, 0o640)
+        return os.open(path, _NEW_FILE, _FILE_MODE)
     except FileNotFoundError:
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
+        for level in (os.path.dirname(folder), folder):  # makedirs' mode is the leaf's only
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(level, _FOLDER_MODE)
         _fsync_folder(os.path.dirname(folder))
         _fsync_folder(os.path.dirname(os.path.dirname(folder)))
-        return os.open(path, _NEW_FILE, 0o640)
+        return os.open(path, _NEW_FILE, _FILE_MODE)
 
 
 def _shards(folder: Path) -> list[os.DirEntry]:
