@@ -33,6 +33,12 @@ OPEN_ASSOCIATIONS = Gauge(
 )
 FAILURES = Counter("dicom_node_failures", "Requests answered with a failure, by reason", ["reason"])
 DUPLICATES = Counter("dicom_node_duplicates", "Instances received again, by policy", ["policy"])
+HEALTHY = Gauge(
+    "dicom_node_healthy",
+    "1 when the last health check could write to it, else 0, by check (index, storage)",
+    ["check"],
+    multiprocess_mode="mostrecent",
+)
 INDEX_BATCH = Histogram(
     "dicom_node_index_commit_batch_size",
     "Instances committed together by one index transaction",

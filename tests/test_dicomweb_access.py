@@ -13,7 +13,7 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
@@ -116,6 +116,27 @@ def test_credentials(secured, signing_key):
         answer = requests.get(f"{url}/studies", headers=bearer(refused), timeout=30)
         assert answer.status_code == status, answer.text
     assert "may not store" in secured.log()
+
+
+def test_crafted_jwts_are_401_never_500(secured, signing_key):
+    claims = {"iss": ISSUER, "aud": "dicom-node", "scope": "dicomweb.read", "exp": 2**40}
+    elliptic = ec.generate_private_key(ec.SECP256R1())
+    for token in (
+        # ES256 (an allowed algorithm) named on the RSA key k1: PyJWT raises a TypeError
+        jwt.encode(claims, elliptic, algorithm="ES256", headers={"kid": "k1"}),
+        jwt.encode(claims, "s" * 32, algorithm="HS256", headers={"kid": "k1"}),
+        "a.b.c",
+        "e30.e30.",
+        "\u00ff\u00fe.\u00e9",
+    ):
+        answer = requests.get(
+            f"{secured.url}/studies", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert answer.status_code == 401, (token, answer.text)
+        assert answer.json()["detail"].startswith("the access token is not valid")
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+    valid = {"Authorization": f"Bearer {access_token(signing_key, 'dicomweb.read')}"}
+    assert requests.get(f"{secured.url}/studies", headers=valid, timeout=30).status_code == 200
 
 
 def test_cors(secured):

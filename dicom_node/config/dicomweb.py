@@ -1,5 +1,5 @@
 """The `http.dicomweb` configuration section: who may use DICOMweb, from which web origins,
-and how many results one search may return."""
+how many results one search may return, and the bounds of what one request may ask or send."""
 
 from __future__ import annotations
 
@@ -60,4 +60,12 @@ class DicomwebSettings(_Section):
     cors_origins: list[str] = []
     #: the most results one QIDO-RS search returns; a client pages with limit/offset
     max_results: int = Field(default=1000, ge=1)
+    #: STOW-RS: the largest request body, and the largest part (one instance, held in memory
+    #: until stored), in bytes; beyond, 413
+    max_stow_bytes: int = Field(default=4 << 30, ge=1)
+    max_stow_part_bytes: int = Field(default=1 << 30, ge=1)
+    #: rendered resources: the largest viewport width or height, in pixels; beyond, 400
+    max_viewport: int = Field(default=4096, ge=1)
+    #: WADO-RS frames: the most frame numbers one request may name; beyond, 400
+    max_frames: int = Field(default=1000, ge=1)
     auth: DicomwebAuth = DicomwebAuth()

@@ -89,6 +89,11 @@ def authorizer(settings: DicomwebAuth) -> Callable[[Request], None]:
             )
         except jwt.PyJWTError as error:
             raise unauthorized(f"the access token is not valid: {error}", "invalid_token") from None
+        except Exception as error:
+            # PyJWT lets some crafted tokens through as other errors (a TypeError for an ES256
+            # header on an RSA key): whatever fails in checking a token makes it invalid.
+            log.warning("JWT check failed: %s: %s", type(error).__name__, error)
+            raise unauthorized("the access token is not valid", "invalid_token") from None
         scopes = set(str(claims.get("scope", "")).split())
         write = options.write_scope in scopes
         return Grant(str(claims.get("sub", "a JWT")), write or options.read_scope in scopes, write)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pydicom.uid import UID
 
@@ -62,7 +63,8 @@ def _split(text: str, separator: str) -> list[str]:
 
 
 def parse_media_range(text: str) -> MediaRange:
-    head, *parameters = _split(text, ";")
+    """One media range; an empty or malformed one has an empty type, which matches nothing."""
+    head, *parameters = _split(text, ";") or [""]
     params = {}
     for parameter in parameters:
         name, _, value = parameter.partition("=")
@@ -77,10 +79,12 @@ def accepted(header: str | None, default: str) -> list[MediaRange]:
 
 
 def _quality(item: MediaRange) -> float:
+    """The `q` weight (RFC 9110 12.4.2), 1 when absent or not a number from 0 to 1."""
     try:
-        return float(item.params.get("q", "1"))
+        quality = float(item.params.get("q", "1"))
     except ValueError:
         return 1.0
+    return quality if 0.0 <= quality <= 1.0 else 1.0
 
 
 def is_native(transfer_syntax: str) -> bool:
@@ -122,6 +126,11 @@ def multipart_body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
 
 def file_chunks(path) -> Iterator[bytes]:
     """A stored file, read lazily in chunks."""
-    with open(path, "rb") as stream:
+    yield from stream_chunks(open(path, "rb"))  # closed by stream_chunks
+
+
+def stream_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """An open file read lazily in chunks, closed at the end (or when the client left)."""
+    with stream:
         while chunk := stream.read(CHUNK_SIZE):
             yield chunk

@@ -12,15 +12,15 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
 
+from . import params
 from .context import DicomwebContext
 from .errors import DicomwebError, not_acceptable, not_found
-from .instances import stored_instances
+from .instances import read_stored, stored_instances
 from .media import (
     FRAME_MEDIA_TYPES,
     Part,
@@ -58,15 +58,17 @@ def frames_as_stored(header: str | None, stored_syntax: str) -> bool:
     raise not_acceptable(f"{stored_type} (as stored) or {OCTET_STREAM} (uncompressed)")
 
 
-def frame_numbers(text: str, count: int) -> list[int]:
-    numbers = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item.isdigit() or int(item) < 1:
-            raise DicomwebError(400, f"frame numbers are integers from 1, not {item!r}")
-        if int(item) > count:
-            raise not_found(f"frame {item} (the instance has {count})")
-        numbers.append(int(item))
+def frame_numbers(text: str, count: int, most: int) -> list[int]:
+    """The 1-based frame numbers of a URL (at most `most` of them); 404 beyond `count`."""
+    items = text.split(",")
+    if len(items) > most:
+        raise DicomwebError(
+            400, f"{len(items)} frames asked: http.dicomweb.max_frames allows {most} per request"
+        )
+    numbers = [params.integer(item, "frame numbers", low=1) for item in items]
+    for number in numbers:
+        if number > count:
+            raise not_found(f"frame {number} (the instance has {count})")
     return numbers
 
 
@@ -87,8 +89,8 @@ def retrieve_frames(context: DicomwebContext, request: Request, row: dict, text:
     stored_syntax = row["transfer_syntax_uid"]
     as_stored = frames_as_stored(request.headers.get("accept"), stored_syntax)
     count = row.get("number_of_frames") or 1
-    numbers = frame_numbers(text, count)
-    dataset = dcmread(context.storage.path(row["path"]))
+    numbers = frame_numbers(text, count, context.settings.max_frames)
+    dataset = read_stored(context, row, "frames")
     if as_stored and not is_native(stored_syntax):
         content_type = f"{FRAME_MEDIA_TYPES.get(stored_syntax, OCTET_STREAM)}; "
         content_type += f"transfer-syntax={stored_syntax}"
@@ -129,7 +131,7 @@ def retrieve_bulkdata(context: DicomwebContext, request: Request, row: dict, pat
         for item in wanted
     ):
         raise not_acceptable(OCTET_STREAM)
-    data_element = _element_at(dcmread(context.storage.path(row["path"])), path)
+    data_element = _element_at(read_stored(context, row, "bulk data"), path)
     value = data_element.value
     if not isinstance(value, bytes):
         raise not_found(f"bulk data {path!r} (not a binary value)")

@@ -28,6 +28,7 @@ from ..index.query import (
     study_counts,
 )
 from ..store.representative import representative_header
+from . import params
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key
@@ -82,11 +83,7 @@ def _keyword(name: str) -> str:
 
 def _integer(request: Request, name: str) -> int | None:
     text = request.query_params.get(name)
-    if text is None:
-        return None
-    if not text.isdigit():
-        raise DicomwebError(400, f"{name} must be a non-negative integer, not {text!r}")
-    return int(text)
+    return None if text is None else params.integer(text, name)
 
 
 class Search:

@@ -5,23 +5,22 @@ one, else the frame's range), MONOCHROME1 inverted so that air is black."""
 from __future__ import annotations
 
 import io
-import logging
+import math
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from PIL import Image
-from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, pixel_array
 
+from . import params
 from .context import DicomwebContext
 from .errors import DicomwebError, not_acceptable
-from .instances import stored_instances
+from .instances import read_stored, stored_instances, undecodable
 from .media import accepted
 from .pixels import frame_numbers
-
-log = logging.getLogger(__name__)
 
 _FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 THUMBNAIL_SIZE = 128
@@ -36,14 +35,16 @@ def _media_type(header: str | None) -> str:
     raise not_acceptable(", ".join(_FORMATS))
 
 
-def _numbers(text: str, name: str, count: int) -> list[float]:
+def _first(value) -> float | None:
+    """The first value of a stored window attribute (CT often holds several windows, as a
+    MultiValue), or None when it is empty or not a finite number."""
+    if isinstance(value, MultiValue):
+        value = value[0] if value else None
     try:
-        values = [float(item) for item in text.split(",")[:count]]
-    except ValueError:
-        raise DicomwebError(400, f"{name} must be {count} numbers, not {text!r}") from None
-    if len(values) != count:
-        raise DicomwebError(400, f"{name} must be {count} comma-separated numbers")
-    return values
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _window(request: Request, dataset: Dataset, values: np.ndarray) -> tuple[float, float, str]:
@@ -51,7 +52,7 @@ def _window(request: Request, dataset: Dataset, values: np.ndarray) -> tuple[flo
     text = request.query_params.get("window")
     if text:
         parts = text.split(",")
-        center, width = _numbers(",".join(parts[:2]), "window", 2)
+        center, width = params.decimals(",".join(parts[:2]), "window", 2)
         function = parts[2].strip().upper() if len(parts) > 2 else "LINEAR"
         if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
             raise DicomwebError(
@@ -60,13 +61,10 @@ def _window(request: Request, dataset: Dataset, values: np.ndarray) -> tuple[flo
         if width <= 0:
             raise DicomwebError(400, "window width must be positive")
         return center, width, function
-    if "WindowCenter" in dataset and "WindowWidth" in dataset:
-        center, width = dataset.WindowCenter, dataset.WindowWidth
-        center = float(center[0] if isinstance(center, list | tuple) else center)
-        width = float(width[0] if isinstance(width, list | tuple) else width)
+    center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
+    if center is not None and width is not None and width > 0:
         function = str(dataset.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        if width > 0:
-            return center, width, function
+        return center, width, function
     low, high = float(values.min()), float(values.max())
     return (low + high) / 2, max(high - low, 1.0), "LINEAR_EXACT"
 
@@ -80,7 +78,22 @@ def _grey(values: np.ndarray, center: float, width: float, function: str) -> np.
     return np.clip((values - (center - 0.5)) / max(width - 1, 1) + 0.5, 0.0, 1.0)
 
 
-def render(dataset: Dataset, index: int, request: Request, size: int | None) -> Image.Image:
+def _viewport(request: Request, most: int) -> tuple[int, int] | None:
+    """The requested viewport (width, height), each from 1 to `most`; None when not asked."""
+    text = request.query_params.get("viewport")
+    if not text:
+        return None
+    width, height = params.decimals(text, "viewport", 2)
+    if not (1 <= width <= most and 1 <= height <= most):
+        raise DicomwebError(
+            400, f"viewport sizes must be from 1 to {most} (http.dicomweb.max_viewport)"
+        )
+    return int(width), int(height)
+
+
+def render(
+    dataset: Dataset, index: int, request: Request, box: tuple[int, int] | None
+) -> Image.Image:
     """Frame `index` (0-based) of `dataset` as an 8-bit image."""
     frame = pixel_array(dataset, index=index)
     if dataset.get("SamplesPerPixel", 1) == 1:
@@ -93,14 +106,8 @@ def render(dataset: Dataset, index: int, request: Request, size: int | None) -> 
         if frame.dtype != np.uint8:
             frame = (frame / max(float(frame.max()), 1.0) * 255).astype(np.uint8)
         image = Image.fromarray(frame, mode="RGB")
-    viewport = request.query_params.get("viewport")
-    if viewport:
-        width, height = _numbers(viewport, "viewport", 2)
-        if width < 1 or height < 1:
-            raise DicomwebError(400, "viewport sizes must be at least 1")
-        image.thumbnail((int(width), int(height)))
-    elif size:
-        image.thumbnail((size, size))
+    if box is not None:
+        image.thumbnail(box)
     return image
 
 
@@ -110,20 +117,20 @@ def _answer(
     media_type = _media_type(request.headers.get("accept"))
     if row.get("rows") is None:
         raise not_acceptable("nothing: this instance has no pixel data to render")
-    quality = request.query_params.get("quality", "90")
-    if not quality.isdigit() or not 1 <= int(quality) <= 100:
-        raise DicomwebError(400, "quality must be an integer from 1 to 100")
-    dataset = dcmread(context.storage.path(row["path"]))
+    quality = params.integer(request.query_params.get("quality", "90"), "quality", 1, 100)
+    box = _viewport(request, context.settings.max_viewport)
+    if box is None and size:
+        box = (size, size)
+    dataset = read_stored(context, row, "a rendered image")
     try:
-        image = render(dataset, frame, request, size)
+        image = render(dataset, frame, request, box)
     except DicomwebError:
         raise
-    except Exception as error:
-        log.error("cannot render %s: %s", row["path"], error)
-        raise DicomwebError(500, "the stored pixel data could not be decoded") from None
+    except Exception as error:  # pixel decoders raise many types
+        raise undecodable(row, "a rendered image", error) from None
     buffer = io.BytesIO()
     if _FORMATS[media_type] == "JPEG":
-        image.save(buffer, "JPEG", quality=int(quality))
+        image.save(buffer, "JPEG", quality=quality)
     else:
         image.save(buffer, "PNG")
     return Response(buffer.getvalue(), media_type=media_type)
@@ -153,7 +160,8 @@ def router(context: DicomwebContext) -> APIRouter:
     def rendered_frame(study: str, series: str, instance: str, frame: str, request: Request):
         """One frame (1-based) rendered."""
         (row,) = stored_instances(context, study, series, instance)
-        (number,) = frame_numbers(frame, row.get("number_of_frames") or 1)[:1]
+        count = row.get("number_of_frames") or 1
+        number = frame_numbers(frame, count, context.settings.max_frames)[0]
         return _answer(context, request, row, number - 1, None)
 
     @routes.get(instance_path + "/thumbnail", responses=image, response_class=Response)

@@ -5,6 +5,9 @@ The body is parsed as it arrives; each part is stored as soon as it is complete.
 lists what was stored (ReferencedSOPSequence) and what was not, with the reason as a DICOM
 status (FailedSOPSequence): 200 all stored, 202 some, 409 none. A body that is not
 multipart/related application/dicom is refused whole (415, or 400 when it cannot be parsed).
+A body that is malformed, cut short (no closing boundary: its last part may be incomplete) or
+larger than the configured bounds (413) is answered with an error naming the fault and how
+many parts before it were stored: never with a success that hides a part it did not store.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.errors import InvalidDicomError
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser
+from python_multipart.multipart import MultipartParser, MultipartState
 from starlette.concurrency import run_in_threadpool
 
 from .. import metrics
@@ -41,11 +44,22 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
 
 
-class _PartCollector:
-    """Callbacks of python-multipart's streaming parser, collecting whole parts."""
+class _Refused(Exception):
+    """The body cannot be taken any further (status, reason)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _PartCollector:
+    """Callbacks of python-multipart's streaming parser, collecting whole parts of at most
+    `max_part` bytes."""
+
+    def __init__(self, max_part: int) -> None:
         self.done: list[_Part] = []
+        self._max_part = max_part
         self._part = _Part()
         self._field = b""
         self._value = b""
@@ -53,7 +67,7 @@ class _PartCollector:
     def callbacks(self) -> dict:
         return {
             "on_part_begin": self._begin,
-            "on_part_data": lambda data, start, end: self._part.data.extend(data[start:end]),
+            "on_part_data": self._data,
             "on_part_end": lambda: self.done.append(self._part),
             "on_header_field": self._header_field,
             "on_header_value": self._header_value,
@@ -62,6 +76,14 @@ class _PartCollector:
 
     def _begin(self) -> None:
         self._part = _Part()
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if len(self._part.data) + end - start > self._max_part:
+            raise _Refused(
+                413,
+                f"a part is larger than http.dicomweb.max_stow_part_bytes ({self._max_part} bytes)",
+            )
+        self._part.data.extend(data[start:end])
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -143,27 +165,41 @@ def _store_part(
     )
 
 
+def _body_too_large(limit: int) -> _Refused:
+    return _Refused(413, f"the body is larger than http.dicomweb.max_stow_bytes ({limit} bytes)")
+
+
 async def store(context: DicomwebContext, request: Request, study: str | None) -> Response:
     if context.ingest is None:
         raise DicomwebError(503, "this process does not store instances")
-    collector = _PartCollector()
+    limit = context.settings.max_stow_bytes
+    collector = _PartCollector(context.settings.max_stow_part_bytes)
     parser = MultipartParser(_boundary(request), collector.callbacks())
     outcome = _Outcome()
     base = service_url(request)
+    received = 0
     try:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _body_too_large(limit)
         async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _body_too_large(limit)
             parser.write(chunk)
             while collector.done:
                 part = collector.done.pop(0)
                 await run_in_threadpool(_store_part, context, part, study, outcome, base)
-        parser.finalize()
+        if parser.state is not MultipartState.END:
+            raise _Refused(
+                400,
+                "the multipart body ends before its closing boundary: its last part may be "
+                "incomplete and was not stored",
+            )
     except MultipartParseError as error:
-        stored = len(outcome.stored)
-        raise DicomwebError(
-            400,
-            f"the multipart body is malformed ({error}); {stored} instance(s) before the "
-            "fault were stored",
-        ) from None
+        raise _refusal(400, f"the multipart body is malformed ({error})", outcome) from None
+    except _Refused as refused:
+        raise _refusal(refused.status, refused.reason, outcome) from None
     if not outcome.stored and not outcome.failed:
         raise DicomwebError(400, "the multipart body holds no part")
     answer: dict[str, dict] = {}
@@ -180,6 +216,19 @@ async def store(context: DicomwebContext, request: Request, study: str | None) -
         unique = list(dict.fromkeys(reason.replace('"', "'") for reason in outcome.reasons))
         headers = {"Warning": ", ".join(f'299 dicom-node: "{text}"' for text in unique[:10])}
     return Response(dump(answer), status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def _refusal(status: int, reason: str, outcome: _Outcome) -> DicomwebError:
+    """The error for a body refused part-way, saying what was stored before the fault."""
+    stored = ", ".join(
+        item[tag_key("ReferencedSOPInstanceUID")]["Value"][0] for item in outcome.stored
+    )
+    log.warning("STOW-RS body refused after %d stored part(s): %s", len(outcome.stored), reason)
+    return DicomwebError(
+        status,
+        f"{reason}; {len(outcome.stored)} instance(s) before the fault were stored"
+        + (f" ({stored})" if stored else ""),
+    )
 
 
 def router(context: DicomwebContext) -> APIRouter:

@@ -2,23 +2,26 @@
 
 Instances are streamed from disk as multipart/related application/dicom. Transfer syntax:
 `transfer-syntax=*` or none asked returns each instance as stored (byte-identical dataset);
-Explicit VR Little Endian (1.2.840.10008.1.2.1) is produced by decompressing when asked; any
-other syntax is served only where it is the stored one, else 406.
+Explicit VR Little Endian (1.2.840.10008.1.2.1) is produced by decompressing (or byte-swapping
+big endian) when asked; any other syntax is served only where it is the stored one, else 406.
+Transcoding is done before the answer starts (`transcode`): an instance that cannot be converted
+makes the whole answer 406 naming it and the syntax it is available in, rather than a 200 whose
+body is cut short or silently lacks it (PS3.18 8.7.3.5: the origin server answers 406 when it
+cannot provide an acceptable transfer syntax).
 """
 
 from __future__ import annotations
 
 import logging
-from io import BytesIO
+from tempfile import SpooledTemporaryFile
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
 from .context import DicomwebContext, service_url
 from .errors import DicomwebError, not_acceptable
-from .instances import stored_instances
+from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
 from .media import (
     Part,
@@ -27,8 +30,10 @@ from .media import (
     multipart_body,
     multipart_content_type,
     new_boundary,
+    stream_chunks,
 )
 from .metadata import instance_metadata_json
+from .transcode import TranscodeError, explicit_little_endian
 
 log = logging.getLogger(__name__)
 
@@ -66,34 +71,38 @@ def _plan(rows: list[dict], syntaxes: set[str]) -> list[tuple[dict, bool]]:
     return plan
 
 
-def explicit_little_endian(path) -> bytes:
-    """The stored instance re-encoded in Explicit VR Little Endian (pixel data decompressed)."""
-    dataset = dcmread(path)
-    if dataset.file_meta.TransferSyntaxUID.is_compressed:
-        dataset.decompress()
-    else:
-        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    buffer = BytesIO()
-    dataset.save_as(buffer, implicit_vr=False, little_endian=True, enforce_file_format=True)
-    return buffer.getvalue()
+def _transcoded(
+    context: DicomwebContext, plan: list[tuple[dict, bool]]
+) -> list[SpooledTemporaryFile | None]:
+    """Each planned instance that needs it, transcoded now (None for the others); 406 naming
+    the first that cannot be."""
+    done: list[SpooledTemporaryFile | None] = []
+    for row, transcode in plan:
+        if not transcode:
+            done.append(None)
+            continue
+        try:
+            done.append(explicit_little_endian(context.storage.path(row["path"])))
+        except TranscodeError as error:
+            for spool in done:
+                if spool is not None:
+                    spool.close()
+            raise undecodable(row, ExplicitVRLittleEndian.name, error) from None
+    return done
 
 
-def _part(context: DicomwebContext, row: dict, transcode: bool) -> Part:
+def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile | None) -> Part:
+    if transcoded is not None:
+        return Part(f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}", stream_chunks(transcoded))
     path = context.storage.path(row["path"])
-    if not transcode:
-        syntax = row["transfer_syntax_uid"]
-        return Part(f"{DICOM}; transfer-syntax={syntax}", file_chunks(path))
-
-    def transcoded():
-        yield explicit_little_endian(path)
-
-    return Part(f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}", transcoded())
+    return Part(f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path))
 
 
 def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
     plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
+    transcoded = _transcoded(context, plan)
     boundary = new_boundary()
-    parts = (_part(context, row, transcode) for row, transcode in plan)
+    parts = (_part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True))
     return StreamingResponse(
         multipart_body(parts, boundary), media_type=multipart_content_type(DICOM, boundary)
     )
@@ -117,6 +126,8 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
         except OSError as error:
             log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
             raise DicomwebError(500, "a stored instance could not be read") from None
+        except Exception as error:  # pydicom raises many types (and RecursionError)
+            raise undecodable(row, "DICOM JSON metadata", error) from None
     return Response(b"[" + b",".join(answers) + b"]", media_type=DICOM_JSON)
 
 

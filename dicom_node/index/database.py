@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from sqlalchemy import Engine, bindparam, create_engine, event, inspect, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from .folding import folded
 from .schema import FOLDED_NAMES, metadata, studies
+
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -21,9 +27,26 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _private_sqlite_files(url: str) -> None:
+    """Make the SQLite index readable by the node's user only: it holds patient data and the
+    pseudonym map. SQLite creates the file with the process umask (often 0644) and gives its
+    -wal, -shm and -journal files, made later, the mode of the main file; so the main file is
+    created 0600 before SQLite opens it, and the files of an older index are narrowed."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir() and not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, *(Path(f"{path}{suffix}") for suffix in _SQLITE_COMPANIONS)):
+        if file.exists():
+            file.chmod(0o600)
+
+
 def open_engine(url: str, create: bool = True) -> Engine:
     """An engine on the index at `url`, with the tables created when `create`."""
     if url.startswith("sqlite"):
+        _private_sqlite_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:

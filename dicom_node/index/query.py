@@ -9,6 +9,7 @@ case-sensitively (C.2.2.2.4), on SQLite as on PostgreSQL (`index.wildcard`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -97,6 +98,8 @@ COMPUTED: dict[str, Level] = {
     "NumberOfSeriesRelatedInstances": Level.SERIES,
 }
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,10}", re.ASCII)
+
 #: Keys that never take part in matching.
 NOT_MATCHED = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
 
@@ -111,10 +114,10 @@ def _condition(key: Key, value: str) -> ColumnElement | None:
         uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
         return column.in_(uids) if len(uids) > 1 else column == uids[0]
     if key.matching is Matching.INTEGER:
-        try:
-            return column == int(value)
-        except ValueError:
-            raise QueryError(f"{value!r} is not an integer") from None
+        # IS values (PS3.5 6.2): ASCII digits, within the signed 32 bits the column holds.
+        if not _INTEGER.fullmatch(value) or not -(2**31) <= int(value) < 2**31:
+            raise QueryError(f"{value!r} is not an integer string (IS)")
+        return column == int(value)
     if key.matching is Matching.DATE:
         if "-" in value:
             low, high = (part.strip() for part in value.split("-", 1))
@@ -160,6 +163,8 @@ def build_query(level: Level, identifier: dict[str, str]) -> Query:
         key = KEYS.get(keyword)
         if key is None or _DEPTH[key.level] > _DEPTH[level]:
             raise QueryError(f"matching on {keyword} is not supported at {level.value} level")
+        if "\x00" in value:
+            raise QueryError(f"the value of {keyword} holds a NUL character")
         condition = _condition(key, value)
         if condition is not None:
             conditions.append(condition)

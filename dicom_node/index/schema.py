@@ -176,3 +176,12 @@ outbox = Table(
     UniqueConstraint("destination", "sop_instance_uid", name="uq_outbox_destination_instance"),
     Index("ix_outbox_state_next", "state", "next_attempt_at"),
 )
+
+#: One row per host answering `/healthz`, rewritten by each check: the proof that the index
+#: still takes a write (a SELECT passes on a full disk or a read-only database).
+heartbeat = Table(
+    "heartbeat",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("at", Float, nullable=False),
+)

@@ -9,7 +9,7 @@ import threading
 import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from .. import metrics
 from ..config import ConfigError, HttpConfig
@@ -17,6 +17,7 @@ from ..dicomweb.app import mount_dicomweb
 from ..dicomweb.auth import AuthSetupError, load_jwks
 from ..dicomweb.context import DicomwebContext
 from ..index import jobs
+from ..index.heartbeat import check_writable as check_index_writable
 from ..outbox.queue import Outbox
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea, StorageError
@@ -36,19 +37,27 @@ def create_app(
     app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
     mount_dicomweb(app, DicomwebContext(engine, storage, ingest, http.dicomweb))
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        """Ready when the index answers and the storage area is writable."""
+    def health_problems() -> list[str]:
+        """What keeps the node from storing: the index or the storage area refusing a write
+        (read-only, disk full), each with the reason; the gauge follows."""
         problems = []
         try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            check_index_writable(engine)
         except Exception as error:
-            problems.append(f"index: {type(error).__name__}")
+            problems.append(f"index: {type(error).__name__}: {_first_line(error)}")
+        metrics.HEALTHY.labels(check="index").set(0 if problems else 1)
         try:
             storage.check_writable()
+            metrics.HEALTHY.labels(check="storage").set(1)
         except StorageError as error:
             problems.append(f"storage: {error.strerror}")
+            metrics.HEALTHY.labels(check="storage").set(0)
+        return problems
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Ready when the index and the storage area both take a write."""
+        problems = health_problems()
         body: dict[str, object] = {
             "status": "ok" if not problems else "failing",
             "ae_title": ae_title,
@@ -80,6 +89,7 @@ def create_app(
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        health_problems()  # the health gauge is current at each scrape
         payload, content_type = metrics.exposition()
         return Response(payload, media_type=content_type)
 
@@ -113,6 +123,12 @@ def check_http(http: HttpConfig) -> str:
         f"DICOMweb {scheme}://{http.host}:{http.port}/dicomweb, "
         f"auth {', '.join(schemes) or 'none'}, CORS {origins}"
     )
+
+
+def _first_line(error: Exception) -> str:
+    """The database's own reason, without SQLAlchemy's statement and link lines."""
+    original = getattr(error, "orig", None) or error
+    return str(original).strip().splitlines()[0] if str(original).strip() else ""
 
 
 class HttpServer:

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+#: stored files (0640) and their folders hold patient data: nothing for other users
+_FILE_MODE = 0o640
+_FOLDER_MODE = 0o750
+#: what the health check writes: one block, which a full file system refuses at once
+_PROBE_BYTES = 4096
 
 
 class StorageError(OSError):
@@ -37,7 +42,7 @@ class StorageArea:
 
     def prepare(self) -> None:
         """Create the root folder."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=_FOLDER_MODE, parents=True, exist_ok=True)
 
     def write(self, chunks: list[bytes]) -> str:
         """Write `chunks` as one new file; return its path relative to the root.
@@ -79,9 +84,9 @@ class StorageArea:
             raise StorageError(error.errno, f"cannot flush to storage: {error.strerror}") from None
 
     def check_writable(self) -> None:
-        """Write and remove an empty file the way received files are written; StorageError
-        if that fails."""
-        relative = self.write([])
+        """Write and remove a one-block file the way received files are written; StorageError
+        if that fails. An empty file would still be created on a full disk."""
+        relative = self.write([bytes(_PROBE_BYTES)])
         try:
             os.unlink(os.path.join(self._root, relative))
         except OSError as error:
@@ -114,13 +119,15 @@ class StorageArea:
 def _create(path: str) -> int:
     """Open a new file for writing, creating its shard folder (durably) the first time."""
     try:
-        return os.open(path, _NEW_FILE, 0o640)
+        return os.open(path, _NEW_FILE, _FILE_MODE)
     except FileNotFoundError:
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
+        for level in (os.path.dirname(folder), folder):  # makedirs' mode is the leaf's only
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(level, _FOLDER_MODE)
         _fsync_folder(os.path.dirname(folder))
         _fsync_folder(os.path.dirname(os.path.dirname(folder)))
-        return os.open(path, _NEW_FILE, 0o640)
+        return os.open(path, _NEW_FILE, _FILE_MODE)
 
 
 def _shards(folder: Path) -> list[os.DirEntry]:
