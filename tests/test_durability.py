@@ -202,7 +202,7 @@ def test_job_workers_stop_when_the_main_process_is_killed(make_node, tmp_path):
     children = child_processes(node.process.pid)  # the idle job worker and its helpers
     assert children
     node.stop(signal.SIGKILL)
-    wait_until(lambda: not any(is_alive(child) for child in children))
+    wait_until(lambda: not any(is_alive(child) for child in children), timeout=60)
 
 
 def test_receivers_stop_when_the_main_process_is_killed(make_node):
