@@ -20,15 +20,32 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from monai.transforms import Resize
-from pydicom import Dataset
+from pydicom import DataElement, Dataset, config
 from pydicom.sr.coding import Code
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import JPEGLSLossless
+from pydicom.valuerep import validate_value
 
 from .bundle import Bundle, BundleError
 from .run import Classification, Segmentation
 
 #: Said by the series description of every result object.
 NOT_FOR_DIAGNOSIS = "AI output, not for primary diagnosis unless validated"
+#: The Type 2 attributes highdicom reads from a source image as ``source.Keyword`` (highdicom
+#: 0.28: ``seg/sop.py`` and ``sr/sop.py``, Patient and General Study modules).
+HIGHDICOM_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+#: Patient and Patient Study module attributes, which highdicom copies into every result
+PATIENT_GROUP = 0x0010
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,47 @@ def derived_uid(*parts: str) -> str:
     B.2): the same result of the same source always gets the same UID, so making it twice
     makes no second object."""
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(parts)).int}"
+
+
+def _valid(element: DataElement) -> bool:
+    try:
+        validate_value(element.VR, element.value, config.RAISE)
+    except ValueError:
+        return False
+    return True
+
+
+def _unusable(source: Dataset) -> list[BaseTag]:
+    """What highdicom would copy from ``source`` into a result that dciodvfy rejects: a Patient
+    attribute with a value invalid for its VR (the NIH DX's Patient's Age "81"), a zero Pixel
+    Spacing (seen in CR exports)."""
+    tags = [
+        tag
+        for tag in source.keys()
+        if tag.group == PATIENT_GROUP and source[tag].VR != "SQ" and not _valid(source[tag])
+    ]
+    spacing = source.get("PixelSpacing")
+    if spacing is not None and not all(float(v) > 0 for v in spacing):
+        tags.append(Tag("PixelSpacing"))
+    return tags
+
+
+def highdicom_source(source: Dataset) -> Dataset:
+    """``source`` as highdicom can take it. Where it lacks a Type 2 attribute highdicom reads
+    (absent means empty, PS3.5 7.4, but highdicom raises AttributeError) or holds what would make
+    the result invalid, a shallow copy with those attributes empty or left out; ``source`` itself,
+    often the stored original, is never changed."""
+    unusable = _unusable(source)
+    if not unusable and all(keyword in source for keyword in HIGHDICOM_TYPE_2):
+        return source
+    usable = Dataset()
+    usable.update(source)
+    for tag in unusable:
+        del usable[tag]
+    for keyword in HIGHDICOM_TYPE_2:
+        if keyword not in usable:
+            setattr(usable, keyword, None)
+    return usable
 
 
 def parse_code(text: str) -> Code:
@@ -139,7 +197,7 @@ def encode_segmentation(
     if not masks:
         raise ValueError(f"{bundle.name} found no segment: there is nothing to encode")
     return hd.seg.Segmentation(
-        source_images=sources,
+        source_images=[highdicom_source(source) for source in sources],
         pixel_array=np.stack([mask for _, mask in masks], axis=-1),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[
@@ -149,18 +207,6 @@ def encode_segmentation(
         omit_empty_frames=True,
         **_common(bundle, identity, "segmentation"),
     )
-
-
-def _usable_pixel_spacing(source: Dataset) -> Dataset:
-    """``source``, or a copy without Pixel Spacing when it holds a zero (seen in CR exports),
-    which highdicom would copy into the SEG and dciodvfy rightly rejects."""
-    spacing = source.get("PixelSpacing")
-    if spacing is None or all(float(v) > 0 for v in spacing):
-        return source
-    usable = Dataset()
-    usable.update(source)
-    del usable.PixelSpacing
-    return usable
 
 
 def encode_explanation(
@@ -173,7 +219,7 @@ def encode_explanation(
     grid = (int(source.Rows), int(source.Columns))
     heatmap = np.asarray(Resize(grid, mode="bilinear")(result.heatmap[None]))[0]
     segmentation = hd.seg.Segmentation(
-        source_images=[_usable_pixel_spacing(source)],
+        source_images=[highdicom_source(source)],
         pixel_array=np.clip(heatmap, 0.0, 1.0).astype(np.float32)[None],
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,

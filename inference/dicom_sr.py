@@ -17,7 +17,13 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .bundle import Bundle
-from .dicom_seg import NOT_FOR_DIAGNOSIS, ResultIdentity, derived_uid, metadata_code
+from .dicom_seg import (
+    NOT_FOR_DIAGNOSIS,
+    ResultIdentity,
+    derived_uid,
+    highdicom_source,
+    metadata_code,
+)
 from .run import Classification, Segmentation
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
@@ -71,7 +77,7 @@ def _report(
         title=codes.DCM.ImagingMeasurementReport,
     )
     return hd.sr.Comprehensive3DSR(
-        evidence=evidence,
+        evidence=[highdicom_source(dataset) for dataset in evidence],
         content=report,
         series_instance_uid=identity.series_instance_uid,
         series_number=identity.series_number,
