@@ -29,8 +29,8 @@ from pydicom.valuerep import validate_value
 from .bundle import Bundle, BundleError
 from .run import Classification, Segmentation
 
-#: Said by the series description of every result object.
-NOT_FOR_DIAGNOSIS = "AI output, not for primary diagnosis unless validated"
+#: Said whole by the series description of every result object and the content of every report.
+NOT_FOR_DIAGNOSIS = "AI result, not for primary diagnosis"
 #: The Type 2 attributes highdicom reads from a source image as ``source.Keyword`` (highdicom
 #: 0.28: ``seg/sop.py`` and ``sr/sop.py``, Patient and General Study modules).
 HIGHDICOM_TYPE_2 = (
@@ -68,6 +68,13 @@ def derived_uid(*parts: str) -> str:
     B.2): the same result of the same source always gets the same UID, so making it twice
     makes no second object."""
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(parts)).int}"
+
+
+def series_description(bundle: Bundle, kind: str) -> str:
+    """``"<model> <kind>: <disclaimer>"`` within LO's 64 characters: the model's name is
+    shortened to fit, never the disclaimer, which a viewer's series list must show whole."""
+    tail = f" {kind}: {NOT_FOR_DIAGNOSIS}"
+    return bundle.name[: 64 - len(tail)] + tail
 
 
 def _valid(element: DataElement) -> bool:
@@ -182,7 +189,7 @@ def _common(bundle: Bundle, identity: ResultIdentity, kind: str) -> dict[str, ob
         "manufacturer_model_name": f"{bundle.name} {bundle.version}",
         "software_versions": identity.software_version,
         "device_serial_number": identity.device_serial_number,
-        "series_description": f"{bundle.name} {kind}: {NOT_FOR_DIAGNOSIS}"[:64],
+        "series_description": series_description(bundle, kind),
         "content_label": f"{bundle.name}_{kind}".upper()[:16],
         "content_description": f"{bundle.name} {bundle.version} {kind}"[:64],
     }

@@ -6,7 +6,8 @@ its volume (mL) and mean and standard deviation (HU). A classification gives one
 group referencing the image: the finding type of its positive class (the bundle's
 ``finding_codes``), the model's probability for it, and whether it is present at the model's
 threshold. Every group has its own Tracking UID and names the algorithm; the model is the
-observer device.
+observer device. The report's Qualitative Evaluations say, as text, that it is not for primary
+diagnosis.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from .dicom_seg import (
     derived_uid,
     highdicom_source,
     metadata_code,
+    series_description,
 )
 from .run import Classification, Segmentation
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
 NO_UNITS = Code("1", "UCUM", "no units")
+#: TID 1500 row 12, the report's own qualitative evaluations (not in pydicom's code dictionary)
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 
 
 def check_result_codes(bundle: Bundle) -> None:
@@ -64,6 +68,25 @@ def _algorithm(bundle: Bundle) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=bundle.name, version=bundle.version)
 
 
+def _disclaimer() -> hd.sr.ContainerContentItem:
+    """TID 1500 row 12 holding the disclaimer as a comment (row 14), for whoever reads the
+    report's content rather than its series description; highdicom's MeasurementReport has no
+    argument for this row."""
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=NOT_FOR_DIAGNOSIS,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        ]
+    )
+    return container
+
+
 def _report(
     bundle: Bundle,
     identity: ResultIdentity,
@@ -76,6 +99,7 @@ def _report(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
+    report[0].ContentSequence.append(_disclaimer())
     return hd.sr.Comprehensive3DSR(
         evidence=[highdicom_source(dataset) for dataset in evidence],
         content=report,
@@ -85,7 +109,7 @@ def _report(
         instance_number=identity.instance_number,
         manufacturer=identity.manufacturer,
         is_complete=True,
-        series_description=f"{bundle.name} report: {NOT_FOR_DIAGNOSIS}"[:64],
+        series_description=series_description(bundle, "report"),
         software_versions=identity.software_version,
         device_serial_number=identity.device_serial_number,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pydicom
 import pytest
 
-from inference.dicom_seg import NOT_FOR_DIAGNOSIS
+from inference.dicom_seg import NOT_FOR_DIAGNOSIS, series_description
 
 from .conftest import dciodvfy_errors
 
@@ -31,10 +33,7 @@ def test_segments_are_coded_and_reference_the_source_series(encoded):
     algorithm = by_label["bone"].SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmName == "ct_tissue" and algorithm.AlgorithmVersion == "1.0.0"
     assert seg.SegmentationType == "BINARY" and seg.BitsAllocated == 1
-    assert (
-        seg.SeriesDescription.endswith(NOT_FOR_DIAGNOSIS)
-        or NOT_FOR_DIAGNOSIS[:40] in seg.SeriesDescription
-    )
+    assert seg.SeriesDescription == f"ct_tissue segmentation: {NOT_FOR_DIAGNOSIS}"
     (series,) = seg.ReferencedSeriesSequence
     assert series.SeriesInstanceUID == volume.datasets[0].SeriesInstanceUID
     assert seg.FrameOfReferenceUID == volume.datasets[0].FrameOfReferenceUID
@@ -61,3 +60,12 @@ def test_each_frame_lies_on_its_source_slice_and_holds_its_mask(encoded):
         mask = labels > 0 if name == "body" else labels == label_of[name]
         assert np.array_equal(frame.astype(bool), mask)
         assert mask.any(), "frames only where a segment is present"
+
+
+@pytest.mark.parametrize("name", ["ct_tissue", "a_model_with_a_name_far_longer_than_a_series_list"])
+@pytest.mark.parametrize("kind", ["segmentation", "explanation", "report"])
+def test_series_description_keeps_the_disclaimer_whole(name, kind):
+    description = series_description(SimpleNamespace(name=name), kind)
+    assert len(description) <= 64
+    assert description.endswith(f" {kind}: {NOT_FOR_DIAGNOSIS}")
+    assert description.startswith(name[:10])

@@ -10,7 +10,7 @@ import pytest
 from monai.transforms import Resize
 from pydicom.sr.codedict import codes
 
-from inference.dicom_seg import derived_uid
+from inference.dicom_seg import NOT_FOR_DIAGNOSIS, derived_uid
 
 
 def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements, ct_slab):
@@ -86,3 +86,16 @@ def test_result_uids_are_derived_from_their_source():
     assert uid != derived_uid("1.2.3", "ct_tissue", "1.0.1", "segmentation")
     assert uid.startswith("2.25.") and len(uid) <= 64
     assert pydicom.uid.UID(uid).is_valid
+
+
+def test_reports_say_whole_that_they_are_not_for_primary_diagnosis(measurements, classified):
+    for report in (measurements[1], classified[-1]):
+        assert report.SeriesDescription.endswith(f": {NOT_FOR_DIAGNOSIS}")
+        (evaluations,) = [
+            item
+            for item in report.ContentSequence
+            if item.ConceptNameCodeSequence[0].CodeMeaning == "Qualitative Evaluations"
+        ]
+        (comment,) = evaluations.ContentSequence
+        assert comment.ConceptNameCodeSequence[0].CodeValue == "121106"  # Comment
+        assert comment.TextValue == NOT_FOR_DIAGNOSIS
