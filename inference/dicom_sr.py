@@ -123,7 +123,12 @@ def encode_measurements(
     identity: ResultIdentity,
 ) -> hd.sr.Comprehensive3DSR:
     """Volume and HU statistics of every segment of ``segmentation`` (the SEG of ``result``, made
-    on ``sources``)."""
+    on ``sources``). Each segment references the source series, not its every slice
+    (``ReferencedSegment.from_segmentation``), which keeps a whole CT's report small: the slices
+    are listed once, as the report's evidence."""
+    source_series = hd.sr.SourceSeriesForSegmentation(
+        segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID
+    )
     groups = []
     for description in segmentation.SegmentSequence:
         name = str(description.TrackingID)
@@ -150,8 +155,11 @@ def encode_measurements(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=str(description.TrackingUID), identifier=str(description.SegmentLabel)
                 ),
-                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
-                    segmentation, int(description.SegmentNumber)
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=segmentation.SOPClassUID,
+                    sop_instance_uid=segmentation.SOPInstanceUID,
+                    segment_number=int(description.SegmentNumber),
+                    source_series=source_series,
                 ),
                 finding_type=hd.sr.CodedConcept.from_dataset(property_type),
                 algorithm_id=_algorithm(bundle),
