@@ -3,9 +3,10 @@ images they came from.
 
 One segment per tissue the model found, and one per composite (body = every tissue), each BINARY
 (bit-packed), coded with the SNOMED CT category and type the bundle's ``segment_codes`` give, and
-naming the algorithm (bundle name, version, ``algorithm_family``). Frames exist only where a segment
-is present; each frame references its source slice and carries that slice's position, so the
-overlay lands where the tissue is.
+naming the algorithm (bundle name, version, ``algorithm_family``) and shown in the colour the
+bundle's ``segment_codes`` give (``color``, a CSS colour name or ``#rrggbb``). Frames exist only
+where a segment is present; each frame references its source slice and carries that slice's
+position, so the overlay lands where the tissue is.
 
 A classifier's explanation (its Grad-CAM map) is a FRACTIONAL segmentation of the image it
 explains: one probability-type segment on the image's own pixel grid, which Slicer and highdicom
@@ -160,6 +161,21 @@ def _codes(bundle: Bundle, entry: str) -> tuple[Code, Code, Code]:
     )
 
 
+def display_color(bundle: Bundle, entry: str) -> hd.color.CIELabColor | None:
+    """The colour ``segment_codes.<entry>.color`` gives the segment in viewers, the same in
+    every study; None where the bundle leaves the colour to the viewer."""
+    value = bundle.metadata.get("segment_codes", {}).get(entry, {}).get("color")
+    if value is None:
+        return None
+    try:
+        return hd.color.CIELabColor.from_string(str(value))
+    except ValueError as error:
+        raise BundleError(
+            f"bundle {bundle.path}: metadata.json segment_codes.{entry}.color is not a colour "
+            f"name or #rrggbb ({error})"
+        ) from None
+
+
 def _description(
     bundle: Bundle, identity: ResultIdentity, number: int, entry: str, label: str
 ) -> hd.seg.SegmentDescription:
@@ -169,6 +185,7 @@ def _description(
         segment_label=label,
         segmented_property_category=category,
         segmented_property_type=kind,
+        display_color=display_color(bundle, entry),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=bundle.name, version=bundle.version, family=family

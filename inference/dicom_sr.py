@@ -22,6 +22,7 @@ from .dicom_seg import (
     NOT_FOR_DIAGNOSIS,
     ResultIdentity,
     derived_uid,
+    display_color,
     highdicom_source,
     metadata_code,
     series_description,
@@ -47,6 +48,8 @@ def check_result_codes(bundle: Bundle) -> None:
     needed += [("segment_codes", name, part) for name in names for part in ("category", "type")]
     for keys in needed:
         metadata_code(bundle, *keys)
+    for name in names:
+        display_color(bundle, name)
 
 
 def _observation_context(bundle: Bundle, identity: ResultIdentity) -> hd.sr.ObservationContext:
