@@ -220,9 +220,13 @@ def encode_segmentation(
     masks = _masks(bundle, result)
     if not masks:
         raise ValueError(f"{bundle.name} found no segment: there is nothing to encode")
+    # Segments last, as highdicom takes them, but segment-major in memory: its overlap check sums
+    # over the segments, 7 times faster over whole planes than over 6 adjacent bytes (the 248-slice
+    # chest CT's SEG, 1,419 frames: 4.4-8.7 s -> 2.0 s, the same pixel data).
+    pixel_array = np.moveaxis(np.stack([mask for _, mask in masks]), 0, -1)
     return hd.seg.Segmentation(
         source_images=[highdicom_source(source) for source in sources],
-        pixel_array=np.stack([mask for _, mask in masks], axis=-1),
+        pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[
             _description(bundle, identity, number, name, name.replace("_", " "))
