@@ -6,7 +6,8 @@ its volume (mL) and mean and standard deviation (HU). A classification gives one
 group referencing the image: the finding type of its positive class (the bundle's
 ``finding_codes``), the model's probability for it, and whether it is present at the model's
 threshold. Every group has its own Tracking UID and names the algorithm; the model is the
-observer device.
+observer device. The report's Qualitative Evaluations say, as text, that it is not for primary
+diagnosis.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .bundle import Bundle
-from .dicom_seg import NOT_FOR_DIAGNOSIS, ResultIdentity, derived_uid, metadata_code
+from .dicom_seg import (
+    NOT_FOR_DIAGNOSIS,
+    ResultIdentity,
+    derived_uid,
+    display_color,
+    highdicom_source,
+    metadata_code,
+    series_description,
+)
 from .run import Classification, Segmentation
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
 NO_UNITS = Code("1", "UCUM", "no units")
+#: TID 1500 row 12, the report's own qualitative evaluations (not in pydicom's code dictionary)
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 
 
 def check_result_codes(bundle: Bundle) -> None:
@@ -37,6 +48,8 @@ def check_result_codes(bundle: Bundle) -> None:
     needed += [("segment_codes", name, part) for name in names for part in ("category", "type")]
     for keys in needed:
         metadata_code(bundle, *keys)
+    for name in names:
+        display_color(bundle, name)
 
 
 def _observation_context(bundle: Bundle, identity: ResultIdentity) -> hd.sr.ObservationContext:
@@ -58,6 +71,25 @@ def _algorithm(bundle: Bundle) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=bundle.name, version=bundle.version)
 
 
+def _disclaimer() -> hd.sr.ContainerContentItem:
+    """TID 1500 row 12 holding the disclaimer as a comment (row 14), for whoever reads the
+    report's content rather than its series description; highdicom's MeasurementReport has no
+    argument for this row."""
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=NOT_FOR_DIAGNOSIS,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        ]
+    )
+    return container
+
+
 def _report(
     bundle: Bundle,
     identity: ResultIdentity,
@@ -70,8 +102,9 @@ def _report(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
+    report[0].ContentSequence.append(_disclaimer())
     return hd.sr.Comprehensive3DSR(
-        evidence=evidence,
+        evidence=[highdicom_source(dataset) for dataset in evidence],
         content=report,
         series_instance_uid=identity.series_instance_uid,
         series_number=identity.series_number,
@@ -79,7 +112,7 @@ def _report(
         instance_number=identity.instance_number,
         manufacturer=identity.manufacturer,
         is_complete=True,
-        series_description=f"{bundle.name} report: {NOT_FOR_DIAGNOSIS}"[:64],
+        series_description=series_description(bundle, "report"),
         software_versions=identity.software_version,
         device_serial_number=identity.device_serial_number,
     )
@@ -93,7 +126,12 @@ def encode_measurements(
     identity: ResultIdentity,
 ) -> hd.sr.Comprehensive3DSR:
     """Volume and HU statistics of every segment of ``segmentation`` (the SEG of ``result``, made
-    on ``sources``)."""
+    on ``sources``). Each segment references the source series, not its every slice
+    (``ReferencedSegment.from_segmentation``), which keeps a whole CT's report small: the slices
+    are listed once, as the report's evidence."""
+    source_series = hd.sr.SourceSeriesForSegmentation(
+        segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID
+    )
     groups = []
     for description in segmentation.SegmentSequence:
         name = str(description.TrackingID)
@@ -120,8 +158,11 @@ def encode_measurements(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=str(description.TrackingUID), identifier=str(description.SegmentLabel)
                 ),
-                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(
-                    segmentation, int(description.SegmentNumber)
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=segmentation.SOPClassUID,
+                    sop_instance_uid=segmentation.SOPInstanceUID,
+                    segment_number=int(description.SegmentNumber),
+                    source_series=source_series,
                 ),
                 finding_type=hd.sr.CodedConcept.from_dataset(property_type),
                 algorithm_id=_algorithm(bundle),

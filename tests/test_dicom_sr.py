@@ -3,6 +3,8 @@ back by highdicom, and saying what the model computed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -10,7 +12,9 @@ import pytest
 from monai.transforms import Resize
 from pydicom.sr.codedict import codes
 
-from inference.dicom_seg import derived_uid
+from inference.dicom_seg import NOT_FOR_DIAGNOSIS, derived_uid
+
+from .conftest import pixelmed_sr_errors
 
 
 def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements, ct_slab):
@@ -86,3 +90,32 @@ def test_result_uids_are_derived_from_their_source():
     assert uid != derived_uid("1.2.3", "ct_tissue", "1.0.1", "segmentation")
     assert uid.startswith("2.25.") and len(uid) <= 64
     assert pydicom.uid.UID(uid).is_valid
+
+
+def test_reports_validate_in_pixelmed(measurements, classified):
+    """IOD, TID 1500 structure and context groups (the procedure reported in CID 100)."""
+    reports = [Path(measurements[1].filename), Path(classified[-1].filename)]
+    assert pixelmed_sr_errors(reports) == {path.name: [] for path in reports}
+
+
+def test_reports_say_whole_that_they_are_not_for_primary_diagnosis(measurements, classified):
+    for report in (measurements[1], classified[-1]):
+        assert report.SeriesDescription.endswith(f": {NOT_FOR_DIAGNOSIS}")
+        (evaluations,) = [
+            item
+            for item in report.ContentSequence
+            if item.ConceptNameCodeSequence[0].CodeMeaning == "Qualitative Evaluations"
+        ]
+        (comment,) = evaluations.ContentSequence
+        assert comment.ConceptNameCodeSequence[0].CodeValue == "121106"  # Comment
+        assert comment.TextValue == NOT_FOR_DIAGNOSIS
+
+
+@pytest.mark.parametrize("name", ["ct_tissue", "cxr_pneumonia", "breast_us"])
+def test_each_bundles_procedure_is_in_cid_100(name):
+    from dicom_node.config import BUILTIN_BUNDLES
+    from inference.bundle import find_bundles
+    from inference.dicom_seg import metadata_code
+
+    procedure = metadata_code(find_bundles([BUILTIN_BUNDLES])[name], "procedure_code")
+    assert procedure in codes.cid100.concepts.values()

@@ -17,7 +17,13 @@ from fhir.resources.R4B.bundle import Bundle as BundleR4
 
 from dicom_node.config import ConfigError, parse_config
 from fhir_bridge.client import FhirClient, Verdict
-from fhir_bridge.resources import ResourceError, SeriesSummary, build_transaction, effective_time
+from fhir_bridge.resources import (
+    IMAGING_REPORT,
+    ResourceError,
+    SeriesSummary,
+    build_transaction,
+    effective_time,
+)
 from fhir_bridge.settings import FhirSettings
 from fhir_bridge.sr_content import NotAMeasurementReport, read_report
 
@@ -66,11 +72,11 @@ def test_finding_report_as_diagnostic_report_with_observations(classified):
     (device,) = resources(bundle, "Device")
     assert diagnostic["status"] == "preliminary"
     assert diagnostic["category"][0]["coding"][0]["code"] == "RAD"
-    assert diagnostic["code"]["coding"][0] == {
-        "system": "http://loinc.org",
-        "code": "36554-4",
-        "display": "XR Chest Single view",
-    }
+    # The SR's procedure (CID 100) is no LOINC code: LOINC's imaging report, then the procedure.
+    assert diagnostic["code"]["coding"] == [
+        IMAGING_REPORT,
+        {"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging procedure"},
+    ]
     assert diagnostic["identifier"][0]["value"] == f"urn:oid:{report.SOPInstanceUID}"
     assert lookup[diagnostic["subject"]["reference"]] is patient
     assert patient["identifier"] == [{"system": MRN, "value": str(header.PatientID)}]

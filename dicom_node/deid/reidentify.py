@@ -67,8 +67,8 @@ def reidentify(result: Dataset, store: MappingStore, original: Dataset) -> Datas
     for keyword in IDENTITY_KEYWORDS:
         if keyword in original:
             setattr(dataset, keyword, original[keyword].value)
-        elif keyword in dataset:
-            delattr(dataset, keyword)
+        elif keyword in dataset:  # absent means empty: emptied, a Type 2 attribute stays
+            dataset[keyword].value = None
     for keyword in DEIDENTIFICATION_FLAGS:
         if keyword in dataset:
             delattr(dataset, keyword)
