@@ -19,6 +19,7 @@ from .config import DuplicatePolicy
 from .file_meta import encode_file_meta
 from .index.writer import CommitResult, IndexWriter, NewInstance, Outcome
 from .received import (
+    DatasetTooLarge,
     InstanceAttributes,
     MalformedDataset,
     check_native_pixel_length,
@@ -54,11 +55,16 @@ class Ingest:
     """Stores received datasets; one instance serves every association or request of a process."""
 
     def __init__(
-        self, storage: StorageArea, writer: IndexWriter, duplicates: DuplicatePolicy
+        self,
+        storage: StorageArea,
+        writer: IndexWriter,
+        duplicates: DuplicatePolicy,
+        max_dataset_bytes: int,
     ) -> None:
         self._storage = storage
         self._writer = writer
         self._duplicates = duplicates
+        self._max_dataset_bytes = max_dataset_bytes
 
     def store(
         self,
@@ -76,10 +82,12 @@ class Ingest:
         the instance must belong to. Raises StoreFailure.
         """
         try:
-            dataset = parse_dataset(raw, transfer_syntax)
+            dataset = parse_dataset(raw, transfer_syntax, self._max_dataset_bytes)
             check_native_pixel_length(dataset, transfer_syntax)
         except MalformedDataset as error:
             raise StoreFailure(CANNOT_UNDERSTAND, "malformed_dataset", str(error)) from None
+        except DatasetTooLarge as error:
+            raise StoreFailure(OUT_OF_RESOURCES, "dataset_too_large", str(error)) from None
         attributes = instance_attributes(dataset)
         for keyword, value in (
             ("SOPInstanceUID", attributes.sop_instance_uid),

@@ -13,7 +13,8 @@ from pydicom.uid import UID
 from pynetdicom.events import Event
 
 from .. import metrics
-from ..ingest import Ingest, StoreFailure
+from ..ingest import OUT_OF_RESOURCES, Ingest, StoreFailure
+from .reading import BoundedDataset
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class StoreHandler:
         request = event.request
         try:
             self._ingest.store(
-                request.DataSet.getvalue(),
+                _received_bytes(request.DataSet),
                 UID(event.context.transfer_syntax),
                 str(request.AffectedSOPClassUID or ""),
                 str(request.AffectedSOPInstanceUID or ""),
@@ -53,3 +54,14 @@ class StoreHandler:
             return answer
         metrics.STORE_LATENCY.observe(time.perf_counter() - started)
         return SUCCESS
+
+
+def _received_bytes(dataset) -> bytes:
+    """The request's dataset, unless it ran past `dicom.max_dataset_bytes` (then dropped)."""
+    if isinstance(dataset, BoundedDataset) and dataset.too_large:
+        raise StoreFailure(
+            OUT_OF_RESOURCES,
+            "dataset_too_large",
+            f"dataset larger than {dataset.limit} bytes (dicom.max_dataset_bytes)",
+        )
+    return dataset.getvalue()
