@@ -24,6 +24,7 @@ from .received import (
     MalformedDataset,
     check_native_pixel_length,
     instance_attributes,
+    is_uid,
     parse_dataset,
 )
 from .storage import StorageArea, StorageError
@@ -31,6 +32,8 @@ from .storage import StorageArea, StorageError
 log = logging.getLogger(__name__)
 
 # Storage statuses (PS3.4 B.2.3 and GG.4.2); the Cxxx codes are ours within "Cannot understand".
+#: PS3.7 Annex C "Invalid Object Instance" (0117H): a UID that breaks the UID construction rules
+INVALID_UID = 0x0117
 OUT_OF_RESOURCES = 0xA700
 INDEX_UNAVAILABLE = 0xA701
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -81,6 +84,7 @@ class Ingest:
         `source` is the calling AE title (empty for DICOMweb); `study`, when given, the study
         the instance must belong to. Raises StoreFailure.
         """
+        _check_uids(("announced SOP Instance UID", sop_instance))
         try:
             dataset = parse_dataset(raw, transfer_syntax, self._max_dataset_bytes)
             check_native_pixel_length(dataset, transfer_syntax)
@@ -89,13 +93,11 @@ class Ingest:
         except DatasetTooLarge as error:
             raise StoreFailure(OUT_OF_RESOURCES, "dataset_too_large", str(error)) from None
         attributes = instance_attributes(dataset)
-        for keyword, value in (
+        _check_uids(
             ("SOPInstanceUID", attributes.sop_instance_uid),
             ("StudyInstanceUID", attributes.study_instance_uid),
             ("SeriesInstanceUID", attributes.series_instance_uid),
-        ):
-            if not value:
-                raise StoreFailure(UID_MISSING, "uid_missing", f"{keyword} missing or empty")
+        )
         if attributes.sop_instance_uid != sop_instance:
             raise StoreFailure(
                 UID_MISMATCH,
@@ -188,3 +190,13 @@ class Ingest:
             sop_instance,
             source or "DICOMweb",
         )
+
+
+def _check_uids(*named: tuple[str, str]) -> None:
+    """Refuse missing UIDs and ones that break the UID rules; the value is not echoed, as it
+    may hold anything (a path, a new line) that must not reach logs or files."""
+    for name, value in named:
+        if not value:
+            raise StoreFailure(UID_MISSING, "uid_missing", f"{name} missing or empty")
+        if not is_uid(value):
+            raise StoreFailure(INVALID_UID, "invalid_uid", f"{name} is not a valid UID")

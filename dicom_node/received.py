@@ -9,6 +9,7 @@ never decompressed or re-encoded.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -79,6 +80,16 @@ _PERSON_NAMES = {"PatientName", "ReferringPhysicianName"}
 
 class MalformedDataset(ValueError):
     """The received bytes are not a complete, parseable DICOM dataset."""
+
+
+#: PS3.5 9.1: digits and dots, at most 64 characters. Components with a leading zero, which
+#: the standard forbids, are tolerated (pydicom's UID.is_valid is not): modalities send them.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def is_uid(value: str) -> bool:
+    """Whether `value` can be a UID: nothing that could be a path, a pattern or a new line."""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 class DatasetTooLarge(ValueError):

@@ -25,6 +25,7 @@ from pydicom import config as pydicom_config
 from pynetdicom import evt
 
 from .config import ConfigError, NodeConfig
+from .escaped_logs import EscapingFormatter
 from .index.database import open_engine
 from .recovery import reconcile
 from .storage import StorageArea
@@ -36,10 +37,10 @@ _SUPERVISION_SECONDS = 1.0
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=level)
+    formatter = EscapingFormatter("%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
     # pynetdicom's INFO lines repeat per message what the node already logs once; highdicom's
     # list every module it copies into a result, and its warnings quote patient names.
     for chatty in ("pynetdicom", "highdicom"):

@@ -31,6 +31,7 @@ from .. import metrics
 from ..config import NodeConfig
 from . import tuning
 from .connections import Connections
+from .store import answer_incomplete_stores
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class NodeAE(AE):
     def connection_opened(self, event: Event) -> None:
         self.connections.opened(event.assoc)
         tuning.install(event.assoc, self._max_dataset_bytes)
+        answer_incomplete_stores(event.assoc)
 
     def association_requested(self, event: Event) -> None:
         self.connections.requested(event.assoc)
