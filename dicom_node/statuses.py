@@ -5,6 +5,8 @@ understand" range the standard leaves to the implementation."""
 from __future__ import annotations
 
 SUCCESS = 0x0000
+#: PS3.7 Annex C "Invalid Object Instance": a UID that breaks the UID construction rules
+INVALID_UID = 0x0117
 PENDING = 0xFF00
 #: Storage warnings a peer may answer for an object it did keep
 COERCION_OF_DATA_ELEMENTS = 0xB000

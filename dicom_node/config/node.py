@@ -108,8 +108,15 @@ class DicomConfig(_Section):
     workers: int = Field(default=2, ge=1, le=64)
     #: Concurrent associations accepted by the whole node (shared by the workers).
     max_associations: int = Field(default=32, ge=1)
-    #: Largest PDU we accept; 0 = unlimited, which lets senders use few, large PDUs.
+    #: Connections (node-wide) that have not yet sent their association request; past it
+    #: the longest waiting one is closed, so idle connections cannot starve senders.
+    max_pending_connections: int = Field(default=64, ge=1)
+    #: Largest PDU we accept; 0 = unlimited, which lets senders use few, large PDUs (then a
+    #: PDU may be as large as a dataset). A longer one is refused with an A-ABORT unread.
     max_pdu_size: int = Field(default=0, ge=0)
+    #: Largest dataset received in one message, and largest a deflated one may inflate to:
+    #: beyond it a C-STORE fails with 0xA700 (Out of Resources). 4 GiB by default.
+    max_dataset_bytes: int = Field(default=1 << 32, ge=1)
     #: Only accept associations whose calling AE title is one of `peers`.
     require_known_calling_ae: bool = False
     #: Reject associations whose called AE title is not our own.

@@ -4,7 +4,7 @@ Several receiving processes accept from one listening socket, which is how the n
 one interpreter's GIL. A process that holds more associations than a sibling lets the sibling
 accept first, so parallel senders spread evenly (SO_REUSEPORT's hashing put three of four
 senders on one process as often as not). The association limit stays global: each process
-counts its open connections in an array shared by all.
+counts its open connections and associations in arrays shared by all (see `connections`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from .. import metrics
 from ..config import NodeConfig
 from . import tuning
+from .connections import Connections
+from .store import answer_incomplete_stores
 
 log = logging.getLogger(__name__)
 
@@ -60,48 +62,39 @@ _REJECT_REASONS = {
 class NodeAE(AE):
     """An AE whose association limit is shared with the node's other receiving processes."""
 
-    def __init__(self, ae_title: str, limit: int, loads: SynchronizedArray, slot: int) -> None:
+    def __init__(
+        self, ae_title: str, limit: int, connections: Connections, max_dataset_bytes: int
+    ) -> None:
         super().__init__(ae_title)
         self._limit = limit
-        self._loads = loads
-        self._slot = slot
+        self.connections = connections
+        self._max_dataset_bytes = max_dataset_bytes
 
     @property
     def maximum_associations(self) -> int:
         """What pynetdicom compares with its count of acceptor threads in this process.
 
         That count also holds threads of connections already closed (a port probe's thread
-        lingers), so the limit is applied to open connections instead: node-wide ones, as
-        counted on EVT_CONN_OPEN/CLOSE, the new one included.
+        lingers) and of connections that have not asked for an association, so the limit is
+        applied to requested associations instead: node-wide ones, the new one included.
         """
-        open_now = sum(self._loads)
         threads_here = sum(1 for assoc in self.active_associations if assoc.is_acceptor)
-        return max(self._limit - open_now + threads_here, 0)
+        return max(self._limit - self.connections.associations() + threads_here, 0)
 
     @maximum_associations.setter
     def maximum_associations(self, value: int) -> None:
         self._limit = value
 
-    def busier_than_a_sibling(self) -> bool:
-        loads = self._loads[:]
-        return loads[self._slot] > min(loads)
-
-    def connection_accepted(self) -> None:
-        """Counted at accept (not later, on EVT_CONN_OPEN, in the connection's own thread)
-        so that connections arriving together already see this process as busier."""
-        self._count(+1)
-
     def connection_opened(self, event: Event) -> None:
-        tuning.install(event.assoc)
-        metrics.OPEN_ASSOCIATIONS.inc()
+        self.connections.opened(event.assoc)
+        tuning.install(event.assoc, self._max_dataset_bytes)
+        answer_incomplete_stores(event.assoc)
 
-    def connection_closed(self, _event: Event) -> None:
-        self._count(-1)
-        metrics.OPEN_ASSOCIATIONS.dec()
+    def association_requested(self, event: Event) -> None:
+        self.connections.requested(event.assoc)
 
-    def _count(self, change: int) -> None:
-        with self._loads.get_lock():
-            self._loads[self._slot] += change
+    def connection_closed(self, event: Event) -> None:
+        self.connections.closed(event.assoc)
 
 
 #: How long a busier process waits before accepting, so that a less loaded sibling takes
@@ -128,12 +121,12 @@ class SharedListener(ThreadedAssociationServer):
         """Already listening (see `open_listening_socket`)."""
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        if self.ae.busier_than_a_sibling():
+        if self.ae.connections.busier_than_a_sibling():
             time.sleep(_DEFER_SECONDS)
         # Non-blocking: when a sibling took the connection, accept() raises BlockingIOError,
         # which socketserver treats as "no request this time".
         request = super().get_request()
-        self.ae.connection_accepted()
+        self.ae.connections.accepted(*request)
         return request
 
     def server_close(self) -> None:
@@ -174,13 +167,18 @@ def _log_accepted(event: Event) -> None:
     )
 
 
-def build_ae(config: NodeConfig, loads: SynchronizedArray, slot: int) -> NodeAE:
+def build_ae(
+    config: NodeConfig, loads: SynchronizedArray, associations: SynchronizedArray, slot: int
+) -> NodeAE:
     """The SCP entity of receiving process `slot` (contexts, limits, AE title checks)."""
     dicom = config.dicom
     # pynetdicom's standard handlers describe every PDU and DIMSE message (copying each
     # received dataset to see whether it is empty) for log lines only DEBUG shows.
     _config.LOG_HANDLER_LEVEL = "standard" if config.logging.level == "DEBUG" else "none"
-    ae = NodeAE(config.ae_title, dicom.max_associations, loads, slot)
+    # Waiting connections spread over the processes as evenly as all connections do.
+    max_pending = -(-dicom.max_pending_connections // dicom.workers)
+    connections = Connections(loads, associations, slot, max_pending)
+    ae = NodeAE(config.ae_title, dicom.max_associations, connections, dicom.max_dataset_bytes)
     ae.maximum_pdu_size = dicom.max_pdu_size
     ae.network_timeout = dicom.network_timeout
     ae.acse_timeout = dicom.acse_timeout
@@ -200,6 +198,7 @@ def access_handlers(ae: NodeAE) -> list[tuple]:
     """Event bindings for logging and counting associations."""
     return [
         (evt.EVT_CONN_OPEN, ae.connection_opened),
+        (evt.EVT_REQUESTED, ae.association_requested),
         (evt.EVT_CONN_CLOSE, ae.connection_closed),
         (evt.EVT_REJECTED, _log_rejection),
         (evt.EVT_ACCEPTED, _log_accepted),

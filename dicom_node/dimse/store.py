@@ -1,6 +1,8 @@
 """The C-STORE handler: the shared ingest path, answered as a DIMSE status.
 
-The answer is sent only after the file is flushed to disk and its index row committed.
+The answer is sent only after the file is flushed to disk and its index row committed. A
+request that lacks a required parameter (an empty SOP Instance UID), which pynetdicom drops
+unanswered, is answered with a failure too.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import time
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from .. import metrics
-from ..statuses import SUCCESS
+from ..statuses import OUT_OF_RESOURCES, SUCCESS, UID_MISSING
 from ..store.ingest import Ingest, StoreFailure
+from .reading import BoundedDataset
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +36,63 @@ class StoreHandler:
         request = event.request
         try:
             self._ingest.store(
-                request.DataSet.getvalue(),
+                _received_bytes(request.DataSet),
                 UID(event.context.transfer_syntax),
                 str(request.AffectedSOPClassUID or ""),
                 str(request.AffectedSOPInstanceUID or ""),
                 calling_ae,
             )
         except StoreFailure as failure:
-            metrics.FAILURES.labels(reason=failure.reason).inc()
-            log.warning(
-                "C-STORE from %s refused (0x%04X %s): %s",
-                calling_ae,
-                failure.status,
-                failure.reason,
-                failure.comment,
-            )
+            _log_refusal(calling_ae, failure)
             answer = Dataset()
             answer.Status = failure.status
             answer.ErrorComment = failure.comment[:64]
             return answer
         metrics.STORE_LATENCY.observe(time.perf_counter() - started)
         return SUCCESS
+
+
+def answer_incomplete_stores(association: Association) -> None:
+    """Answer a C-STORE request that lacks a required parameter, which pynetdicom ignores
+    (the sender would wait for its answer until a timeout ends the association)."""
+    serve_request = association._serve_request
+
+    def serve(request, context_id: int) -> None:
+        answerable = isinstance(request, C_STORE) and request.MessageID is not None
+        if not answerable or request.is_valid_request:
+            serve_request(request, context_id)
+            return
+        missing = [name for name in C_STORE.REQUEST_KEYWORDS if getattr(request, name) is None]
+        failure = StoreFailure(UID_MISSING, "uid_missing", f"{', '.join(missing)} missing or empty")
+        _log_refusal(association.requestor.ae_title.strip(), failure)
+        answer = C_STORE()
+        answer.MessageIDBeingRespondedTo = request.MessageID
+        answer.AffectedSOPClassUID = request.AffectedSOPClassUID
+        answer.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+        answer.Status = failure.status
+        answer.ErrorComment = failure.comment[:64]
+        association.dimse.send_msg(answer, context_id)
+
+    association._serve_request = serve
+
+
+def _log_refusal(calling_ae: str, failure: StoreFailure) -> None:
+    metrics.FAILURES.labels(reason=failure.reason).inc()
+    log.warning(
+        "C-STORE from %r refused (0x%04X %s): %s",
+        calling_ae,
+        failure.status,
+        failure.reason,
+        failure.comment,
+    )
+
+
+def _received_bytes(dataset) -> bytes:
+    """The request's dataset, unless it ran past `dicom.max_dataset_bytes` (then dropped)."""
+    if isinstance(dataset, BoundedDataset) and dataset.too_large:
+        raise StoreFailure(
+            OUT_OF_RESOURCES,
+            "dataset_too_large",
+            f"dataset larger than {dataset.limit} bytes (dicom.max_dataset_bytes)",
+        )
+    return dataset.getvalue()

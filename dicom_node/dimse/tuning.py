@@ -1,8 +1,7 @@
 """Two hot spots of pynetdicom's acceptor associations, tuned for the node's ingest path.
 
-Reading: pynetdicom reads a PDU 4 KB per recv() call, over a hundred calls (each a trip
-through the GIL) for one CT slice; `install` gives the association's socket a reader that
-takes what the kernel has, up to 1 MB per call.
+Reading: `install` gives the association's socket the node's reader (see `reading`): large
+chunks, bounded in time and size.
 
 Waiting: pynetdicom 3.0 runs two polling loops per association: the DUL thread (socket and outgoing
 PDUs) and the association thread (complete DIMSE messages). Each naps for a millisecond when it
@@ -31,11 +30,10 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.transport import AssociationSocket
 
+from . import reading
 from .store_response import encode_store_response
 
-_RECV_CHUNK = 1 << 20
 #: Longest wait of an idle DUL or association loop: bounds how late timers, release requests
 #: and the stop of the association are noticed.
 _DUL_WAIT_SECONDS = 0.01
@@ -97,9 +95,9 @@ class _MessageQueue(queue.Queue):
         return super().get(True, _MESSAGE_WAIT_SECONDS)
 
 
-def install(association: Association) -> None:
+def install(association: Association, max_dataset_bytes: int) -> None:
     """Tune a new acceptor association (on EVT_CONN_OPEN: its threads have not started)."""
-    _read_in_large_chunks(association.dul.socket)
+    reading.install(association, max_dataset_bytes)
     woken, wake = socket.socketpair()
     woken.setblocking(False)
     wake.setblocking(False)
@@ -128,22 +126,6 @@ def _answer_stores_directly(association: Association) -> None:
         dimse.dul.send_pdu(pdata)
 
     dimse.send_msg = send
-
-
-def _read_in_large_chunks(transport: AssociationSocket) -> None:
-    def recv(nr_bytes: int) -> bytes:
-        """Like AssociationSocket.recv: `nr_bytes`, or less if the connection closed."""
-        chunks = []
-        remaining = nr_bytes
-        while remaining > 0:
-            data = transport.socket.recv(min(remaining, _RECV_CHUNK))
-            if not data:
-                break
-            chunks.append(data)
-            remaining -= len(data)
-        return b"".join(chunks)
-
-    transport.recv = recv
 
 
 def _carried_over(old: queue.Queue, new: queue.Queue) -> queue.Queue:

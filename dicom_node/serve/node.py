@@ -39,12 +39,13 @@ _SUPERVISION_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class SharedState:
-    """What the receiving processes share: the listening socket, their open associations,
-    and on SQLite a lock queueing their index commits (SQLite's busy handler sleeps for
-    milliseconds at a time)."""
+    """What the receiving processes share: the listening socket, their open connections and
+    requested associations, and on SQLite a lock queueing their index commits (SQLite's busy
+    handler sleeps for milliseconds at a time)."""
 
     listening_socket: socket.socket
     loads: SynchronizedArray
+    associations: SynchronizedArray
     index_lock: LockType | None
 
 
@@ -73,8 +74,10 @@ class Receiver:
             lock=shared.index_lock,
         )
         #: the durable store path, shared by C-STORE and (in the main process) STOW-RS
-        self.ingest = Ingest(storage, self.writer, config.storage.duplicates)
-        self.ae = build_ae(config, shared.loads, slot)
+        self.ingest = Ingest(
+            storage, self.writer, config.storage.duplicates, config.dicom.max_dataset_bytes
+        )
+        self.ae = build_ae(config, shared.loads, shared.associations, slot)
         handlers = access_handlers(self.ae) + [
             (evt.EVT_C_ECHO, lambda _event: SUCCESS),
             (evt.EVT_C_STORE, StoreHandler(self.ingest)),
@@ -153,8 +156,9 @@ def _replace_if_dead(process, context, config: NodeConfig, shared: SharedState, 
     if process.is_alive():
         return process
     log.error("receiving process %s exited with code %s: starting it again", slot, process.exitcode)
-    with shared.loads.get_lock():
-        shared.loads[slot] = 0  # its connections died with it
+    for counts in (shared.loads, shared.associations):
+        with counts.get_lock():
+            counts[slot] = 0  # its connections died with it
     return _start_receiver(context, config, shared, slot)
 
 
@@ -199,6 +203,7 @@ def serve(config: NodeConfig) -> None:
     shared = SharedState(
         listening_socket=listening,
         loads=context.Array("i", config.dicom.workers),
+        associations=context.Array("i", config.dicom.workers),
         index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
     )
     stop = _stop_on_signal()

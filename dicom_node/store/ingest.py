@@ -22,6 +22,7 @@ from ..statuses import (
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     DUPLICATE_REJECTED,
     INDEX_UNAVAILABLE,
+    INVALID_UID,
     OUT_OF_RESOURCES,
     STUDY_MISMATCH,
     UID_MISMATCH,
@@ -29,10 +30,12 @@ from ..statuses import (
 )
 from .file_meta import encode_file_meta
 from .received import (
+    DatasetTooLarge,
     InstanceAttributes,
     MalformedDataset,
     check_native_pixel_length,
     instance_attributes,
+    is_uid,
     parse_dataset,
 )
 from .storage import StorageArea, StorageError
@@ -53,11 +56,16 @@ class Ingest:
     """Stores received datasets; one instance serves every association or request of a process."""
 
     def __init__(
-        self, storage: StorageArea, writer: IndexWriter, duplicates: DuplicatePolicy
+        self,
+        storage: StorageArea,
+        writer: IndexWriter,
+        duplicates: DuplicatePolicy,
+        max_dataset_bytes: int,
     ) -> None:
         self._storage = storage
         self._writer = writer
         self._duplicates = duplicates
+        self._max_dataset_bytes = max_dataset_bytes
 
     def store(
         self,
@@ -74,19 +82,20 @@ class Ingest:
         `source` is the calling AE title (empty for DICOMweb); `study`, when given, the study
         the instance must belong to. Raises StoreFailure.
         """
+        _check_uids(("announced SOP Instance UID", sop_instance))
         try:
-            dataset = parse_dataset(raw, transfer_syntax)
+            dataset = parse_dataset(raw, transfer_syntax, self._max_dataset_bytes)
             check_native_pixel_length(dataset, transfer_syntax)
         except MalformedDataset as error:
             raise StoreFailure(CANNOT_UNDERSTAND, "malformed_dataset", str(error)) from None
+        except DatasetTooLarge as error:
+            raise StoreFailure(OUT_OF_RESOURCES, "dataset_too_large", str(error)) from None
         attributes = instance_attributes(dataset)
-        for keyword, value in (
+        _check_uids(
             ("SOPInstanceUID", attributes.sop_instance_uid),
             ("StudyInstanceUID", attributes.study_instance_uid),
             ("SeriesInstanceUID", attributes.series_instance_uid),
-        ):
-            if not value:
-                raise StoreFailure(UID_MISSING, "uid_missing", f"{keyword} missing or empty")
+        )
         if attributes.sop_instance_uid != sop_instance:
             raise StoreFailure(
                 UID_MISMATCH,
@@ -179,3 +188,13 @@ class Ingest:
             sop_instance,
             source or "DICOMweb",
         )
+
+
+def _check_uids(*named: tuple[str, str]) -> None:
+    """Refuse missing UIDs and ones that break the UID rules; the value is not echoed, as it
+    may hold anything (a path, a new line) that must not reach logs or files."""
+    for name, value in named:
+        if not value:
+            raise StoreFailure(UID_MISSING, "uid_missing", f"{name} missing or empty")
+        if not is_uid(value):
+            raise StoreFailure(INVALID_UID, "invalid_uid", f"{name} is not a valid UID")

@@ -9,6 +9,7 @@ never decompressed or re-encoded.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from io import BytesIO
@@ -82,6 +83,20 @@ class MalformedDataset(ValueError):
     """The received bytes are not a complete, parseable DICOM dataset."""
 
 
+#: PS3.5 9.1: digits and dots, at most 64 characters. Components with a leading zero, which
+#: the standard forbids, are tolerated (pydicom's UID.is_valid is not): modalities send them.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def is_uid(value: str) -> bool:
+    """Whether `value` can be a UID: nothing that could be a path, a pattern or a new line."""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+class DatasetTooLarge(ValueError):
+    """A deflated dataset inflates to more than the node accepts."""
+
+
 class ReceivedDataset:
     """The checked top-level elements of a received dataset, decoded on demand."""
 
@@ -133,7 +148,9 @@ class ReceivedDataset:
         return None if element is None else element.length
 
 
-def _plain_dataset(raw: bytes, transfer_syntax: UID) -> tuple[bytes, bool, bool]:
+def _plain_dataset(
+    raw: bytes, transfer_syntax: UID, max_inflated: int | None
+) -> tuple[bytes, bool, bool]:
     try:
         implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
         deflated = transfer_syntax.is_deflated
@@ -143,19 +160,31 @@ def _plain_dataset(raw: bytes, transfer_syntax: UID) -> tuple[bytes, bool, bool]
         # endian (PS3.5 Section 10), which is all this walk needs.
         implicit, little, deflated = False, True, False
     if deflated:
-        try:
-            raw = zlib.decompress(raw, -zlib.MAX_WBITS)
-        except zlib.error as error:
-            raise MalformedDataset(f"deflated dataset does not inflate: {error}") from None
+        raw = _inflate(raw, max_inflated)
     return raw, implicit, little
 
 
-def parse_dataset(raw: bytes, transfer_syntax: UID) -> ReceivedDataset:
+def _inflate(raw: bytes, limit: int | None) -> bytes:
+    """`raw` inflated, never past `limit` bytes (a few kB of zlib can inflate to gigabytes)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(raw, 0 if limit is None else limit + 1)
+    except zlib.error as error:
+        raise MalformedDataset(f"deflated dataset does not inflate: {error}") from None
+    if limit is not None and (len(data) > limit or inflater.unconsumed_tail):
+        raise DatasetTooLarge(f"deflated dataset inflates to more than {limit} bytes")
+    return data
+
+
+def parse_dataset(
+    raw: bytes, transfer_syntax: UID, max_inflated: int | None = None
+) -> ReceivedDataset:
     """Walk `raw` (encoded in `transfer_syntax`) and check that every element is complete.
 
-    Raises MalformedDataset naming the first element that is cut short or unparseable.
+    Raises MalformedDataset naming the first element that is cut short or unparseable, and
+    DatasetTooLarge when a deflated `raw` inflates to more than `max_inflated` bytes.
     """
-    data, implicit, little = _plain_dataset(raw, transfer_syntax)
+    data, implicit, little = _plain_dataset(raw, transfer_syntax, max_inflated)
     if not data:
         raise MalformedDataset("the dataset is empty")
     delimiter = _SEQUENCE_DELIMITER_LE if little else _SEQUENCE_DELIMITER_BE

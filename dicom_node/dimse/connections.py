@@ -1,0 +1,134 @@
+"""The accepted connections of one receiving process, and its shares of the node-wide counts.
+
+Two counts are shared by the receiving processes: open connections (which spread the load)
+and associations, counted from the A-ASSOCIATE-RQ on (which the association limit applies to,
+so connections that never ask for an association take no association's place). A connection
+is given back exactly once, whichever way its association ends: on EVT_CONN_CLOSE, or when
+its association thread ends, which also covers what pynetdicom ends without that event (a
+reader thread killed by a bad PDU, an association request timed out).
+
+Connections still waiting to send their association request are bounded separately: past the
+bound, the one waiting longest is closed, so idle connections cannot starve senders.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import SynchronizedArray
+
+from pynetdicom.association import Association
+
+from .. import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Connection:
+    socket: socket.socket
+    address: tuple
+    requested: bool = False
+    released: bool = False
+
+
+class Connections:
+    """This process's connections, counted into the arrays shared by the receiving processes."""
+
+    def __init__(
+        self,
+        loads: SynchronizedArray,
+        associations: SynchronizedArray,
+        slot: int,
+        max_pending: int,
+    ) -> None:
+        self._loads = loads
+        self._associations = associations
+        self._slot = slot
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        #: by socket, oldest first: accepted, association not yet requested
+        self._pending: dict[socket.socket, _Connection] = {}
+        self._open: dict[Association, _Connection] = {}
+
+    def busier_than_a_sibling(self) -> bool:
+        loads = self._loads[:]
+        return loads[self._slot] > min(loads)
+
+    def associations(self) -> int:
+        """Associations requested and not yet ended, node-wide."""
+        return sum(self._associations)
+
+    def accepted(self, sock: socket.socket, address: tuple) -> None:
+        """Counted at accept (in the listener thread) so that connections arriving together
+        already see this process as busier; closes the longest waiting one past the bound."""
+        _add(self._loads, self._slot, +1)
+        with self._lock:
+            self._pending[sock] = _Connection(sock, address)
+            evicted = None
+            if len(self._pending) > self._max_pending:
+                evicted = self._pending.pop(next(iter(self._pending)))
+        if evicted is not None:
+            log.warning(
+                "closing the connection from %s:%s: no association request while %d newer "
+                "waiting connections arrived (dicom.max_pending_connections)",
+                *evicted.address[:2],
+                self._max_pending,
+            )
+            metrics.FAILURES.labels(reason="connection_evicted").inc()
+            # Its reader sees the end of the stream and ends the association as a closed one.
+            _shut_down(evicted.socket)
+
+    def opened(self, association: Association) -> None:
+        """Ties the connection to its association (on EVT_CONN_OPEN, before its thread runs)
+        and gives it back when the association's thread ends, however it ends."""
+        sock = association.dul.socket.socket
+        with self._lock:
+            self._open[association] = self._pending.get(sock) or _Connection(sock, ("?", 0))
+        metrics.OPEN_ASSOCIATIONS.inc()
+        run = association.run
+
+        def run_then_release() -> None:
+            try:
+                run()
+            finally:
+                self.closed(association)
+
+        association.run = run_then_release
+
+    def requested(self, association: Association) -> None:
+        """The peer asked for an association (EVT_REQUESTED, before the limit is applied)."""
+        with self._lock:
+            connection = self._open.get(association)
+            if connection is None or connection.released:
+                return
+            self._pending.pop(connection.socket, None)
+            connection.requested = True
+        _add(self._associations, self._slot, +1)
+
+    def closed(self, association: Association) -> None:
+        """Give the connection back (EVT_CONN_CLOSE or the end of its thread; once)."""
+        with self._lock:
+            connection = self._open.pop(association, None)
+            if connection is None:
+                return
+            connection.released = True
+            self._pending.pop(connection.socket, None)
+        _add(self._loads, self._slot, -1)
+        if connection.requested:
+            _add(self._associations, self._slot, -1)
+        metrics.OPEN_ASSOCIATIONS.dec()
+
+
+def _add(counts: SynchronizedArray, slot: int, change: int) -> None:
+    with counts.get_lock():
+        counts[slot] += change
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by its own thread

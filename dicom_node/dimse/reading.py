@@ -1,0 +1,176 @@
+"""How an acceptor association reads from its peer: in large chunks, within time and size bounds.
+
+pynetdicom reads a PDU as a 6-byte header, then (for a known PDU type) a body of the length
+the header declares, from a socket that has no timeout: 20 bytes of an association request
+then silence hold the connection (and its association slot) for as long as the peer keeps it
+open, and a 1 GB PDU is buffered whole. The reader installed here
+
+- takes what the kernel has, up to 1 MB per recv() (pynetdicom takes 4 KB: over a hundred
+  trips through the GIL for one CT slice);
+- gives the whole association request the ACSE timeout, and each read after it the network
+  timeout; a read that runs out ends as a closed connection does;
+- refuses a PDU longer than the node accepts when its header arrives, before reading it: an
+  A-ABORT (service provider, invalid PDU parameter value), then the connection is closed.
+
+A P-DATA whose content pynetdicom cannot decode killed pynetdicom's reader thread; it now
+aborts the association (Evt19, an invalid PDU, as pynetdicom does for an undecodable DIMSE
+message). A message's dataset is bounded by `dicom.max_dataset_bytes`: past it the rest is
+counted and dropped, and the C-STORE handler answers Out of Resources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import time
+from io import BytesIO
+
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
+
+from .. import metrics
+
+log = logging.getLogger(__name__)
+
+_RECV_CHUNK = 1 << 20
+_HEADER = struct.Struct(">BBL")
+_PDU_TYPES = range(0x01, 0x08)  # the ones pynetdicom reads a body for
+#: Before the association is established (an A-ASSOCIATE-RQ: contexts, user identity).
+_LARGEST_ASSOCIATION_PDU = 1 << 20
+#: Beside a dataset in an unlimited PDU: PDV item headers and a command set.
+_COMMAND_ALLOWANCE = 1 << 16
+_INVALID_PDU_PARAMETER_VALUE = 0x06
+
+
+class BoundedDataset(BytesIO):
+    """A received message's dataset; past `limit` bytes, the rest is counted and dropped."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.too_large = False
+
+    def write(self, data) -> int:
+        if not self.too_large and self.tell() + len(data) > self.limit:
+            self.too_large = True
+            self.seek(0)
+            self.truncate()
+        if self.too_large:
+            return len(data)
+        return super().write(data)
+
+
+class _PduReader:
+    """Replaces AssociationSocket.recv (which pynetdicom's DUL alone calls)."""
+
+    def __init__(self, association: Association, max_dataset_bytes: int) -> None:
+        self._association = association
+        self._socket = association.dul.socket.socket
+        self._peer = association.requestor.address_info.as_tuple[:2]
+        self._request_deadline = time.monotonic() + association.acse_timeout
+        self._largest_data = max_dataset_bytes + _COMMAND_ALLOWANCE
+        self._header_next = True
+
+    def __call__(self, nr_bytes: int) -> bytes:
+        """`nr_bytes`, or less if the connection closed or its time ran out."""
+        data = self._read(nr_bytes)
+        if not self._header_next:
+            self._header_next = True
+        elif len(data) == _HEADER.size:
+            pdu_type, _, length = _HEADER.unpack(data)
+            if length > self._largest():
+                self._refuse(length)
+                return b""  # pynetdicom: the connection closed (Evt17)
+            self._header_next = pdu_type not in _PDU_TYPES
+        return data
+
+    def _read(self, nr_bytes: int) -> bytes:
+        chunks = []
+        remaining = nr_bytes
+        while remaining > 0:
+            timeout = self._timeout()
+            if timeout <= 0:
+                self._timed_out()
+                break
+            self._socket.settimeout(timeout)
+            try:
+                data = self._socket.recv(min(remaining, _RECV_CHUNK))
+            except TimeoutError:
+                self._timed_out()
+                break
+            if not data:
+                break
+            chunks.append(data)
+            remaining -= len(data)
+        return b"".join(chunks)
+
+    def _timeout(self) -> float:
+        if self._association.is_established:
+            return self._association.network_timeout
+        return self._request_deadline - time.monotonic()
+
+    def _largest(self) -> int:
+        if not self._association.is_established:
+            return _LARGEST_ASSOCIATION_PDU
+        return self._association.acceptor.maximum_length or self._largest_data
+
+    def _timed_out(self) -> None:
+        established = self._association.is_established
+        log.warning(
+            "closing the connection from %s:%s: %s",
+            *self._peer,
+            "nothing received within the network timeout"
+            if established
+            else "no complete association request within the ACSE timeout",
+        )
+        metrics.FAILURES.labels(reason="network_timeout" if established else "acse_timeout").inc()
+
+    def _refuse(self, length: int) -> None:
+        log.warning(
+            "refused a PDU of %d bytes from %s:%s (limit %d): A-ABORT, connection closed",
+            length,
+            *self._peer,
+            self._largest(),
+        )
+        metrics.FAILURES.labels(reason="pdu_too_large").inc()
+        abort = A_ABORT_RQ()
+        abort.source = 0x02
+        abort.reason_diagnostic = _INVALID_PDU_PARAMETER_VALUE
+        with contextlib.suppress(OSError):
+            self._socket.sendall(abort.encode())
+            self._socket.shutdown(socket.SHUT_WR)
+
+
+def install(association: Association, max_dataset_bytes: int) -> None:
+    """Bound what a new acceptor association reads (on EVT_CONN_OPEN, before it runs)."""
+    association.dul.socket.recv = _PduReader(association, max_dataset_bytes)
+    _abort_undecodable(association, max_dataset_bytes)
+
+
+def _abort_undecodable(association: Association, max_dataset_bytes: int) -> None:
+    dimse = association.dimse
+    receive_primitive = dimse.receive_primitive
+    peer = association.requestor.address_info.as_tuple[:2]
+
+    def receive(primitive: P_DATA) -> None:
+        """Like DIMSEServiceProvider.receive_primitive; what it cannot decode aborts."""
+        if dimse.message is None:
+            dimse.message = DIMSEMessage()
+            dimse.message.data_set = BoundedDataset(max_dataset_bytes)
+        try:
+            receive_primitive(primitive)
+        except Exception as error:  # pydicom and pynetdicom raise many types on garbage
+            log.warning(
+                "invalid P-DATA from %s:%s (%s): aborting the association",
+                *peer,
+                type(error).__name__,
+            )
+            metrics.FAILURES.labels(reason="invalid_p_data").inc()
+            dimse.message = None
+            association.dul.event_queue.put("Evt19")  # invalid PDU: A-ABORT (AA-8)
+
+    dimse.receive_primitive = receive
