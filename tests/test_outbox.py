@@ -81,3 +81,27 @@ def test_refusals_end_in_failed_until_retried_then_delivery_removes_the_file(tmp
     assert sender.run_once(now + 3600) == 1
     (row,) = box.rows()
     assert row.state == OUTBOX_SENT and not box.area.path(row.path).exists()
+
+
+def test_a_local_error_is_retried_and_never_blamed_on_the_peer(tmp_path, peer):
+    """Out of file descriptors (or a file this node cannot read) is the node's trouble: the
+    object waits, however many times it happens, and goes once the node can read it again."""
+    port, _ = peer
+    config, box = make_outbox(tmp_path, port)
+    sender = OutboxSender(config, box)
+    (row,) = box.rows()
+    stored = box.area.path(row.path)
+    content = stored.read_bytes()
+    stored.unlink()
+    stored.symlink_to(tmp_path / "nowhere")  # opening it fails in the OS, as with EMFILE
+    now = time.time()
+    for _ in range(config.outbox.max_refusals + 2):
+        assert sender.run_once(now) == 0
+        now += 60
+    (row,) = box.rows()
+    assert row.state == OUTBOX_PENDING
+    assert "local error, not the peer's answer" in row.last_error
+    stored.unlink()
+    stored.write_bytes(content)
+    assert sender.run_once(now) == 1
+    assert box.rows()[0].state == OUTBOX_SENT

@@ -37,6 +37,9 @@ class PeerUnavailable(Exception):
 
 #: Starts the failure reason of an object the peer gave no verdict on (see `outbox`).
 NO_ANSWER = "no answer (association aborted or timed out)"
+#: Starts the failure reason of an object this node could not read or send (out of file
+#: descriptors or memory, a file gone): not the peer's verdict either, so it is retried.
+LOCAL_ERROR = "local error, not the peer's answer"
 
 
 def _describe(peer_name: str, peer: DicomAddress) -> str:
@@ -79,8 +82,13 @@ def echo(config: NodeConfig, peer_name: str) -> int:
 
 @dataclass
 class SendReport:
-    sent: int = 0
+    #: the files the peer acknowledged (success or a storage warning)
+    stored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return len(self.stored)
 
 
 def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:
@@ -103,8 +111,10 @@ def send(config: NodeConfig, peer_name: str, paths: Iterable[Path]) -> SendRepor
     for path in dicom_files(paths):
         try:
             groups.setdefault(_file_key(path), []).append(path)
-        except (InvalidDicomError, AttributeError, OSError) as error:
+        except (InvalidDicomError, AttributeError) as error:
             report.failed.append((str(path), f"not a DICOM file with file meta: {error}"))
+        except OSError as error:
+            report.failed.append((str(path), f"{LOCAL_ERROR}: cannot read it: {error.strerror}"))
     keys = list(groups)
     # At most two contexts per key (its syntax, an uncompressed fallback) fit in one association.
     per_association = MAX_CONTEXTS // 2
@@ -138,12 +148,15 @@ def _send_one(
     except (ValueError, AttributeError, NotImplementedError, RuntimeError) as error:
         report.failed.append((str(path), str(error)))  # e.g. no codec to decompress it
         return
+    except OSError as error:  # e.g. no file descriptor left to open it
+        report.failed.append((str(path), f"{LOCAL_ERROR}: cannot read it: {error.strerror}"))
+        return
     if not status or "Status" not in status:
         report.failed.append((str(path), NO_ANSWER))
         return
     code = int(status.Status)
     if code == SUCCESS or code in STORED_WITH_WARNING:
-        report.sent += 1
+        report.stored.append(str(path))
     else:
         comment = status.get("ErrorComment", "")
         report.failed.append((str(path), f"status 0x{code:04X} {comment}".strip()))

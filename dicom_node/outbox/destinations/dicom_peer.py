@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from ...config import ConfigError, NodeConfig
-from ...dimse.scu import NO_ANSWER, PeerUnavailable, send
+from ...dimse.scu import LOCAL_ERROR, NO_ANSWER, PeerUnavailable, send
 from ..queue import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,21 @@ class DicomPeer:
                 outbox.not_delivered(row, str(error), now, refused=False)
             return 0
         failed = dict(report.failed)
+        stored = set(report.stored)
         for path, row in paths.items():
-            if path in failed:
-                # The association broke off: that is not the peer's verdict on the object.
-                refused = not failed[path].startswith(NO_ANSWER)
-                outbox.not_delivered(row, failed[path], now, refused=refused)
-            else:
+            if path in stored:
                 outbox.delivered(row)
-        sent = len(paths) - len(failed)
-        log.info("outbox: %d object(s) delivered to %s, %d not", sent, self.name, len(failed))
-        return sent
+                continue
+            # The association broke off, or this node could not read or send the object: that
+            # is not the peer's verdict on it, and it is tried again. Only an acknowledgement
+            # counts as delivered.
+            error = failed.get(path, f"{LOCAL_ERROR}: the file was not sent")
+            refused = not error.startswith((NO_ANSWER, LOCAL_ERROR))
+            outbox.not_delivered(row, error, now, refused=refused)
+        log.info(
+            "outbox: %d object(s) delivered to %s, %d not",
+            len(stored),
+            self.name,
+            len(paths) - len(stored),
+        )
+        return len(stored)
