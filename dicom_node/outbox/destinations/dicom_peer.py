@@ -37,9 +37,9 @@ class DicomPeer:
             # The association broke off, or this node could not read or send the object: that
             # is not the peer's verdict on it, and it is tried again. Only an acknowledgement
             # counts as delivered.
-            error = failed.get(path, f"{LOCAL_ERROR}: the file was not sent")
-            refused = not error.startswith((NO_ANSWER, LOCAL_ERROR))
-            outbox.not_delivered(row, error, now, refused=refused)
+            why = failed.get(path, f"{LOCAL_ERROR}: the file was not sent")
+            refused = not why.startswith((NO_ANSWER, LOCAL_ERROR))
+            outbox.not_delivered(row, why, now, refused=refused)
         log.info(
             "outbox: %d object(s) delivered to %s, %d not",
             len(stored),
