@@ -132,6 +132,12 @@ class HttpConfig(_Section):
     #: HTTPS: the server's certificate chain and private key (PEM), handed to uvicorn
     tls_certificate_file: Path | None = None
     tls_key_file: Path | None = None
+    #: a request head must be complete this long after its first byte (or after the connection)
+    request_head_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: a request whose head or body stops arriving for this long is dropped
+    request_idle_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: open connections (and requests in progress) beyond which requests are answered 503
+    max_connections: int = Field(default=1000, ge=1)
     dicomweb: DicomwebSettings = DicomwebSettings()
 
     def model_post_init(self, __context: object) -> None:

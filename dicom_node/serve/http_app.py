@@ -21,6 +21,7 @@ from ..index.heartbeat import check_writable as check_index_writable
 from ..outbox.queue import Outbox
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea, StorageError
+from .http_timeouts import guarded_protocol
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,10 @@ class HttpServer:
             access_log=False,
             ssl_certfile=http.tls_certificate_file,
             ssl_keyfile=http.tls_key_file,
+            http=guarded_protocol(
+                http.request_head_timeout_seconds, http.request_idle_timeout_seconds
+            ),
+            limit_concurrency=http.max_connections,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
