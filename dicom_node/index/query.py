@@ -112,6 +112,8 @@ def _condition(key: Key, value: str) -> ColumnElement | None:
     column = key.column
     if key.matching is Matching.UID:
         uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
+        if not uids:  # only separators: no UID asked for, universal matching
+            return None
         return column.in_(uids) if len(uids) > 1 else column == uids[0]
     if key.matching is Matching.INTEGER:
         # IS values (PS3.5 6.2): ASCII digits, within the signed 32 bits the column holds.
