@@ -35,7 +35,8 @@ FAILURES = Counter("dicom_node_failures", "Requests answered with a failure, by 
 DUPLICATES = Counter("dicom_node_duplicates", "Instances received again, by policy", ["policy"])
 HEALTHY = Gauge(
     "dicom_node_healthy",
-    "1 when the last health check could write to it, else 0, by check (index, storage)",
+    "1 when the last health check passed, else 0, by check (index and storage: a write "
+    "succeeded; dicom: the listener runs)",
     ["check"],
     multiprocess_mode="mostrecent",
 )

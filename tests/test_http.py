@@ -7,10 +7,17 @@ import urllib.error
 import urllib.request
 
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom import dcmread
 
-from .conftest import MALFORMED
+from dicom_node.config import parse_config
+from dicom_node.index.database import open_engine
+from dicom_node.outbox.queue import open_outbox
+from dicom_node.serve.http_app import HttpServer, create_app
+from dicom_node.store.storage import StorageArea
+
+from .conftest import MALFORMED, free_port, wait_for_port
 from .test_durability import storescu, write_study
 from .test_store import send_raw
 
@@ -66,3 +73,31 @@ def test_healthz_fails_when_storage_cannot_be_written(node):
         assert answer["status"] == "failing"
         assert any(problem.startswith("storage: ") for problem in answer["problems"])
     assert get(node, "/healthz")[0] == 200
+
+
+def test_healthz_fails_when_the_dicom_listener_stopped(tmp_path):
+    """The HTTP app asks the receiver whether its listener runs; a stopped one is a 503."""
+    config = parse_config({"storage": {"path": str(tmp_path)}, "http": {"port": free_port()}})
+    engine = open_engine(config.storage.database_url)
+    listening = {"now": True}
+    app = create_app(
+        engine,
+        StorageArea(tmp_path),
+        "AI_NODE",
+        open_outbox(config, engine),
+        config.http,
+        None,
+        dicom_listening=lambda: listening["now"],
+    )
+    server = HttpServer(app, config.http)
+    server.start()
+    try:
+        wait_for_port(config.http.port)
+        url = f"http://127.0.0.1:{config.http.port}/healthz"
+        assert requests.get(url, timeout=10).status_code == 200
+        listening["now"] = False
+        answer = requests.get(url, timeout=10)
+        assert answer.status_code == 503
+        assert "dicom: the listener has stopped accepting associations" in answer.json()["problems"]
+    finally:
+        server.stop()

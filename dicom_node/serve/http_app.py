@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -33,8 +34,10 @@ def create_app(
     box: Outbox,
     http: HttpConfig,
     ingest: Ingest | None,
+    dicom_listening: Callable[[], bool] | None = None,
 ) -> FastAPI:
-    """The node's HTTP application; `ingest` stores what STOW-RS receives."""
+    """The node's HTTP application; `ingest` stores what STOW-RS receives, `dicom_listening`
+    says whether the DICOM listener still accepts associations."""
     app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
     mount_dicomweb(app, DicomwebContext(engine, storage, ingest, http.dicomweb))
 
@@ -53,11 +56,17 @@ def create_app(
         except StorageError as error:
             problems.append(f"storage: {error.strerror}")
             metrics.HEALTHY.labels(check="storage").set(0)
+        if dicom_listening is not None:
+            listening = dicom_listening()
+            if not listening:
+                problems.append("dicom: the listener has stopped accepting associations")
+            metrics.HEALTHY.labels(check="dicom").set(1 if listening else 0)
         return problems
 
     @app.get("/healthz")
     def healthz() -> Response:
-        """Ready when the index and the storage area both take a write."""
+        """Ready when the index and the storage area both take a write and the DICOM listener
+        accepts associations."""
         problems = health_problems()
         body: dict[str, object] = {
             "status": "ok" if not problems else "failing",

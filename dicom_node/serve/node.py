@@ -98,6 +98,10 @@ class Receiver:
     def start(self) -> None:
         self._thread.start()
 
+    def listening(self) -> bool:
+        """Whether this receiver still accepts associations (its listener thread runs)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Stop accepting, give open associations time to finish, then close the index."""
         self.server.shutdown()
@@ -224,7 +228,15 @@ def serve(config: NodeConfig) -> None:
     runner = JobRunner(config, engine)
     runner.start()
     http = HttpServer(
-        create_app(engine, storage, config.ae_title, box, config.http, receiver.ingest),
+        create_app(
+            engine,
+            storage,
+            config.ae_title,
+            box,
+            config.http,
+            receiver.ingest,
+            dicom_listening=receiver.listening,
+        ),
         config.http,
     )
     http.start()
