@@ -226,6 +226,10 @@ def test_an_instance_that_cannot_be_transcoded_is_406_before_any_byte(hostile):
     assert status == 200
     (part,) = multipart_parts(headers, body)
     assert part == stored_file(hostile, uid).read_bytes()
+    # A search that asks for the nested sequence still answers, that attribute without value.
+    status, _, body = call(hostile, "GET", f"/instances?SOPInstanceUID={uid}&includefield=0040A730")
+    assert status == 200
+    assert json.loads(body)[0]["0040A730"] == {"vr": "SQ"}
     still_serves(hostile)
 
 
@@ -254,6 +258,10 @@ def test_a_deeply_nested_instance_metadata_is_406_and_the_rest_is_served(hostile
     assert status == 200
     (part,) = multipart_parts(headers, body)
     assert part == stored_file(hostile, uid).read_bytes()
+    # A search that asks for the nested sequence still answers, that attribute without value.
+    status, _, body = call(hostile, "GET", f"/instances?SOPInstanceUID={uid}&includefield=0040A730")
+    assert status == 200
+    assert json.loads(body)[0]["0040A730"] == {"vr": "SQ"}
     still_serves(hostile)
 
 

@@ -244,11 +244,21 @@ def _add_from_file(
     for keyword in keywords:
         if keyword in COMPUTED:
             continue  # a count of a level this answer does not show
+        value = None
         if stored is not None and keyword in stored:
-            # Binary values are inlined: a search names them only when it wants them.
-            answer[tag_key(keyword)] = stored[keyword].to_json_dict(2**31, None)
-        else:
-            answer[tag_key(keyword)] = {"vr": dictionary_VR(keyword)}
+            try:
+                # Binary values are inlined: a search names them only when it wants them.
+                value = stored[keyword].to_json_dict(2**31, None)
+            except (RecursionError, ValueError, TypeError) as error:
+                # A crafted or damaged file (e.g. sequences nested deeper than pydicom reads):
+                # the match is still answered, this attribute without its value.
+                log.warning(
+                    "QIDO-RS: %s of %s cannot be read: %s",
+                    keyword,
+                    row.get("sop_instance_uid") or row.get("study_instance_uid"),
+                    type(error).__name__,
+                )
+        answer[tag_key(keyword)] = value or {"vr": dictionary_VR(keyword)}
 
 
 def router(context: DicomwebContext) -> APIRouter:
