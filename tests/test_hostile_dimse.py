@@ -220,7 +220,9 @@ def test_dataset_larger_than_the_bound_fails_and_the_association_goes_on(make_no
 
 
 def test_deflate_bomb_fails_without_inflating(make_node):
-    node = started(make_node, max_dataset_bytes=1 << 20)
+    """The default bounds: a 64 MiB inflation is refused once past `dicom.max_inflated_bytes`
+    (here 1 MiB, so that the test stays small), however large `max_dataset_bytes` is."""
+    node = started(make_node, max_inflated_bytes=1 << 20)
     dataset = dcmread(CT_SMALL)
     dataset.PixelData = bytes(64 << 20)  # 64 MiB of zeros deflate to about 64 KiB
     dataset.Rows = dataset.Columns = 4096

@@ -114,9 +114,18 @@ class DicomConfig(_Section):
     #: Largest PDU we accept; 0 = unlimited, which lets senders use few, large PDUs (then a
     #: PDU may be as large as a dataset). A longer one is refused with an A-ABORT unread.
     max_pdu_size: int = Field(default=0, ge=0)
-    #: Largest dataset received in one message, and largest a deflated one may inflate to:
-    #: beyond it a C-STORE fails with 0xA700 (Out of Resources). 4 GiB by default.
+    #: Largest dataset received in one message: beyond it a C-STORE fails with 0xA700 (Out of
+    #: Resources). 4 GiB by default.
     max_dataset_bytes: int = Field(default=1 << 32, ge=1)
+    #: Largest a deflated dataset (Deflated Explicit VR Little Endian, C-STORE or STOW-RS) may
+    #: inflate to, also bounded by max_dataset_bytes: a few kB of zlib inflate to gigabytes, in
+    #: the receiver and again in the job worker. 256 MiB by default (large images use pixel
+    #: compression, not deflate).
+    max_inflated_bytes: int = Field(default=1 << 28, ge=1)
+
+    @property
+    def inflated_limit(self) -> int:
+        return min(self.max_dataset_bytes, self.max_inflated_bytes)
     #: Only accept associations whose calling AE title is one of `peers`.
     require_known_calling_ae: bool = False
     #: Reject associations whose called AE title is not our own.

@@ -75,7 +75,7 @@ class Receiver:
         )
         #: the durable store path, shared by C-STORE and (in the main process) STOW-RS
         self.ingest = Ingest(
-            storage, self.writer, config.storage.duplicates, config.dicom.max_dataset_bytes
+            storage, self.writer, config.storage.duplicates, config.dicom.inflated_limit
         )
         self.ae = build_ae(config, shared.loads, shared.associations, slot)
         handlers = access_handlers(self.ae) + [

@@ -60,12 +60,13 @@ class Ingest:
         storage: StorageArea,
         writer: IndexWriter,
         duplicates: DuplicatePolicy,
-        max_dataset_bytes: int,
+        max_inflated_bytes: int,
     ) -> None:
         self._storage = storage
         self._writer = writer
         self._duplicates = duplicates
-        self._max_dataset_bytes = max_dataset_bytes
+        #: a deflated dataset inflating past this is refused (a compression bomb)
+        self._max_inflated_bytes = max_inflated_bytes
 
     def store(
         self,
@@ -84,7 +85,7 @@ class Ingest:
         """
         _check_uids(("announced SOP Instance UID", sop_instance))
         try:
-            dataset = parse_dataset(raw, transfer_syntax, self._max_dataset_bytes)
+            dataset = parse_dataset(raw, transfer_syntax, self._max_inflated_bytes)
             check_native_pixel_length(dataset, transfer_syntax)
         except MalformedDataset as error:
             raise StoreFailure(CANNOT_UNDERSTAND, "malformed_dataset", str(error)) from None
