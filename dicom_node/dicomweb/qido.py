@@ -246,7 +246,7 @@ def _add_from_file(
             continue  # a count of a level this answer does not show
         if stored is not None and keyword in stored:
             # Binary values are inlined: a search names them only when it wants them.
-            answer[tag_key(keyword)] = stored[keyword].to_json_dict(2**31, None)
+            answer[tag_key(keyword)] = stored[keyword].to_json_dict(None, 2**31)
         else:
             answer[tag_key(keyword)] = {"vr": dictionary_VR(keyword)}
 
