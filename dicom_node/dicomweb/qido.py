@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -253,7 +254,9 @@ def _add_from_file(
 
 def router(context: DicomwebContext) -> APIRouter:
     routes = APIRouter(tags=["QIDO-RS"])
-    json_response = {200: {"content": {DICOM_JSON: {}}, "description": "matches"}}
+    json_response: dict[int | str, dict[str, Any]] = {
+        200: {"content": {DICOM_JSON: {}}, "description": "matches"}
+    }
 
     @routes.get("/studies", responses=json_response, response_class=Response)
     def search_for_studies(request: Request) -> Response:
