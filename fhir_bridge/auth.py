@@ -44,7 +44,7 @@ class ClientCredentials(AuthBase):
         self._lock = threading.Lock()
         self._key = settings.private_key_file.read_bytes() if settings.private_key_file else None
 
-    def _assertion(self) -> str:
+    def _assertion(self, key: bytes) -> str:
         now = int(time.time())
         claims = {
             "iss": self.settings.client_id,
@@ -55,7 +55,7 @@ class ClientCredentials(AuthBase):
             "exp": now + 300,
         }
         headers = {"kid": self.settings.key_id} if self.settings.key_id else None
-        return jwt.encode(claims, self._key, algorithm="RS384", headers=headers)
+        return jwt.encode(claims, key, algorithm="RS384", headers=headers)
 
     def _fetch(self) -> None:
         form = {"grant_type": "client_credentials"}
@@ -63,8 +63,13 @@ class ClientCredentials(AuthBase):
             form["scope"] = self.settings.scope
         auth = None
         if self._key is not None:
-            form |= {"client_assertion_type": JWT_BEARER, "client_assertion": self._assertion()}
+            form |= {
+                "client_assertion_type": JWT_BEARER,
+                "client_assertion": self._assertion(self._key),
+            }
         else:
+            # FhirAuthSettings gives oauth2 a client_id, and a client_secret when there is no key
+            assert self.settings.client_id is not None and self.settings.client_secret is not None
             auth = HTTPBasicAuth(self.settings.client_id, self.settings.client_secret)
         answer = requests.post(
             str(self.settings.token_url), data=form, auth=auth, timeout=self.timeout
@@ -98,9 +103,12 @@ class ClientCredentials(AuthBase):
 def make_auth(settings: FhirAuthSettings, timeout: float) -> AuthBase | None:
     """The requests auth for ``settings``; reads the private key now, so a missing or unreadable
     key file is an error at start, not at the first report."""
+    # FhirAuthSettings refuses a method without the settings it needs (_NEEDS)
     if settings.method == AuthMethod.BEARER:
+        assert settings.token is not None
         return BearerToken(settings.token)
     if settings.method == AuthMethod.BASIC:
+        assert settings.username is not None and settings.password is not None
         return HTTPBasicAuth(settings.username, settings.password)
     if settings.method == AuthMethod.OAUTH2:
         return ClientCredentials(settings, timeout)

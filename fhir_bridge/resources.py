@@ -18,7 +18,8 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any
 from urllib.parse import urlencode
 
 import pydicom.valuerep
@@ -134,6 +135,7 @@ def effective_time(dataset: Dataset) -> str | None:
         return day.isoformat()
     when = datetime.combine(day, moment)
     offset = str(dataset.get("TimezoneOffsetFromUTC") or "")
+    zone: tzinfo | None
     if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
         sign = -1 if offset[0] == "-" else 1
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:])))
@@ -409,7 +411,7 @@ def build_transaction(
     )
     performer = {"display": f"{model} (AI model{on})"}
     loinc = [c for c in report.procedures if str(c.scheme_designator) == "LN"]
-    code = (
+    code: dict[str, Any] = (
         codeable(*report.procedures)
         if loinc
         else {"coding": [IMAGING_REPORT], "text": "AI imaging report"}

@@ -8,6 +8,7 @@ Any TID 1500 SR can be read, not only the node's own: a report is bridged by wha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import highdicom as hd
 from pydicom import Dataset
@@ -75,7 +76,9 @@ class ReportContent:
         return (self.device.model_name if self.device else "AI model"), ""
 
 
-_DOCUMENT_CLASSES = {
+_DOCUMENT_CLASSES: dict[
+    str, type[hd.sr.Comprehensive3DSR | hd.sr.ComprehensiveSR | hd.sr.EnhancedSR]
+] = {
     "1.2.840.10008.5.1.4.1.1.88.34": hd.sr.Comprehensive3DSR,
     "1.2.840.10008.5.1.4.1.1.88.33": hd.sr.ComprehensiveSR,
     "1.2.840.10008.5.1.4.1.1.88.22": hd.sr.EnhancedSR,
@@ -86,12 +89,20 @@ def _text(items: list[Dataset]) -> str:
     return str(items[0].TextValue) if items else ""
 
 
-def _algorithm(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> tuple[str, str]:
+#: a TID 1500 measurement group: image, planar ROI or volumetric ROI
+_Group = (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+)
+
+
+def _algorithm(group: _Group) -> tuple[str, str]:
     items = group[0].ContentSequence
     return _text(items.find(codes.DCM.AlgorithmName)), _text(items.find(codes.DCM.AlgorithmVersion))
 
 
-def _group(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> MeasurementGroup:
+def _group(group: _Group) -> MeasurementGroup:
     name, version = _algorithm(group)
     return MeasurementGroup(
         tracking_uid=str(group.tracking_uid or ""),
@@ -104,13 +115,21 @@ def _group(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> MeasurementGro
             MeasuredValue(m.name, float(m.value), m.unit, m.derivation)
             for m in group.get_measurements()
         ],
-        evaluations=[Evaluation(e.name, e.value) for e in group.get_qualitative_evaluations()],
+        evaluations=[
+            # highdicom annotates QualitativeEvaluation.value as int | float, but it returns its
+            # CODE content item's value: a CodedConcept
+            Evaluation(e.name, cast(hd.sr.CodedConcept, e.value))
+            for e in group.get_qualitative_evaluations()
+        ],
     )
 
 
 def _device(report: hd.sr.MeasurementReport) -> ObserverDevice | None:
     for context in report.get_observer_contexts(observer_type=codes.DCM.Device):
-        found = context.observer_identifying_attributes
+        # a Device observer context: highdicom's union also has the Person attributes
+        found = cast(
+            hd.sr.DeviceObserverIdentifyingAttributes, context.observer_identifying_attributes
+        )
         return ObserverDevice(
             uid=str(found.uid),
             name=str(found.name or ""),
@@ -129,9 +148,11 @@ def read_report(dataset: Dataset) -> ReportContent:
     document = _DOCUMENT_CLASSES.get(str(dataset.SOPClassUID))
     if document is None:
         raise NotAMeasurementReport(f"SR storage class {dataset.SOPClassUID} cannot hold TID 1500")
-    report = document.from_dataset(dataset, copy=True).content
+    # highdicom reads a TID 1500 document's content as a MeasurementReport (checked above), but
+    # types ``content`` as the ContentSequence it derives from
+    report = cast(hd.sr.MeasurementReport, document.from_dataset(dataset, copy=True).content)
     root = report[0].ContentSequence
-    groups = [
+    groups: list[_Group] = [
         *report.get_image_measurement_groups(),
         *report.get_planar_roi_measurement_groups(),
         *report.get_volumetric_roi_measurement_groups(),

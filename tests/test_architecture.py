@@ -20,6 +20,9 @@ TYPED = [
     "dicom_node/store",
     "dicom_node/serve",
     "dicom_node/cli",
+    "dicom_node/dimse",
+    "dicom_node/dicomweb",
+    "fhir_bridge",
 ]
 
 

@@ -3,6 +3,7 @@ loaded over DIMSE by DCMTK with pydicom's transfer-syntax files and the shared C
 
 from __future__ import annotations
 
+import base64
 import io
 import shutil
 from pathlib import Path
@@ -172,6 +173,20 @@ def test_search_includefield_and_paging(web_node):
     assert [len(page) for page in pages] == [7, 7, 6]
     uids = [first(item, "00080018") for page in pages for item in page]
     assert len(set(uids)) == 20
+
+
+def test_search_inlines_a_binary_attribute_read_from_the_file(web_node):
+    sent = dcmread(TRANSFER_SYNTAXES / "eCT_Supplemental.dcm", stop_before_pixels=True)
+    series = f"{web_node.url}/studies/{sent.StudyInstanceUID}/series/{sent.SeriesInstanceUID}"
+    answer = requests.get(
+        f"{series}/instances",
+        params={"SOPInstanceUID": sent.SOPInstanceUID, "includefield": "00281201"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    (found,) = answer.json()
+    inlined = base64.b64decode(found["00281201"]["InlineBinary"])
+    assert inlined == sent.RedPaletteColorLookupTableData
 
 
 def test_bad_queries_are_400(web_node):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from pydicom.uid import UID
 
@@ -49,7 +49,9 @@ class MediaRange:
 
 def _split(text: str, separator: str) -> list[str]:
     """Split on `separator` outside double quotes."""
-    items, current, quoted = [], [], False
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
@@ -129,7 +131,7 @@ def file_chunks(path) -> Iterator[bytes]:
     yield from stream_chunks(open(path, "rb"))  # closed by stream_chunks
 
 
-def stream_chunks(stream: BinaryIO) -> Iterator[bytes]:
+def stream_chunks(stream: IO[bytes]) -> Iterator[bytes]:
     """An open file read lazily in chunks, closed at the end (or when the client left)."""
     with stream:
         while chunk := stream.read(CHUNK_SIZE):

@@ -9,6 +9,7 @@ decoded with pydicom's pixel handlers.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -147,7 +148,9 @@ def retrieve_bulkdata(context: DicomwebContext, request: Request, row: dict, pat
 def router(context: DicomwebContext) -> APIRouter:
     routes = APIRouter(tags=["WADO-RS"])
     base = "/studies/{study}/series/{series}/instances/{instance}"
-    parts = {200: {"content": {"multipart/related": {}}, "description": "the parts asked"}}
+    parts: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"multipart/related": {}}, "description": "the parts asked"}
+    }
 
     @routes.get(base + "/frames/{frames}", responses=parts, response_class=Response)
     def frames(study: str, series: str, instance: str, frames: str, request: Request):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -248,8 +249,8 @@ def _add_from_file(
         if stored is not None and keyword in stored:
             try:
                 # Binary values are inlined: a search names them only when it wants them.
-                value = stored[keyword].to_json_dict(2**31, None)
-            except (RecursionError, ValueError, TypeError) as error:
+                value = stored[keyword].to_json_dict(None, 2**31)
+            except (RecursionError, ValueError) as error:
                 # A crafted or damaged file (e.g. sequences nested deeper than pydicom reads):
                 # the match is still answered, this attribute without its value.
                 log.warning(
@@ -263,7 +264,9 @@ def _add_from_file(
 
 def router(context: DicomwebContext) -> APIRouter:
     routes = APIRouter(tags=["QIDO-RS"])
-    json_response = {200: {"content": {DICOM_JSON: {}}, "description": "matches"}}
+    json_response: dict[int | str, dict[str, Any]] = {
+        200: {"content": {DICOM_JSON: {}}, "description": "matches"}
+    }
 
     @routes.get("/studies", responses=json_response, response_class=Response)
     def search_for_studies(request: Request) -> Response:

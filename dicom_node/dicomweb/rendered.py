@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -49,6 +50,8 @@ def _first(value) -> float | None:
 
 def _window(request: Request, dataset: Dataset, values: np.ndarray) -> tuple[float, float, str]:
     """Center, width and function: the request's `window`, the stored one, or the range."""
+    center: float | None  # the stored ones may be absent
+    width: float | None
     text = request.query_params.get("window")
     if text:
         parts = text.split(",")
@@ -145,7 +148,9 @@ def _middle(rows: list[dict]) -> dict:
 
 def router(context: DicomwebContext) -> APIRouter:
     routes = APIRouter(tags=["WADO-RS rendered"])
-    image = {200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "image"}}
+    image: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "image"}
+    }
     instance_path = "/studies/{study}/series/{series}/instances/{instance}"
 
     @routes.get(instance_path + "/rendered", responses=image, response_class=Response)

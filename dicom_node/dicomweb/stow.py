@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -30,6 +31,9 @@ from .context import DicomwebContext, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key
 from .media import parse_media_range
+
+if TYPE_CHECKING:  # python-multipart declares its callback types for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ class _PartCollector:
         self._field = b""
         self._value = b""
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin,
             "on_part_data": self._data,
@@ -137,6 +141,7 @@ def _store_part(
                 _NOT_DICOM, "stow_not_dicom", f"a part is not a DICOM file: {error}"
             ) from None
         raw = bytes(part.data[offset:])
+        assert context.ingest is not None  # store() answers 503 before reading any part
         attributes = context.ingest.store(raw, syntax, sop_class, sop_instance, "", study)
     except StoreFailure as failure:
         metrics.FAILURES.labels(reason=failure.reason).inc()
@@ -233,7 +238,7 @@ def _refusal(status: int, reason: str, outcome: _Outcome) -> DicomwebError:
 
 def router(context: DicomwebContext) -> APIRouter:
     routes = APIRouter(tags=["STOW-RS"])
-    answers = {
+    answers: dict[int | str, dict[str, Any]] = {
         code: {"content": {DICOM_JSON: {}}, "description": text}
         for code, text in ((200, "all stored"), (202, "some stored"), (409, "none stored"))
     }

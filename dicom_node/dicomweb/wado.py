@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from tempfile import SpooledTemporaryFile
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -133,7 +134,9 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
 
 def router(context: DicomwebContext) -> APIRouter:
     routes = APIRouter(tags=["WADO-RS"])
-    dicom = {200: {"content": {"multipart/related": {}}, "description": "the instances"}}
+    dicom: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"multipart/related": {}}, "description": "the instances"}
+    }
 
     @routes.get("/studies/{study}", responses=dicom, response_class=Response)
     def retrieve_study(study: str, request: Request) -> Response:
@@ -154,7 +157,9 @@ def router(context: DicomwebContext) -> APIRouter:
         """One instance."""
         return retrieve(context, request, stored_instances(context, study, series, instance))
 
-    json_answer = {200: {"content": {"application/dicom+json": {}}, "description": "metadata"}}
+    json_answer: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"application/dicom+json": {}}, "description": "metadata"}
+    }
 
     @routes.get("/studies/{study}/metadata", responses=json_answer, response_class=Response)
     def study_metadata(study: str, request: Request) -> Response:

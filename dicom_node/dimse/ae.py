@@ -16,7 +16,8 @@ from multiprocessing.sharedctypes import SynchronizedArray
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # pynetdicom makes them at import time (into globals()): mypy cannot see them
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -51,7 +52,9 @@ _QUERY_RETRIEVE = (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-_REJECT_REASONS = {
+#: an A-ASSOCIATE-RJ's result, source and diagnostic
+_Rejection = tuple[int | None, int | None, int | None]
+_REJECT_REASONS: dict[_Rejection | None, str] = {
     (1, 1, 3): "calling AE title not recognised",
     (1, 1, 7): "called AE title not recognised",
     (2, 3, 2): "local limit of concurrent associations exceeded",
@@ -105,6 +108,8 @@ _DEFER_SECONDS = 0.005
 class SharedListener(ThreadedAssociationServer):
     """pynetdicom's listener, accepting from a listening socket opened once for all processes."""
 
+    ae: NodeAE  # the one build_ae makes
+
     def __init__(self, *args, listening_socket: socket.socket, **kwargs) -> None:
         self._listening_socket = listening_socket
         super().__init__(*args, **kwargs)
@@ -113,6 +118,7 @@ class SharedListener(ThreadedAssociationServer):
         self.ae._servers.append(self)
 
     def server_bind(self) -> None:
+        assert self.socket is not None  # TCPServer.__init__ makes it just before binding
         self.socket.close()
         self.socket = self._listening_socket
         self.server_address = self.socket.getsockname()
@@ -131,6 +137,7 @@ class SharedListener(ThreadedAssociationServer):
 
     def server_close(self) -> None:
         # Only close: shutdown() would stop the siblings listening on the same socket.
+        assert self.socket is not None  # the listening socket, since server_bind
         self.socket.close()
 
 
@@ -146,6 +153,7 @@ def _log_rejection(event: Event) -> None:
     key = (rejection.result, rejection.result_source, rejection.diagnostic) if rejection else None
     reason = _REJECT_REASONS.get(key, f"result/source/reason {key}")
     requestor = event.assoc.requestor
+    assert requestor.primitive is not None  # EVT_REJECTED answers a received A-ASSOCIATE-RQ
     metrics.FAILURES.labels(reason="association_rejected").inc()
     log.warning(
         "association rejected: calling AE %r from %s:%s, called AE %r: %s",

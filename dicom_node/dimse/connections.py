@@ -59,7 +59,7 @@ class Connections:
 
     def associations(self) -> int:
         """Associations requested and not yet ended, node-wide."""
-        return sum(self._associations)
+        return sum(self._associations[:])
 
     def accepted(self, sock: socket.socket, address: tuple) -> None:
         """Counted at accept (in the listener thread) so that connections arriving together
@@ -84,7 +84,10 @@ class Connections:
     def opened(self, association: Association) -> None:
         """Ties the connection to its association (on EVT_CONN_OPEN, before its thread runs)
         and gives it back when the association's thread ends, however it ends."""
-        sock = association.dul.socket.socket
+        transport = association.dul.socket
+        # on EVT_CONN_OPEN an acceptor's association has its connected socket
+        assert transport is not None and transport.socket is not None
+        sock = transport.socket
         with self._lock:
             self._open[association] = self._pending.get(sock) or _Connection(sock, ("?", 0))
         metrics.OPEN_ASSOCIATIONS.inc()
@@ -96,7 +99,7 @@ class Connections:
             finally:
                 self.closed(association)
 
-        association.run = run_then_release
+        association.run = run_then_release  # type: ignore[method-assign]  # on purpose, this one
 
     def requested(self, association: Association) -> None:
         """The peer asked for an association (EVT_REQUESTED, before the limit is applied)."""

@@ -12,7 +12,10 @@ from collections.abc import Iterator
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
-from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # pynetdicom makes them at import time (into globals()): mypy cannot see them
+    PatientRootQueryRetrieveInformationModelFind,
+)
 from sqlalchemy import Engine
 
 from .. import metrics

@@ -25,7 +25,7 @@ def proposed_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationCont
         offered = syntaxes.setdefault(sop_class, [])
         if syntax not in offered:
             offered.append(syntax)
-    contexts = []
+    contexts: list[PresentationContext] = []
     for sop_class, stored in syntaxes.items():
         contexts.extend(build_context(sop_class, [syntax]) for syntax in stored)
         if any(UID(syntax) not in UNCOMPRESSED for syntax in stored):

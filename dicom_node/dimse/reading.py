@@ -69,8 +69,13 @@ class _PduReader:
 
     def __init__(self, association: Association, max_dataset_bytes: int) -> None:
         self._association = association
-        self._socket = association.dul.socket.socket
-        self._peer = association.requestor.address_info.as_tuple[:2]
+        # On EVT_CONN_OPEN an acceptor association has its connected socket and its peer's
+        # address; the node's AE gives it an ACSE timeout (dicom.acse_timeout).
+        transport, address = association.dul.socket, association.requestor.address_info
+        assert transport is not None and transport.socket is not None and address is not None
+        assert association.acse_timeout is not None
+        self._socket = transport.socket
+        self._peer = address.as_tuple[:2]
         self._request_deadline = time.monotonic() + association.acse_timeout
         self._largest_data = max_dataset_bytes + _COMMAND_ALLOWANCE
         self._header_next = True
@@ -110,7 +115,9 @@ class _PduReader:
 
     def _timeout(self) -> float:
         if self._association.is_established:
-            return self._association.network_timeout
+            timeout = self._association.network_timeout
+            assert timeout is not None  # the node's AE sets one (dicom.network_timeout)
+            return timeout
         return self._request_deadline - time.monotonic()
 
     def _largest(self) -> int:
@@ -147,14 +154,20 @@ class _PduReader:
 
 def install(association: Association, max_dataset_bytes: int) -> None:
     """Bound what a new acceptor association reads (on EVT_CONN_OPEN, before it runs)."""
-    association.dul.socket.recv = _PduReader(association, max_dataset_bytes)
+    transport = association.dul.socket
+    assert transport is not None  # connected, on EVT_CONN_OPEN
+    # On purpose, for this association. The DUL only appends what recv() returns to its
+    # bytearray, so bytes serve as well as the bytearray AssociationSocket.recv is declared with.
+    transport.recv = _PduReader(association, max_dataset_bytes)  # type: ignore[method-assign, assignment]
     _abort_undecodable(association, max_dataset_bytes)
 
 
 def _abort_undecodable(association: Association, max_dataset_bytes: int) -> None:
     dimse = association.dimse
     receive_primitive = dimse.receive_primitive
-    peer = association.requestor.address_info.as_tuple[:2]
+    address = association.requestor.address_info
+    assert address is not None  # known on EVT_CONN_OPEN
+    peer = address.as_tuple[:2]
 
     def receive(primitive: P_DATA) -> None:
         """Like DIMSEServiceProvider.receive_primitive; what it cannot decode aborts."""
@@ -173,4 +186,4 @@ def _abort_undecodable(association: Association, max_dataset_bytes: int) -> None
             dimse.message = None
             association.dul.event_queue.put("Evt19")  # invalid PDU: A-ABORT (AA-8)
 
-    dimse.receive_primitive = receive
+    dimse.receive_primitive = receive  # type: ignore[method-assign]  # on purpose, this one

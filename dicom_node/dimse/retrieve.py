@@ -7,13 +7,14 @@ Each instance is offered in its stored transfer syntax first, with an uncompress
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # pynetdicom makes them at import time (into globals()): mypy cannot see them
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
 )
@@ -66,8 +67,8 @@ class _Sender:
         return as_accepted(dataset, row["transfer_syntax_uid"], accepted)
 
     def sub_operations(
-        self, rows: list[dict], accepted_for: callable
-    ) -> Iterator[tuple[int, Dataset | None]]:
+        self, rows: list[dict], accepted_for: Callable[[str], set[str]]
+    ) -> Iterator[tuple[int, Dataset | str]]:
         for row in rows:
             try:
                 dataset = self.load(row, accepted_for(row["sop_class_uid"]))
@@ -90,6 +91,8 @@ class MoveHandler:
 
     def __call__(self, event: Event) -> Iterator:
         destination = event.move_destination
+        # pynetdicom passes on only valid requests: a C-MOVE's Move Destination is present
+        assert destination is not None
         if isinstance(destination, bytes):
             destination = destination.decode("ascii", "replace")
         destination = destination.strip()

@@ -12,7 +12,10 @@ from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # pynetdicom makes them at import time (into globals()): mypy cannot see them
+    Verification,
+)
 
 from ..config import DicomAddress, NodeConfig
 from ..statuses import STORED_WITH_WARNING, SUCCESS

@@ -125,7 +125,7 @@ def _answer_stores_directly(association: Association) -> None:
         pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
         dimse.dul.send_pdu(pdata)
 
-    dimse.send_msg = send
+    dimse.send_msg = send  # type: ignore[method-assign]  # on purpose, for this association
 
 
 def _carried_over(old: queue.Queue, new: queue.Queue) -> queue.Queue:

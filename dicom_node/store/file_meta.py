@@ -47,7 +47,7 @@ def encode_file_meta(
     return PREAMBLE + group_length + body
 
 
-def read_file_meta(data: bytes) -> tuple[FileMetaDataset, int]:
+def read_file_meta(data: bytes | bytearray) -> tuple[FileMetaDataset, int]:
     """The file meta group of PS3.10 file bytes and the offset where the dataset starts.
 
     Raises pydicom's InvalidDicomError without the `DICM` prefix, and ValueError, EOFError or
