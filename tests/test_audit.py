@@ -4,6 +4,7 @@ DICOMweb requests against a real node, each validated against the DICOM audit me
 
 from __future__ import annotations
 
+import base64
 import stat
 import subprocess
 from collections import Counter
@@ -11,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import requests
 from lxml import etree
 
 from dicom_node.audit import messages
@@ -130,3 +132,44 @@ def test_dimse_events_are_audited(make_node, copy_files, destination, tmp_path):
     assert [p.get("UserID") for p in move.findall("ActiveParticipant")][1] == "DEST"
     (rejection,) = of_event(found, ("110113", "110126", "E"))
     assert rejection.find("EventIdentification").get("EventOutcomeIndicator") == "4"
+
+
+def stow_body(path: Path) -> tuple[bytes, str]:
+    boundary = "audit-test-boundary"
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    body += path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_dicomweb_events_are_audited(make_node):
+    users = [
+        {"username": "reader", "password": "reader-password"},
+        {"username": "writer", "password": "writer-password", "write": True},
+    ]
+    node = make_node(http={"dicomweb": {"auth": {"basic_users": users}}})
+    node.start()
+    root = f"http://127.0.0.1:{node.http_port}/dicomweb"
+    body, content_type = stow_body(sorted(CT_SERIES.glob("*.dcm"))[0])
+    writer, reader = ("writer", "writer-password"), ("reader", "reader-password")
+    headers = {"Content-Type": content_type}
+    assert requests.post(f"{root}/studies", body, headers=headers, auth=writer).status_code == 200
+    assert requests.post(f"{root}/studies", body, headers=headers, auth=reader).status_code == 403
+    assert requests.get(f"{root}/studies", auth=("reader", "wrong")).status_code == 401
+    found = requests.get(f"{root}/studies?PatientID=MIDRC*", auth=reader)
+    assert found.status_code == 200 and len(found.json()) == 1
+    assert requests.get(f"{root}/studies/{STUDY_UID}", auth=reader).status_code == 200
+    node.stop()
+
+    found = audit_messages(node.storage / "audit.log")
+    (stored,) = of_event(found, ("110104", "", "C"))
+    users_named = [p.get("UserID") for p in stored.findall("ActiveParticipant")]
+    assert users_named[1] == "writer"
+    (query,) = of_event(found, ("110112", "", "E"))
+    request = query.find("ParticipantObjectIdentification/ParticipantObjectQuery").text
+    assert base64.b64decode(request) == b"PatientID=MIDRC*"
+    (read,) = of_event(found, ("110104", "", "R"))
+    assert read.find("ActiveParticipant[@UserID='reader']") is not None
+    (failed_login,) = of_event(found, ("110114", "110122", "E"))
+    assert failed_login.find("EventIdentification").get("EventOutcomeIndicator") == "4"
+    (forbidden,) = of_event(found, ("110113", "110132", "E"))
+    assert forbidden.find("ActiveParticipant[@UserID='reader']") is not None
