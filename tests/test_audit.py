@@ -5,8 +5,11 @@ DICOMweb requests against a real node, each validated against the DICOM audit me
 from __future__ import annotations
 
 import base64
+import socketserver
+import ssl
 import stat
 import subprocess
+import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +21,7 @@ from lxml import etree
 from dicom_node.audit import messages
 
 from .conftest import CT_SERIES, DCMTK, TOOL_ENV, dcmsend, dcmtk, free_port, wait_for_port
+from .test_dicomweb_access import self_signed
 from .test_query_retrieve import SERIES_UID, STUDY_UID, find, move_study
 
 SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).parent / "data" / "dicom_audit_message.rng")))
@@ -173,3 +177,51 @@ def test_dicomweb_events_are_audited(make_node):
     assert failed_login.find("EventIdentification").get("EventOutcomeIndicator") == "4"
     (forbidden,) = of_event(found, ("110113", "110132", "E"))
     assert forbidden.find("ActiveParticipant[@UserID='reader']") is not None
+
+
+class _SyslogHandler(socketserver.StreamRequestHandler):
+    """Reads RFC 5425 frames (MSG-LEN SP SYSLOG-MSG) until the sender closes."""
+
+    def handle(self) -> None:
+        while True:
+            length = b""
+            while (byte := self.rfile.read(1)) not in (b" ", b""):
+                length += byte
+            if not length:
+                return
+            self.server.frames.append(self.rfile.read(int(length)))
+
+
+class SyslogTlsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """An audit repository: syslog over TLS, keeping each message it receives."""
+
+    daemon_threads = True
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _SyslogHandler)
+        self.frames: list[bytes] = []
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+
+def test_messages_reach_a_syslog_repository_over_tls(make_node, tmp_path):
+    cert_file, key_file = self_signed(tmp_path)
+    server = SyslogTlsServer(cert_file, key_file)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    syslog = {"host": "localhost", "port": server.server_address[1], "ca_file": str(cert_file)}
+    node = make_node(audit={"file": str(tmp_path / "trail" / "audit.xml"), "syslog": syslog})
+    node.start()
+    assert dcmtk("echoscu", "-aec", "AI_NODE", "127.0.0.1", str(node.port)).returncode == 0
+    assert node.stop() == 0
+    server.shutdown()
+
+    in_file = (tmp_path / "trail" / "audit.xml").read_bytes().splitlines()
+    assert len(server.frames) == len(in_file) >= 4
+    for frame, line in zip(server.frames, in_file, strict=True):
+        header, _, message = frame.partition(b"\xef\xbb\xbf")
+        fields = header.decode().split(" ")
+        pri_version, _time, _host, app, _pid, message_id, data = fields[:7]
+        assert [pri_version, app, message_id, data] == ["<85>1", "dicom-node", "IHE+RFC-3881", "-"]
+        assert message == line
+        valid(message)
