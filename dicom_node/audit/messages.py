@@ -35,9 +35,7 @@ def _dcm(code: str, meaning: str) -> Code:
 
 # Event IDs (PS3.16 CID 400) and event types (CID 401) used by the node.
 APPLICATION_ACTIVITY = _dcm("110100", "Application Activity")
-INSTANCES_ACCESSED = _dcm("110103", "DICOM Instances Accessed")
 INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
-EXPORT = _dcm("110106", "Export")
 QUERY = _dcm("110112", "Query")
 SECURITY_ALERT = _dcm("110113", "Security Alert")
 USER_AUTHENTICATION = _dcm("110114", "User Authentication")
@@ -112,9 +110,7 @@ class ParticipantObject:
     name: str | None = None
     query: bytes | None = None
     details: tuple[tuple[str, bytes], ...] = ()
-    life_cycle: int | None = None
     sop_classes: Mapping[str, int] = field(default_factory=dict)
-    anonymized: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +183,6 @@ def _object(parent: ET.Element, item: ParticipantObject) -> None:
         "ParticipantObjectTypeCode": str(item.type_code),
         "ParticipantObjectTypeCodeRole": str(item.role),
     }
-    if item.life_cycle is not None:
-        attributes["ParticipantObjectDataLifeCycle"] = str(item.life_cycle)
     element = ET.SubElement(parent, "ParticipantObjectIdentification", attributes)
     _coded(element, "ParticipantObjectIDTypeCode", item.id_type)
     if item.query is not None:
@@ -203,14 +197,12 @@ def _object(parent: ET.Element, item: ParticipantObject) -> None:
             "ParticipantObjectDetail",
             {"type": kind, "value": base64.b64encode(value).decode()},
         )
-    if item.sop_classes or item.anonymized is not None:
+    if item.sop_classes:
         description = ET.SubElement(element, "ParticipantObjectDescription")
         for uid, count in sorted(item.sop_classes.items()):
             ET.SubElement(
                 description, "SOPClass", {"UID": _clean(uid), "NumberOfInstances": str(count)}
             )
-        if item.anonymized is not None:
-            ET.SubElement(description, "Anonymized").text = "true" if item.anonymized else "false"
 
 
 def to_xml(event: AuditEvent, source: AuditSource, when: datetime) -> bytes:
@@ -252,37 +244,20 @@ def to_xml(event: AuditEvent, source: AuditSource, when: datetime) -> bytes:
 # The participant objects the node's events name.
 
 
-def patient_object(study: StudyData) -> ParticipantObject:
-    return ParticipantObject(
-        study.patient_id, PATIENT_NUMBER, 1, 1, name=study.patient_name or study.patient_id
-    )
-
-
-def study_object(
-    study: StudyData, life_cycle: int | None = None, anonymized: bool | None = None
-) -> ParticipantObject:
-    return ParticipantObject(
-        study.study_uid,
-        STUDY_INSTANCE_UID,
-        2,
-        3,
-        life_cycle=life_cycle,
-        sop_classes=dict(study.sop_classes),
-        anonymized=anonymized,
-    )
-
-
-def _study_objects(
-    studies: Iterable[StudyData], life_cycle: int | None = None, anonymized: bool | None = None
-) -> tuple[ParticipantObject, ...]:
-    """Each study and its patient (each patient once)."""
+def _study_objects(studies: Iterable[StudyData]) -> tuple[ParticipantObject, ...]:
+    """Each study, with its instances per SOP class, and its patient (each patient once)."""
     objects: list[ParticipantObject] = []
     patients: set[tuple[str, str]] = set()
     for study in studies:
         if (study.patient_id, study.patient_name) not in patients:
             patients.add((study.patient_id, study.patient_name))
-            objects.append(patient_object(study))
-        objects.append(study_object(study, life_cycle, anonymized))
+            name = study.patient_name or study.patient_id
+            objects.append(ParticipantObject(study.patient_id, PATIENT_NUMBER, 1, 1, name=name))
+        objects.append(
+            ParticipantObject(
+                study.study_uid, STUDY_INSTANCE_UID, 2, 3, sop_classes=dict(study.sop_classes)
+            )
+        )
     return tuple(objects)
 
 
@@ -390,43 +365,4 @@ def query(
         node_role=DESTINATION,
         participants=(requestor,),
         objects=(ParticipantObject(what, what_type, 2, 3, query=request, details=details),),
-    )
-
-
-def deidentified(
-    studies: Iterable[StudyData], purpose: str, destinations: Iterable[Participant] = ()
-) -> AuditEvent:
-    """De-identified copies made of a study: for the models (DICOM Instances Accessed) or for
-    research destinations (an Export). The original patient and study are named, so the audit
-    says whose data left, and how."""
-    receivers = tuple(destinations)
-    return AuditEvent(
-        EXPORT if receivers else INSTANCES_ACCESSED,
-        Action.READ,
-        description=purpose,
-        node_role=SOURCE,
-        node_requestor=True,
-        participants=receivers,
-        objects=_study_objects(studies, life_cycle=7, anonymized=True),
-    )
-
-
-def report_exported(
-    destination: Participant,
-    report_uid: str,
-    studies: Iterable[StudyData],
-    outcome: Outcome = Outcome.SUCCESS,
-    description: str | None = None,
-) -> AuditEvent:
-    """An AI report posted to the FHIR server (an Export of the report, for its patient)."""
-    report = ParticipantObject(report_uid, URI, 2, 3, name="FHIR DiagnosticReport", life_cycle=10)
-    return AuditEvent(
-        EXPORT,
-        Action.READ,
-        outcome,
-        description=description,
-        node_role=SOURCE,
-        node_requestor=True,
-        participants=(destination,),
-        objects=(*_study_objects(studies), report),
     )
