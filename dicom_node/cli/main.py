@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     configure_logging(config.logging.level)
-    serve(config)
+    serve(config, Path(args.config))
     return 0
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 
 from fhir_bridge.settings import FhirAuthSettings, FhirSettings
 
+from ..audit.settings import AuditSettings
 from ..deid.settings import DeidentificationOptions
 from .dicomweb import DicomwebSettings
 
@@ -126,6 +127,7 @@ class DicomConfig(_Section):
     @property
     def inflated_limit(self) -> int:
         return min(self.max_dataset_bytes, self.max_inflated_bytes)
+
     #: Only accept associations whose calling AE title is one of `peers`.
     require_known_calling_ae: bool = False
     #: Reject associations whose called AE title is not our own.
@@ -313,6 +315,7 @@ class NodeConfig(_Section):
     outbox: OutboxConfig = OutboxConfig()
     inference: InferenceConfig = InferenceConfig()
     deidentification: DeidentificationConfig = DeidentificationConfig()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingConfig = LoggingConfig()
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -334,6 +337,10 @@ class NodeConfig(_Section):
                     f"route {rule.name!r}: research_destinations names unknown peers: "
                     f"{', '.join(unknown)}"
                 )
+
+    @property
+    def audit_file(self) -> Path:
+        return self.audit.file or self.storage.path / "audit.log"
 
     @property
     def pseudonym_key_file(self) -> Path:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import jwt
 from fastapi import Request
 
+from ..audit import messages, record
 from ..config.dicomweb import DicomwebAuth
+from .context import http_user
 from .errors import DicomwebError
 
 log = logging.getLogger(__name__)
@@ -110,17 +112,27 @@ def authorizer(settings: DicomwebAuth) -> Callable[[Request], None]:
                 return Grant(username, True, user.write)
         raise unauthorized("unknown user or wrong password")
 
-    def check(request: Request) -> None:
-        if not settings.enabled:
-            return
+    def authenticate(request: Request) -> Grant:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer" and (settings.bearer_tokens or settings.jwt):
-            grant = bearer(credentials.strip())
-        elif scheme == "basic" and settings.basic_users:
-            grant = basic(credentials.strip())
-        else:
-            raise unauthorized("DICOMweb needs credentials")
+            return bearer(credentials.strip())
+        if scheme == "basic" and settings.basic_users:
+            return basic(credentials.strip())
+        raise unauthorized("DICOMweb needs credentials")
+
+    def check(request: Request) -> None:
+        if not settings.enabled:
+            return
+        try:
+            grant = authenticate(request)
+        except DicomwebError as error:
+            denied = messages.access_denied(
+                http_user(request), request.url.path, str(error.detail), authenticated=False
+            )
+            record(denied)
+            raise
+        request.state.user = grant.who
         writing = request.method == "POST"
         if not (grant.write if writing else grant.read):
             action = "store" if writing else "read"
@@ -131,6 +143,8 @@ def authorizer(settings: DicomwebAuth) -> Callable[[Request], None]:
                 request.method,
                 request.url.path,
             )
-            raise DicomwebError(403, f"these credentials do not allow to {action}")
+            reason = f"these credentials do not allow to {action}"
+            record(messages.access_denied(http_user(request), request.url.path, reason, True))
+            raise DicomwebError(403, reason)
 
     return check

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy import Engine
 
+from ..audit import messages
 from ..config.dicomweb import DicomwebSettings
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea
@@ -36,3 +37,11 @@ def service_url(request: Request) -> str:
     if url.port is None and server and server[1] not in (80, 443):
         url = url.replace(port=server[1])
     return str(url).rstrip("/") + ROOT
+
+
+def http_user(request: Request, role: messages.Code | None = None) -> messages.Participant:
+    """Who made the request, for an audit message: the user the credentials named (set by the
+    access check), and the client's address."""
+    who = getattr(request.state, "user", None) or "anonymous"
+    address = request.client.host if request.client else None
+    return messages.Participant(who, True, role, address)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from ..audit import messages, record
 from ..index.query import (
     COMPUTED,
     KEYS,
@@ -30,7 +31,7 @@ from ..index.query import (
 )
 from ..store.representative import representative_header
 from . import params
-from .context import DicomwebContext, service_url
+from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key
 
@@ -142,6 +143,9 @@ def _levels_shown(level: Level, fixed: dict[str, str]) -> list[Level]:
 
 
 def search(context: DicomwebContext, request: Request, level: Level, **fixed: str) -> Response:
+    query_string = request.url.query.encode()
+    user = http_user(request, messages.SOURCE)
+    record(messages.query(user, request.url.path, messages.URI, query_string))
     parsed = Search(request, level, fixed)
     try:
         query = build_query(level, parsed.matching)

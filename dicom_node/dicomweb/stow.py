@@ -24,10 +24,11 @@ from python_multipart.multipart import MultipartParser, MultipartState
 from starlette.concurrency import run_in_threadpool
 
 from .. import metrics
+from ..audit import messages, record
 from ..statuses import CANNOT_UNDERSTAND
 from ..store.file_meta import read_file_meta
 from ..store.ingest import StoreFailure
-from .context import DicomwebContext, service_url
+from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError
 from .json_model import DICOM_JSON, dump, element, tag_key
 from .media import parse_media_range
@@ -105,6 +106,13 @@ class _Outcome:
     stored: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    #: the studies stored into, for the audit message of the request
+    studies: dict[str, messages.StudyData] = field(default_factory=dict)
+
+    def audit(self, request: Request) -> None:
+        if self.studies:
+            sender = http_user(request, messages.SOURCE)
+            record(messages.instances_stored(sender, self.studies.values()))
 
 
 def _boundary(request: Request) -> str:
@@ -159,7 +167,13 @@ def _store_part(
         )
         outcome.reasons.append(failure.comment)
         return
-    url = f"{base}/studies/{attributes.study_instance_uid}/series/"
+    uid = attributes.study_instance_uid
+    if uid not in outcome.studies:
+        outcome.studies[uid] = messages.StudyData(
+            uid, attributes.patient_id, attributes.patient_name
+        )
+    outcome.studies[uid].add(sop_class)
+    url = f"{base}/studies/{uid}/series/"
     url += f"{attributes.series_instance_uid}/instances/{sop_instance}"
     outcome.stored.append(
         {
@@ -205,6 +219,8 @@ async def store(context: DicomwebContext, request: Request, study: str | None) -
         raise _refusal(400, f"the multipart body is malformed ({error})", outcome) from None
     except _Refused as refused:
         raise _refusal(refused.status, refused.reason, outcome) from None
+    finally:
+        outcome.audit(request)
     if not outcome.stored and not outcome.failed:
         raise DicomwebError(400, "the multipart body holds no part")
     answer: dict[str, dict] = {}

@@ -20,7 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom.uid import ExplicitVRLittleEndian
 
-from .context import DicomwebContext, service_url
+from ..audit import messages, record
+from ..index.query import studies_of
+from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
@@ -99,7 +101,14 @@ def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile 
     return Part(f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path))
 
 
+def _audit_read(request: Request, rows: list[dict]) -> None:
+    """The instances (or their metadata) a WADO-RS request reads: sent to its user."""
+    user = http_user(request, messages.DESTINATION)
+    record(messages.instances_sent(user, studies_of(rows)))
+
+
 def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
+    _audit_read(request, rows)
     plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
     transcoded = _transcoded(context, plan)
     boundary = new_boundary()
@@ -116,6 +125,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             break
     else:
         raise not_acceptable(DICOM_JSON)
+    _audit_read(request, rows)
     answers = []
     for row in rows:
         url = (

@@ -29,8 +29,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .. import metrics
+from ..audit import messages, record
 from ..config import NodeConfig
 from . import tuning
+from .auditing import requestor as requesting_peer
 from .connections import Connections
 from .store import answer_incomplete_stores
 
@@ -163,6 +165,7 @@ def _log_rejection(event: Event) -> None:
         requestor.primitive.called_ae_title,
         reason,
     )
+    record(messages.association(requesting_peer(event.assoc), accepted=False, reason=reason))
 
 
 def _log_accepted(event: Event) -> None:
@@ -173,6 +176,7 @@ def _log_accepted(event: Event) -> None:
         requestor.address,
         requestor.port,
     )
+    record(messages.association(requesting_peer(event.assoc), accepted=True))
 
 
 def build_ae(

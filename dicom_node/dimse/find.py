@@ -38,6 +38,7 @@ from ..statuses import (
 )
 from ..store.representative import representative_header
 from ..store.storage import StorageArea
+from .auditing import record_query
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class FindHandler:
         self._ae_title = ae_title
 
     def __call__(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
+        record_query(event)
         try:
             identifier = event.identifier
             patient_root = (

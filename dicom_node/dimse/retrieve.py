@@ -21,10 +21,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
 from .. import metrics
+from ..audit import messages, record
 from ..config import NodeConfig
-from ..index.query import QueryError, build_query, matching_instances
+from ..index.query import QueryError, build_query, matching_instances, studies_of
 from ..statuses import PENDING, UNABLE_TO_PROCESS
 from ..store.storage import StorageArea
+from .auditing import destination as peer_destination
+from .auditing import requestor
 from .find import QueryFailure, _identifier_values, parse_level
 from .outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
 
@@ -111,6 +114,11 @@ class MoveHandler:
             yield failure.status, failure.response()
             return
         log.info("C-MOVE of %d instance(s) to %s", len(rows), destination)
+        record(
+            messages.instances_sent(
+                peer_destination(peer), studies_of(rows), requestor(event.assoc)
+            )
+        )
         yield peer.host, peer.port, {"contexts": storage_contexts(rows) or None}
         yield len(rows)
         store_assoc = None
@@ -154,6 +162,9 @@ class GetHandler:
             yield failure.status, failure.response()
             return
         log.info("C-GET of %d instance(s)", len(rows))
+        record(
+            messages.instances_sent(requestor(event.assoc, messages.DESTINATION), studies_of(rows))
+        )
         yield len(rows)
         for status, dataset in self._sender.sub_operations(
             rows, lambda sop_class: accepted_syntaxes(event.assoc.accepted_contexts, sop_class)

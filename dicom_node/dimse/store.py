@@ -18,25 +18,32 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from .. import metrics
+from ..audit import messages, record
+from ..audit.messages import StudyData
 from ..statuses import OUT_OF_RESOURCES, SUCCESS, UID_MISSING
 from ..store.ingest import Ingest, StoreFailure
+from .auditing import requestor
 from .reading import BoundedDataset
 
 log = logging.getLogger(__name__)
 
 
 class StoreHandler:
-    """Bound to EVT_C_STORE; one instance serves every association of a process."""
+    """Bound to EVT_C_STORE; one instance serves every association of a process. What an
+    association stored is audited once it closes, one message for all its studies (not one
+    per instance)."""
 
     def __init__(self, ingest: Ingest) -> None:
         self._ingest = ingest
+        #: per open association, the studies it stored into
+        self._stored: dict[Association, dict[str, StudyData]] = {}
 
     def __call__(self, event: Event) -> int | Dataset:
         started = time.perf_counter()
         calling_ae = event.assoc.requestor.ae_title.strip()
         request = cast(C_STORE, event.request)  # EVT_C_STORE's request is a C-STORE
         try:
-            self._ingest.store(
+            stored = self._ingest.store(
                 _received_bytes(request.DataSet),
                 UID(event.context.transfer_syntax),
                 str(request.AffectedSOPClassUID or ""),
@@ -50,7 +57,20 @@ class StoreHandler:
             answer.ErrorComment = failure.comment[:64]
             return answer
         metrics.STORE_LATENCY.observe(time.perf_counter() - started)
+        studies = self._stored.setdefault(event.assoc, {})
+        uid = stored.study_instance_uid
+        if uid not in studies:
+            studies[uid] = StudyData(uid, stored.patient_id, stored.patient_name)
+        studies[uid].add(stored.sop_class_uid)
         return SUCCESS
+
+    def association_closed(self, event: Event) -> None:
+        """Bound to EVT_CONN_CLOSE: audit what the association stored."""
+        studies = self._stored.pop(event.assoc, None)
+        if studies:
+            record(
+                messages.instances_stored(requestor(event.assoc, messages.SOURCE), studies.values())
+            )
 
 
 def answer_incomplete_stores(association: Association) -> None:

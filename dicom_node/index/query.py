@@ -17,6 +17,7 @@ from enum import Enum, StrEnum
 from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select
 from sqlalchemy.sql import FromClause, Select
 
+from ..audit.messages import StudyData
 from .folding import folded
 from .schema import instances, series, studies
 from .wildcard import has_wildcard, wildcard_match
@@ -297,13 +298,32 @@ def series_counts(engine: Engine, uids: list[str]) -> dict[str, int]:
 
 
 def matching_instances(engine: Engine, query: Query) -> list[dict]:
-    """The instance rows under every entity matching `query` (for C-MOVE and C-GET)."""
+    """The instance rows under every entity matching `query` (for C-MOVE and C-GET), each
+    with its study's UID and patient."""
     joined = instances.join(series).join(studies)
-    statement = _filtered(select(*instances.c).select_from(joined), query).order_by(
+    columns = (
+        *instances.c,
+        studies.c.study_instance_uid,
+        studies.c.patient_id,
+        studies.c.patient_name,
+    )
+    statement = _filtered(select(*columns).select_from(joined), query).order_by(
         instances.c.series_instance_uid, instances.c.instance_number
     )
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def studies_of(rows: list[dict]) -> list[StudyData]:
+    """The studies of `matching_instances` rows, for an audit message: each with its patient
+    and its instances counted by SOP class."""
+    found: dict[str, StudyData] = {}
+    for row in rows:
+        uid = row["study_instance_uid"]
+        if uid not in found:
+            found[uid] = StudyData(uid, row["patient_id"], row["patient_name"])
+        found[uid].add(row["sop_class_uid"])
+    return list(found.values())
 
 
 def computed_values(engine: Engine, level: Level, row: dict, keywords: set[str]) -> dict:

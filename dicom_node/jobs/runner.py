@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from sqlalchemy import Engine
 
+from ..audit import open_trail
 from ..config import ConfigError, NodeConfig
 from ..index.jobs import Job, claim, finish, requeue, requeue_interrupted
 from ..logging_setup import configure_logging
@@ -54,6 +55,7 @@ def _start_worker(config: NodeConfig, node_pid: int) -> None:
     global _context, _cannot_start
     _die_with_the_node(node_pid)
     configure_logging(config.logging.level)
+    open_trail(config.audit, config.audit_file, config.ae_title)
     try:
         _context = StudyJobContext.open(config)
     except ConfigError as error:  # e.g. a bundle replaced by a broken one since the start

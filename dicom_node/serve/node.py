@@ -8,6 +8,8 @@ exits.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -19,10 +21,12 @@ import time
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
+from pathlib import Path
 
 from pydicom import config as pydicom_config
 from pynetdicom import evt
 
+from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, NodeConfig
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
@@ -78,9 +82,11 @@ class Receiver:
             storage, self.writer, config.storage.duplicates, config.dicom.inflated_limit
         )
         self.ae = build_ae(config, shared.loads, shared.associations, slot)
+        store = StoreHandler(self.ingest)
         handlers = access_handlers(self.ae) + [
             (evt.EVT_C_ECHO, lambda _event: SUCCESS),
-            (evt.EVT_C_STORE, StoreHandler(self.ingest)),
+            (evt.EVT_C_STORE, store),
+            (evt.EVT_CONN_CLOSE, store.association_closed),
             (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
             (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),
             (evt.EVT_C_GET, GetHandler(self.engine, storage)),
@@ -132,8 +138,14 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
+def open_audit_trail(config: NodeConfig) -> None:
+    """This process's audit trail (each process of the node opens its own)."""
+    open_trail(config.audit, config.audit_file, config.ae_title)
+
+
 def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
     configure_logging(config.logging.level)
+    open_audit_trail(config)
     stop = _stop_on_signal()
     receiver = Receiver(config, shared, slot)
     receiver.start()
@@ -145,6 +157,7 @@ def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
             log.warning("the node's main process is gone: stopping this receiver")
             break
     receiver.stop()
+    close_trail()
 
 
 def _start_receiver(context, config: NodeConfig, shared: SharedState, slot: int):
@@ -173,14 +186,23 @@ def _prepare_metrics_folder(storage_root) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
-def serve(config: NodeConfig) -> None:
-    """Run the node until SIGTERM/SIGINT."""
+def serve(config: NodeConfig, config_path: Path | None = None) -> None:
+    """Run the node until SIGTERM/SIGINT; `config_path` is the file `config` was read from."""
     storage = StorageArea(config.storage.path)
     try:
         lock = StorageLock(storage.root)
     except StorageLocked as error:
         raise ConfigError(str(error)) from None
     storage.prepare()
+    try:
+        open_audit_trail(config)
+    except OSError as error:
+        raise ConfigError(
+            f"audit.file: cannot open {config.audit_file}: {error.strerror}"
+        ) from None
+    if config_path is not None:
+        digest = hashlib.sha256(config_path.read_bytes()).digest()
+        record(messages.configuration_loaded(str(config_path.resolve()), digest))
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
@@ -240,6 +262,7 @@ def serve(config: NodeConfig) -> None:
         config.http,
     )
     http.start()
+    record(messages.application_activity(True, getpass.getuser()))
     log.info(
         "%s listening for DICOM on %s:%d (%d receiving process(es)), HTTP on %s:%d, index %s",
         config.ae_title,
@@ -264,5 +287,7 @@ def serve(config: NodeConfig) -> None:
     for child in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)
     engine.dispose()
+    record(messages.application_activity(False, getpass.getuser()))
+    close_trail()
     lock.release()
     log.info("stopped")
