@@ -26,6 +26,7 @@ from ..statuses import PENDING, UNABLE_TO_PROCESS
 from ..store.storage import StorageArea
 from .find import QueryFailure, _identifier_values, parse_level
 from .outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
+from .tls import client_args
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,14 @@ class MoveHandler:
             yield failure.status, failure.response()
             return
         log.info("C-MOVE of %d instance(s) to %s", len(rows), destination)
-        yield peer.host, peer.port, {"contexts": storage_contexts(rows) or None}
+        yield (
+            peer.host,
+            peer.port,
+            {
+                "contexts": storage_contexts(rows) or None,
+                "tls_args": client_args(self._config, peer),
+            },
+        )
         yield len(rows)
         store_assoc = None
 
