@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from dicom_node.config import parse_config
+from dicom_node.config import ConfigError, parse_config
 from dicom_node.dimse.scu import PeerUnavailable, echo
 from dicom_node.index.database import open_engine
 from dicom_node.index.schema import OUTBOX_SENT
@@ -242,3 +242,36 @@ def test_the_outbox_delivers_to_orthanc_over_dicom_tls(tmp_path, pki):
             echo(no_certificate, "pacs")
     finally:
         orthanc.stop()
+
+
+_CERT = {"certificate_file": "node.crt", "key_file": "node.key"}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"dicom": {"tls": {"port": 2762}}}, "dicom.tls: Value error, a TLS port needs"),
+        ({"dicom": {"tls": {"port": 2762, **_CERT}}}, "require_client_certificate needs ca_file"),
+        ({"dicom": {"tls": {"ciphers": "NOTHING-KNOWN"}}}, "dicom.tls.ciphers: Value error"),
+        ({"dicom": {"port": None}}, "port and tls.port are both null"),
+        (
+            {"peers": {"p": {"ae_title": "P", "host": "h", "port": 1, "ca_file": "ca.crt"}}},
+            "ca_file is for a TLS peer",
+        ),
+        (
+            {"peers": {"p": {"ae_title": "P", "host": "h", "port": 1, "certificate_subject": "x"}}},
+            "peers.p: a certificate_fingerprint or certificate_subject needs dicom.tls.port",
+        ),
+        (
+            {
+                "peers": {
+                    "p": {"ae_title": "P", "host": "h", "port": 1, "certificate_fingerprint": "ab"}
+                }
+            },
+            "not a SHA-256 fingerprint",
+        ),
+    ],
+)
+def test_tls_settings_that_cannot_work_are_refused_naming_the_key(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(settings)

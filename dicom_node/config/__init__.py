@@ -23,7 +23,9 @@ from .node import (
     RouteConfig,
     load_config,
     parse_config,
+    read_document,
 )
+from .secrets import findings as secret_findings
 
 __all__ = [
     "BUILTIN_BUNDLES",
@@ -42,4 +44,6 @@ __all__ = [
     "RouteConfig",
     "load_config",
     "parse_config",
+    "read_document",
+    "secret_findings",
 ]

@@ -28,6 +28,7 @@ from fhir_bridge.settings import FhirAuthSettings, FhirSettings
 
 from ..deid.settings import DeidentificationOptions
 from .dicomweb import DicomwebSettings
+from .secrets import resolve_secrets
 
 DEFAULT_CONFIG_PATH = Path("config/node.yaml")
 #: The model bundles that ship with the node.
@@ -468,7 +469,7 @@ def parse_config(data: object, source: str = "configuration") -> NodeConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     try:
-        return NodeConfig.model_validate(data)
+        return NodeConfig.model_validate(resolve_secrets(data))
     except ValidationError as error:
         raise ConfigError(f"{source}: {_describe(error)}") from None
     except ValueError as error:
@@ -477,6 +478,11 @@ def parse_config(data: object, source: str = "configuration") -> NodeConfig:
 
 def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> NodeConfig:
     """Read and validate the YAML file at `path`."""
+    return parse_config(read_document(path), str(path))
+
+
+def read_document(path: Path | str) -> object:
+    """The YAML document at `path`, as written (secrets not yet resolved)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -486,4 +492,4 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> NodeConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_config(data, str(path))
+    return data
