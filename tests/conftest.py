@@ -160,7 +160,9 @@ class RunningNode:
 
     @property
     def port(self) -> int:
-        return self.settings["dicom"]["port"]
+        """The plain DICOM port, else (DICOM over TLS only) the TLS port."""
+        dicom = self.settings["dicom"]
+        return dicom["port"] or dicom["tls"]["port"]
 
     @property
     def http_port(self) -> int:

@@ -19,7 +19,7 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class OrthancPeer:
     """One Orthanc server with AE title ORTHANC, taking C-STORE from any calling AE."""
 
-    def __init__(self, folder: Path, dicomweb: bool = False) -> None:
+    def __init__(self, folder: Path, dicomweb: bool = False, settings: dict | None = None) -> None:
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.config = folder / "orthanc.json"
@@ -37,6 +37,7 @@ class OrthancPeer:
                     "AuthenticationEnabled": False,
                     "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
                     "DicomWeb": {"Enable": dicomweb, "Root": "/dicom-web/"},
+                    **(settings or {}),
                 }
             )
         )

@@ -15,6 +15,9 @@ from ..config import (
     NodeConfig,
     PeerConfig,
     load_config,
+    parse_config,
+    read_document,
+    secret_findings,
 )
 from ..deid.settings import DeidentificationOptions
 
@@ -39,13 +42,30 @@ def _peer_address(peer: PeerConfig) -> str:
     return ", ".join(parts)
 
 
+def _check_secrets(document: object, config: NodeConfig) -> None:
+    """Warn about each secret written in the file; refuse key and secret files others may read."""
+    found = secret_findings(document)
+    if config.deidentification.key_file is None:
+        found.check_file("deidentification.key_file (default)", config.pseudonym_key_file)
+    for key in found.inline:
+        print(
+            f"warning: {key} is written in the configuration file: "
+            f"give {key.rsplit('.', 1)[-1]}_file or {key.rsplit('.', 1)[-1]}_env instead",
+            file=sys.stderr,
+        )
+    if found.readable_by_others:
+        raise ConfigError("; ".join(found.readable_by_others))
+
+
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.path)
+    document = read_document(args.path)
+    config = parse_config(document, str(args.path))
+    _check_secrets(document, config)
     peers = ", ".join(f"{name} ({_peer_address(p)})" for name, p in config.peers.items()) or "none"
     print(f"{args.path}: valid")
     print(
-        f"  AE title {config.ae_title}, DICOM {config.dicom.host}:{config.dicom.port}, "
-        f"HTTP {config.http.host}:{config.http.port}"
+        f"  AE title {config.ae_title}, DICOM {config.dicom.host} port {config.dicom.port or 'off'}"
+        f", TLS port {config.dicom.tls.port or 'off'}, HTTP {config.http.host}:{config.http.port}"
     )
     print(f"  storage {config.storage.path}, index {config.storage.database_url}")
     print(f"  peers: {peers}")

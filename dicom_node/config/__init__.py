@@ -13,6 +13,7 @@ from .node import (
     ConfigError,
     DicomAddress,
     DicomConfig,
+    DicomTlsConfig,
     DuplicatePolicy,
     HttpConfig,
     InferenceConfig,
@@ -22,7 +23,9 @@ from .node import (
     RouteConfig,
     load_config,
     parse_config,
+    read_document,
 )
+from .secrets import findings as secret_findings
 
 __all__ = [
     "BUILTIN_BUNDLES",
@@ -31,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DicomAddress",
     "DicomConfig",
+    "DicomTlsConfig",
     "DuplicatePolicy",
     "HttpConfig",
     "InferenceConfig",
@@ -40,4 +44,6 @@ __all__ = [
     "RouteConfig",
     "load_config",
     "parse_config",
+    "read_document",
+    "secret_findings",
 ]

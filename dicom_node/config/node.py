@@ -8,6 +8,7 @@ surfacing later as a confusing runtime error.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,7 @@ from fhir_bridge.settings import FhirAuthSettings, FhirSettings
 from ..audit.settings import AuditSettings
 from ..deid.settings import DeidentificationOptions
 from .dicomweb import DicomwebSettings
+from .secrets import resolve_secrets
 
 DEFAULT_CONFIG_PATH = Path("config/node.yaml")
 #: The model bundles that ship with the node.
@@ -65,6 +67,16 @@ class DicomAddress:
     port: int
 
 
+def _sha256_fingerprint(value: str | None) -> str | None:
+    """``AB:CD:...`` (as ``openssl x509 -fingerprint -sha256`` prints it) or plain hex."""
+    if value is None:
+        return None
+    digits = value.replace(":", "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digits):
+        raise ValueError(f"{value!r} is not a SHA-256 fingerprint (64 hexadecimal digits)")
+    return digits
+
+
 class PeerConfig(_Section):
     """A known node: a DICOM peer (``ae_title``, ``host``, ``port``: a destination for C-MOVE,
     sends and results, and a trusted caller), a DICOMweb destination (``dicomweb_url``, where
@@ -74,6 +86,14 @@ class PeerConfig(_Section):
     ae_title: str | None = None
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+    #: the node connects to this peer over TLS (its port is then the peer's TLS port)
+    tls: bool = False
+    #: the CAs trusted for the peer's certificate (PEM); default: the system's
+    ca_file: Path | None = None
+    #: as a caller, the peer's AE title is accepted only over TLS with this certificate
+    certificate_fingerprint: str | None = None
+    #: ... or with a certificate of this subject (RFC 4514, e.g. ``CN=pacs,O=Hospital``)
+    certificate_subject: str | None = None
     dicomweb_url: AnyHttpUrl | None = None
     auth: FhirAuthSettings = FhirAuthSettings()
     timeout_seconds: float = Field(default=60.0, gt=0)
@@ -82,6 +102,8 @@ class PeerConfig(_Section):
     @classmethod
     def _ae(cls, value: str | None) -> str | None:
         return None if value is None else _check_ae_title(value)
+
+    _fingerprint = field_validator("certificate_fingerprint")(_sha256_fingerprint)
 
     @model_validator(mode="after")
     def _reachable(self) -> PeerConfig:
@@ -92,7 +114,17 @@ class PeerConfig(_Section):
             raise ValueError(
                 "a peer needs ae_title, host and port (DICOM) or dicomweb_url (DICOMweb STOW-RS)"
             )
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file is for a TLS peer (tls: true)")
+        dicom_only = ("tls", "certificate_fingerprint", "certificate_subject")
+        if not given and any(getattr(self, key) for key in dicom_only):
+            raise ValueError(f"{', '.join(dicom_only)} are for a DICOM peer (ae_title, host, port)")
         return self
+
+    @property
+    def pinned(self) -> bool:
+        """Accepted as a caller only over TLS with a given certificate."""
+        return self.certificate_fingerprint is not None or self.certificate_subject is not None
 
     @property
     def address(self) -> DicomAddress | None:
@@ -102,9 +134,49 @@ class PeerConfig(_Section):
         return DicomAddress(self.ae_title, self.host, self.port)
 
 
+class DicomTlsConfig(_Section):
+    """DICOM over TLS (PS3.15 Annex B): a second listener beside the plain one, TLS 1.2 or
+    later, and the node's certificate, also presented as a client to TLS peers."""
+
+    #: the TLS listener's port (e.g. 2762); absent: no TLS listener
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: the node's certificate chain and private key (PEM)
+    certificate_file: Path | None = None
+    key_file: Path | None = None
+    #: the CAs whose client certificates are trusted (PEM)
+    ca_file: Path | None = None
+    require_client_certificate: bool = True
+    #: OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's own); default: OpenSSL's
+    ciphers: str | None = None
+
+    @field_validator("ciphers")
+    @classmethod
+    def _known_ciphers(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+            except ssl.SSLError:
+                raise ValueError(f"{value!r} selects no cipher OpenSSL knows") from None
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> DicomTlsConfig:
+        if (self.certificate_file is None) != (self.key_file is None):
+            raise ValueError("certificate_file and key_file go together")
+        if self.port is not None and self.certificate_file is None:
+            raise ValueError("a TLS port needs certificate_file and key_file")
+        if self.port is not None and self.require_client_certificate and self.ca_file is None:
+            raise ValueError(
+                "require_client_certificate needs ca_file (the CAs of the callers' certificates)"
+            )
+        return self
+
+
 class DicomConfig(_Section):
     host: str = "0.0.0.0"
-    port: int = Field(default=11112, ge=1, le=65535)
+    #: the plain (unencrypted) listener's port; null: DICOM over TLS only
+    port: int | None = Field(default=11112, ge=1, le=65535)
+    tls: DicomTlsConfig = DicomTlsConfig()
     #: Receiving processes sharing the port (SO_REUSEPORT); each is one Python interpreter.
     workers: int = Field(default=2, ge=1, le=64)
     #: Concurrent associations accepted by the whole node (shared by the workers).
@@ -135,6 +207,14 @@ class DicomConfig(_Section):
     network_timeout: float = Field(default=60.0, gt=0)
     acse_timeout: float = Field(default=30.0, gt=0)
     dimse_timeout: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _listening(self) -> DicomConfig:
+        if self.port is None and self.tls.port is None:
+            raise ValueError("port and tls.port are both null: nothing would listen")
+        if self.port is not None and self.port == self.tls.port:
+            raise ValueError("port and tls.port are the same")
+        return self
 
 
 class HttpConfig(_Section):
@@ -327,6 +407,12 @@ class NodeConfig(_Section):
             raise ValueError(
                 f"peers: the name {FHIR_DESTINATION!r} is the FHIR server's outbox destination"
             )
+        for name, peer in self.peers.items():
+            if peer.pinned and self.dicom.tls.port is None:
+                raise ValueError(
+                    f"peers.{name}: a certificate_fingerprint or certificate_subject needs "
+                    "dicom.tls.port (the peer is accepted over TLS only)"
+                )
         unknown = [name for name in self.results.destinations if name not in self.peers]
         if unknown:
             raise ValueError(f"results.destinations names unknown peers: {', '.join(unknown)}")
@@ -363,10 +449,11 @@ class NodeConfig(_Section):
             raise ConfigError(f"peer {name!r} is a DICOMweb destination: it has no DICOM address")
         return address
 
-    def peer_by_ae_title(self, ae_title: str) -> DicomAddress | None:
+    def peer_by_ae_title(self, ae_title: str) -> PeerConfig | None:
+        """The DICOM peer with this AE title (the first listed)."""
         for peer in self.peers.values():
             if peer.address is not None and peer.address.ae_title == ae_title.strip():
-                return peer.address
+                return peer
         return None
 
 
@@ -388,7 +475,7 @@ def parse_config(data: object, source: str = "configuration") -> NodeConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     try:
-        return NodeConfig.model_validate(data)
+        return NodeConfig.model_validate(resolve_secrets(data))
     except ValidationError as error:
         raise ConfigError(f"{source}: {_describe(error)}") from None
     except ValueError as error:
@@ -397,6 +484,11 @@ def parse_config(data: object, source: str = "configuration") -> NodeConfig:
 
 def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> NodeConfig:
     """Read and validate the YAML file at `path`."""
+    return parse_config(read_document(path), str(path))
+
+
+def read_document(path: Path | str) -> object:
+    """The YAML document at `path`, as written (secrets not yet resolved)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -406,4 +498,4 @@ def load_config(path: Path | str = DEFAULT_CONFIG_PATH) -> NodeConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_config(data, str(path))
+    return data

@@ -31,7 +31,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from .. import metrics
 from ..audit import messages, record
 from ..config import NodeConfig
-from . import tuning
+from . import tls, tuning
 from .auditing import requestor as requesting_peer
 from .connections import Connections
 from .store import answer_incomplete_stores
@@ -68,12 +68,18 @@ class NodeAE(AE):
     """An AE whose association limit is shared with the node's other receiving processes."""
 
     def __init__(
-        self, ae_title: str, limit: int, connections: Connections, max_dataset_bytes: int
+        self,
+        ae_title: str,
+        limit: int,
+        connections: Connections,
+        max_dataset_bytes: int,
+        pinned: tls.PinnedPeers,
     ) -> None:
         super().__init__(ae_title)
         self._limit = limit
         self.connections = connections
         self._max_dataset_bytes = max_dataset_bytes
+        self._pinned = pinned
 
     @property
     def maximum_associations(self) -> int:
@@ -91,12 +97,26 @@ class NodeAE(AE):
         self._limit = value
 
     def connection_opened(self, event: Event) -> None:
+        # The ACSE timeout is always set on the node's AE (build_ae).
+        tls.handshake_first(event.assoc, self.acse_timeout or 30.0)
         self.connections.opened(event.assoc)
         tuning.install(event.assoc, self._max_dataset_bytes)
         answer_incomplete_stores(event.assoc)
 
     def association_requested(self, event: Event) -> None:
         self.connections.requested(event.assoc)
+        refusal = self._pinned.refusal(event.assoc)
+        if refusal is not None:
+            requestor = event.assoc.requestor
+            metrics.FAILURES.labels(reason="association_rejected").inc()
+            log.warning(
+                "association rejected: calling AE %r from %s:%s: %s (A-ASSOCIATE-RJ 1/1/3)",
+                requestor.primitive.calling_ae_title if requestor.primitive else "",
+                requestor.address,
+                requestor.port,
+                refusal,
+            )
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
 
     def connection_closed(self, event: Event) -> None:
         self.connections.closed(event.assoc)
@@ -108,7 +128,11 @@ _DEFER_SECONDS = 0.005
 
 
 class SharedListener(ThreadedAssociationServer):
-    """pynetdicom's listener, accepting from a listening socket opened once for all processes."""
+    """pynetdicom's listener, accepting from a listening socket opened once for all processes.
+
+    With an ``ssl_context`` (the TLS port) an accepted socket is only wrapped: its handshake
+    runs in the connection's own thread (see `tls.handshake_first`), never in this loop.
+    """
 
     ae: NodeAE  # the one build_ae makes
 
@@ -133,9 +157,14 @@ class SharedListener(ThreadedAssociationServer):
             time.sleep(_DEFER_SECONDS)
         # Non-blocking: when a sibling took the connection, accept() raises BlockingIOError,
         # which socketserver treats as "no request this time".
-        request = super().get_request()
-        self.ae.connections.accepted(*request)
-        return request
+        assert self.socket is not None  # the listening socket is given at construction
+        client, address = self.socket.accept()
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        self.ae.connections.accepted(client, address)
+        return client, address
 
     def server_close(self) -> None:
         # Only close: shutdown() would stop the siblings listening on the same socket.
@@ -190,7 +219,13 @@ def build_ae(
     # Waiting connections spread over the processes as evenly as all connections do.
     max_pending = -(-dicom.max_pending_connections // dicom.workers)
     connections = Connections(loads, associations, slot, max_pending)
-    ae = NodeAE(config.ae_title, dicom.max_associations, connections, dicom.max_dataset_bytes)
+    ae = NodeAE(
+        config.ae_title,
+        dicom.max_associations,
+        connections,
+        dicom.max_dataset_bytes,
+        tls.PinnedPeers(config.peers),
+    )
     ae.maximum_pdu_size = dicom.max_pdu_size
     ae.network_timeout = dicom.network_timeout
     ae.acse_timeout = dicom.acse_timeout

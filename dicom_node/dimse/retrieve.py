@@ -30,6 +30,7 @@ from .auditing import destination as peer_destination
 from .auditing import requestor
 from .find import QueryFailure, _identifier_values, parse_level
 from .outbound_syntax import MAX_CONTEXTS, accepted_syntaxes, as_accepted, proposed_contexts
+from .tls import client_args
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,20 @@ class MoveHandler:
             yield failure.status, failure.response()
             return
         log.info("C-MOVE of %d instance(s) to %s", len(rows), destination)
+        assert peer.address is not None  # peer_by_ae_title finds DICOM peers only
         record(
             messages.instances_sent(
-                peer_destination(peer), studies_of(rows), requestor(event.assoc)
+                peer_destination(peer.address), studies_of(rows), requestor(event.assoc)
             )
         )
-        yield peer.host, peer.port, {"contexts": storage_contexts(rows) or None}
+        yield (
+            peer.host,
+            peer.port,
+            {
+                "contexts": storage_contexts(rows) or None,
+                "tls_args": client_args(self._config, peer),
+            },
+        )
         yield len(rows)
         store_assoc = None
 

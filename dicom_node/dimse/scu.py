@@ -26,6 +26,7 @@ from .outbound_syntax import (
     needs_decompression,
     proposed_contexts,
 )
+from .tls import client_args
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,14 @@ def _describe(peer_name: str, peer: DicomAddress) -> str:
 
 def _associate(config: NodeConfig, peer_name: str, contexts: list) -> Association:
     peer = config.dicom_peer(peer_name)
+    tls_args = client_args(config, config.peer(peer_name))
     ae = AE(config.ae_title)
     ae.acse_timeout = config.dicom.acse_timeout
     ae.dimse_timeout = config.dicom.dimse_timeout
     ae.network_timeout = config.dicom.network_timeout
     ae.connection_timeout = 10
     ae.requested_contexts = contexts
-    association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if association.is_established:
         return association
     if association.is_rejected:
@@ -67,7 +69,8 @@ def _associate(config: NodeConfig, peer_name: str, contexts: list) -> Associatio
         )
     raise PeerUnavailable(
         f"cannot reach {_describe(peer_name, peer)}: connection refused, timed out or "
-        "aborted (is it running and listening on that port?)"
+        "aborted (is it running and listening on that port?"
+        + (" Does the TLS handshake succeed: its certificate, ca_file?)" if tls_args else ")")
     )
 
 

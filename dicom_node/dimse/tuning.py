@@ -25,6 +25,7 @@ import contextlib
 import queue
 import select
 import socket
+import ssl
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -76,6 +77,8 @@ class _DulEventQueue(queue.Queue):
         watched = [self._woken]
         transport = self._dul.socket
         if transport is not None and transport.socket is not None:
+            if isinstance(transport.socket, ssl.SSLSocket) and transport.socket.pending():
+                return  # decrypted bytes wait in the TLS buffer: select() cannot see them
             watched.append(transport.socket)
         try:
             readable, _, _ = select.select(watched, [], [], _DUL_WAIT_SECONDS)

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -43,18 +44,20 @@ _SUPERVISION_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class SharedState:
-    """What the receiving processes share: the listening socket, their open connections and
-    requested associations, and on SQLite a lock queueing their index commits (SQLite's busy
-    handler sleeps for milliseconds at a time)."""
+    """What the receiving processes share: the listening sockets (plain DICOM, DICOM over
+    TLS; either may be off), their open connections and requested associations, and on SQLite
+    a lock queueing their index commits (SQLite's busy handler sleeps for milliseconds at a
+    time)."""
 
-    listening_socket: socket.socket
+    plain_socket: socket.socket | None
+    tls_socket: socket.socket | None
     loads: SynchronizedArray
     associations: SynchronizedArray
     index_lock: LockType | None
 
 
 class Receiver:
-    """One pynetdicom listener with its handlers and index writer."""
+    """pynetdicom's listeners (plain, TLS) with their handlers and index writer."""
 
     def __init__(self, config: NodeConfig, shared: SharedState, slot: int) -> None:
         from .. import metrics
@@ -62,6 +65,7 @@ class Receiver:
         from ..dimse.find import FindHandler
         from ..dimse.retrieve import GetHandler, MoveHandler
         from ..dimse.store import StoreHandler
+        from ..dimse.tls import server_context
         from ..index.writer import IndexWriter
         from ..store.ingest import Ingest
 
@@ -91,27 +95,40 @@ class Receiver:
             (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),
             (evt.EVT_C_GET, GetHandler(self.engine, storage)),
         ]
-        self.server = self.ae.make_server(
-            (config.dicom.host, config.dicom.port),
-            evt_handlers=handlers,
-            server_class=SharedListener,
-            listening_socket=shared.listening_socket,
-        )
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="dicom-listener", daemon=True
-        )
+        listeners: list[tuple[socket.socket | None, ssl.SSLContext | None]] = [
+            (shared.plain_socket, None)
+        ]
+        if shared.tls_socket is not None:
+            listeners.append((shared.tls_socket, server_context(config.dicom.tls)))
+        self.servers = [
+            self.ae.make_server(
+                listening.getsockname(),
+                evt_handlers=handlers,
+                ssl_context=ssl_context,
+                server_class=SharedListener,
+                listening_socket=listening,
+            )
+            for listening, ssl_context in listeners
+            if listening is not None
+        ]
+        self._threads = [
+            threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
+            for server in self.servers
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def listening(self) -> bool:
-        """Whether this receiver still accepts associations (its listener thread runs)."""
-        return self._thread.is_alive()
+        """Whether this receiver still accepts associations (its listener threads run)."""
+        return all(thread.is_alive() for thread in self._threads)
 
     def stop(self) -> None:
         """Stop accepting, give open associations time to finish, then close the index."""
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
         deadline = time.monotonic() + _DRAIN_SECONDS
         # Only established associations have work to finish; a connection that never sent
         # an association request (a port probe) would hold its thread until the ACSE timeout.
@@ -186,6 +203,18 @@ def _prepare_metrics_folder(storage_root) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+def _listen(host: str, port: int | None, key: str) -> socket.socket | None:
+    """The listening socket of a configured port (None: that listener is off)."""
+    if port is None:
+        return None
+    from ..dimse.ae import open_listening_socket
+
+    try:
+        return open_listening_socket(host, port)
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {error.strerror}") from None
+
+
 def serve(config: NodeConfig, config_path: Path | None = None) -> None:
     """Run the node until SIGTERM/SIGINT; `config_path` is the file `config` was read from."""
     storage = StorageArea(config.storage.path)
@@ -206,7 +235,7 @@ def serve(config: NodeConfig, config_path: Path | None = None) -> None:
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
-    from ..dimse.ae import open_listening_socket
+    from ..dimse.tls import client_args, server_context
     from ..jobs.runner import JobRunner
     from ..jobs.stability import StabilityMonitor
     from ..outbox.destinations.fhir_server import open_fhir_client
@@ -219,15 +248,14 @@ def serve(config: NodeConfig, config_path: Path | None = None) -> None:
     engine = open_engine(config.storage.database_url, create=True)
     reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
-    try:
-        listening = open_listening_socket(config.dicom.host, config.dicom.port)
-    except OSError as error:
-        raise ConfigError(
-            f"dicom.port: cannot listen on {config.dicom.host}:{config.dicom.port}: "
-            f"{error.strerror}"
-        ) from None
+    # A certificate, key or CA file that cannot be loaded stops the node here, named.
+    if config.dicom.tls.port is not None:
+        server_context(config.dicom.tls)
+    for peer in config.peers.values():
+        client_args(config, peer)
     shared = SharedState(
-        listening_socket=listening,
+        plain_socket=_listen(config.dicom.host, config.dicom.port, "dicom.port"),
+        tls_socket=_listen(config.dicom.host, config.dicom.tls.port, "dicom.tls.port"),
         loads=context.Array("i", config.dicom.workers),
         associations=context.Array("i", config.dicom.workers),
         index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
@@ -264,10 +292,12 @@ def serve(config: NodeConfig, config_path: Path | None = None) -> None:
     http.start()
     record(messages.application_activity(True, getpass.getuser()))
     log.info(
-        "%s listening for DICOM on %s:%d (%d receiving process(es)), HTTP on %s:%d, index %s",
+        "%s listening for DICOM on %s, plain port %s, TLS port %s (%d receiving process(es)), "
+        "HTTP on %s:%d, index %s",
         config.ae_title,
         config.dicom.host,
-        config.dicom.port,
+        config.dicom.port or "off",
+        config.dicom.tls.port or "off",
         config.dicom.workers,
         config.http.host,
         config.http.port,
