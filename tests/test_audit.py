@@ -68,6 +68,8 @@ def test_every_event_builder_validates():
         messages.instances_sent(peer, [study]),
         messages.query(peer, "1.2.840.10008.5.1.4.1.2.2.1", messages.SOP_CLASS_UID, b"\x00\x08"),
         messages.access_denied(peer, "/dicomweb/studies", "wrong password", False),
+        messages.instances_accessed([study], "de-identified for model cxr_pneumonia 1.0.0"),
+        messages.export([peer], [study], "FHIR DiagnosticReport posted"),
     ]
     for event in events:
         xml = messages.to_xml(event, source, datetime.now().astimezone())

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
 
 from dicom_node.config import FHIR_DESTINATION, parse_config
 from dicom_node.index.database import open_engine
@@ -25,6 +26,7 @@ from fhir_bridge.settings import FhirSettings
 
 from .conftest import CR_CHEST, dcmsend, free_port
 from .fhir_server import FhirServer
+from .test_audit import audit_messages, of_event
 from .test_durability import wait_until
 from .test_fhir_resources import bundle_of
 from .test_research_forwarding import cli, job_rows
@@ -77,6 +79,10 @@ def test_reports_reach_the_ehr_after_an_outage_and_a_restart(make_node, copy_fil
         assert {s["modality"]["code"] for s in study["series"]} == {"CR", "SEG", "SR"}
         observations = server.search("Observation", subject=report["subject"]["reference"])
         assert len(observations) == 3
+        (posted,) = of_event(audit_messages(node.storage / "audit.log"), ("110106", "", "R"))
+        text = etree.tostring(posted).decode()
+        assert "FHIR DiagnosticReport posted" in text and str(cr.PatientID) in text
+        assert str(cr.StudyInstanceUID) in text
         # Running the job again queues nothing new and the EHR holds one report.
         assert cli(node, "jobs", "retry", "1").returncode == 0
         wait_until(lambda: [state for _, state in job_rows(node)] == [JOB_DONE], timeout=120)

@@ -10,11 +10,13 @@ import time
 
 import pydicom
 import pytest
+from lxml import etree
 from sqlalchemy import select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_PENDING, OUTBOX_SENT, jobs, outbox
 
 from .conftest import CT_SERIES, DCMTK, SHARED_DATA, TOOL_ENV, dcmsend, free_port, wait_for_port
+from .test_audit import audit_messages, of_event
 from .test_durability import wait_until
 
 NIH_SC = next((SHARED_DATA / "cxr_dicom").glob("nih_*.dcm"))
@@ -111,6 +113,14 @@ def test_research_copies_are_de_identified_and_delivered_once(make_node, tmp_pat
     assert not list((node.storage / "outgoing").rglob("*.dcm"))
     copies = sorted(received.iterdir())
     assert len(copies) == 3
+    # The audit trail: the export (naming the original patient) and the copies as they left.
+    found = audit_messages(node.storage / "audit.log")
+    (export,) = of_event(found, ("110106", "", "R"))
+    original_id = pydicom.dcmread(CT_SERIES / CT_NAMES[0]).PatientID
+    assert original_id in etree.tostring(export).decode()
+    assert "de-identified" in etree.tostring(export).decode()
+    (sent,) = [m for m in of_event(found, ("110104", "", "R")) if b"RESEARCH" in etree.tostring(m)]
+    assert original_id not in etree.tostring(sent).decode()  # what left is pseudonymous
     originals = {pydicom.dcmread(CT_SERIES / n).InstanceNumber: CT_SERIES / n for n in CT_NAMES}
     for path in copies:
         copy = pydicom.dcmread(path)

@@ -12,6 +12,7 @@ import subprocess
 import pydicom
 import pytest
 import requests
+from lxml import etree
 from sqlalchemy import func, select
 
 from dicom_node.index.schema import (
@@ -23,6 +24,7 @@ from dicom_node.index.schema import (
 
 from .conftest import CR_CHEST, CT_SERIES, dciodvfy_errors, dcmsend, dcmtk
 from .orthanc import OrthancPeer
+from .test_audit import audit_messages, of_event
 from .test_durability import wait_until
 from .test_research_forwarding import cli, job_rows, outbox_rows
 
@@ -118,6 +120,11 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
     report = kept["SR 902"]
     assert report.SOPClassUID == COMPREHENSIVE_3D_SR
+    # The audit trail: the series de-identified for the model, the results sent to the PACS.
+    found = audit_messages(node.storage / "audit.log")
+    (accessed,) = of_event(found, ("110103", "", "R"))
+    assert "for model ct_tissue" in etree.tostring(accessed).decode()
+    assert any(b"ORTHANC" in etree.tostring(m) for m in of_event(found, ("110104", "", "R")))
     evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
     assert evidence.StudyInstanceUID == ct_uid
 

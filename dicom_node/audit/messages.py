@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
+from pydicom import Dataset
+
 
 @dataclass(frozen=True)
 class Code:
@@ -35,7 +37,9 @@ def _dcm(code: str, meaning: str) -> Code:
 
 # Event IDs (PS3.16 CID 400) and event types (CID 401) used by the node.
 APPLICATION_ACTIVITY = _dcm("110100", "Application Activity")
+INSTANCES_ACCESSED = _dcm("110103", "DICOM Instances Accessed")
 INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
+EXPORT = _dcm("110106", "Export")
 QUERY = _dcm("110112", "Query")
 SECURITY_ALERT = _dcm("110113", "Security Alert")
 USER_AUTHENTICATION = _dcm("110114", "User Authentication")
@@ -366,3 +370,45 @@ def query(
         participants=(requestor,),
         objects=(ParticipantObject(what, what_type, 2, 3, query=request, details=details),),
     )
+
+
+def instances_accessed(studies: Iterable[StudyData], description: str) -> AuditEvent:
+    """The node read instances for its own use (a de-identified copy made for a model,
+    A.5.3.5): the node is the only participant, and the requestor."""
+    return AuditEvent(
+        INSTANCES_ACCESSED,
+        Action.READ,
+        description=description,
+        node_role=APPLICATION,
+        node_requestor=True,
+        objects=_study_objects(studies),
+    )
+
+
+def export(
+    destinations: Iterable[Participant], studies: Iterable[StudyData], description: str
+) -> AuditEvent:
+    """Data of these studies leaving for other systems on the node's initiative (research
+    copies, de-identified; a FHIR report, A.5.3.6): the node is the source."""
+    return AuditEvent(
+        EXPORT,
+        Action.READ,
+        description=description,
+        node_role=SOURCE,
+        node_requestor=True,
+        participants=tuple(destinations),
+        objects=_study_objects(studies),
+    )
+
+
+def studies_from_headers(headers: Iterable[Dataset]) -> list[StudyData]:
+    """The studies of these datasets, each with its patient and instances by SOP class."""
+    found: dict[str, StudyData] = {}
+    for header in headers:
+        uid = str(header.get("StudyInstanceUID", ""))
+        if uid not in found:
+            found[uid] = StudyData(
+                uid, str(header.get("PatientID", "")), str(header.get("PatientName", ""))
+            )
+        found[uid].add(str(header.get("SOPClassUID", "")))
+    return list(found.values())

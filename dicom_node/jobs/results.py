@@ -34,6 +34,7 @@ from inference.errors import UnsuitableInput
 from inference.image2d import display_pixels
 from inference.run import classify, segment
 
+from ..audit import messages, record
 from ..config import FHIR_DESTINATION, RouteConfig
 from ..deid.reidentify import reidentify
 from ..index.contents import indexed_uids, instance_path
@@ -189,6 +190,12 @@ def run_model(
     pseudonymous = [deidentify(header) for header in headers]
     # Durable before the model runs: whatever it makes can always be mapped back.
     context.mapping.save(context.pseudonyms.take_issued())
+    record(
+        messages.instances_accessed(
+            messages.studies_from_headers(headers),
+            f"de-identified (route {route.name}) for model {bundle.name} {bundle.version}",
+        )
+    )
     run = _run_segmentation if bundle.task == "segmentation" else _run_classifier
     try:
         made = run(bundle, stored.paths, pseudonymous, plans)

@@ -18,11 +18,13 @@ import pydicom
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
+from ..audit import messages, record
 from ..config import RouteConfig
 from ..deid.burned_in import burned_in_text
 from ..deid.deidentify import DeidentificationError
 from ..index.contents import received_series
 from ..index.jobs import add_note
+from ..outbox.destinations.audited import destination as audit_destination
 from .context import StoredSeries, StudyJobContext, StudyJobError
 from .results import run_model
 from .routing import SeriesFacts, matching_routes
@@ -95,6 +97,15 @@ def _apply_route(
         if already:
             text += f" ({already} queued by an earlier run)"
         add_note(context.engine, job_id, text)
+        if queued:
+            record(
+                messages.export(
+                    [audit_destination(context.config, n) for n in route.research_destinations],
+                    messages.studies_from_headers(headers),
+                    f"route {route.name}: {queued} instance(s) de-identified (PS3.15 Basic "
+                    "Profile with the route's options) for research",
+                )
+            )
 
 
 def _forward(

@@ -27,7 +27,7 @@ class Destination(Protocol):
 #: kind -> how to open a destination of that kind from the configuration and its name
 KINDS: dict[str, Callable[[NodeConfig, str], Destination]] = {
     "dicom": DicomPeer,
-    "dicomweb": StowRsPeer.from_config,
+    "dicomweb": StowRsPeer,
 }
 
 
@@ -43,5 +43,5 @@ def kind_of(config: NodeConfig, name: str) -> str:
 def open_destination(config: NodeConfig, name: str, fhir: FhirClient | None) -> Destination:
     """The destination called ``name``; the FHIR server's client is opened once, at start."""
     if kind_of(config, name) == "fhir":
-        return FhirServer(fhir)
+        return FhirServer(config, fhir)
     return KINDS[kind_of(config, name)](config, name)

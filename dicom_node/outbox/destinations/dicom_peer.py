@@ -8,6 +8,7 @@ import logging
 from ...config import ConfigError, NodeConfig
 from ...dimse.scu import LOCAL_ERROR, NO_ANSWER, PeerUnavailable, send
 from ..queue import Outbox, OutboxRow
+from .audited import header, record_sent
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ class DicomPeer:
             return 0
         failed = dict(report.failed)
         stored = set(report.stored)
+        sent_headers = []
         for path, row in paths.items():
             if path in stored:
+                sent_headers.append(header(outbox.read(row)))
                 outbox.delivered(row)
                 continue
             # The association broke off, or this node could not read or send the object: that
@@ -40,6 +43,7 @@ class DicomPeer:
             why = failed.get(path, f"{LOCAL_ERROR}: the file was not sent")
             refused = not why.startswith((NO_ANSWER, LOCAL_ERROR))
             outbox.not_delivered(row, why, now, refused=refused)
+        record_sent(self._config, self.name, sent_headers)
         log.info(
             "outbox: %d object(s) delivered to %s, %d not",
             len(stored),

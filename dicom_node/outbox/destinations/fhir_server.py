@@ -11,6 +11,7 @@ from fhir_bridge.client import FhirClient, Verdict
 
 from ...config import ConfigError, NodeConfig
 from ..queue import Outbox, OutboxRow
+from .audited import record_report_posted
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ def open_fhir_client(config: NodeConfig) -> FhirClient | None:
 class FhirServer:
     """Posts reports with ``client`` (None: FHIR is off, and reports wait for it)."""
 
-    def __init__(self, client: FhirClient | None) -> None:
+    def __init__(self, config: NodeConfig, client: FhirClient | None) -> None:
+        self._config = config
         self._client = client
 
     def deliver(self, outbox: Outbox, rows: list[OutboxRow], now: float) -> int:
@@ -45,8 +47,10 @@ class FhirServer:
             if unavailable is not None:
                 outbox.not_delivered(row, unavailable, now, refused=False)
                 continue
-            outcome = self._client.post_transaction(outbox.read(row))
+            bundle = outbox.read(row)
+            outcome = self._client.post_transaction(bundle)
             if outcome.verdict == Verdict.DELIVERED:
+                record_report_posted(self._config, bundle)
                 outbox.delivered(row)
                 delivered += 1
                 continue

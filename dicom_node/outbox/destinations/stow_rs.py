@@ -19,8 +19,9 @@ from pydicom import Dataset
 
 from fhir_bridge.auth import AuthError, make_auth
 
-from ...config import ConfigError, NodeConfig, PeerConfig
+from ...config import ConfigError, NodeConfig
 from ..queue import Outbox, OutboxRow
+from .audited import header, record_sent
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,16 @@ def _answered_uids(answer: requests.Response) -> tuple[set[str], dict[str, str]]
 class StowRsPeer:
     """Stores objects on the DICOMweb server of peer ``name``."""
 
-    def __init__(self, name: str, peer: PeerConfig) -> None:
+    def __init__(self, config: NodeConfig, name: str) -> None:
+        peer = config.peer(name)
         if peer.dicomweb_url is None:
             raise ConfigError(f"peer {name!r} has no dicomweb_url")
+        self._config = config
         self.name = name
         self.url = str(peer.dicomweb_url).rstrip("/") + "/studies"
         self.timeout = peer.timeout_seconds
         self.session = requests.Session()
         self.session.auth = make_auth(peer.auth, peer.timeout_seconds)
-
-    @classmethod
-    def from_config(cls, config: NodeConfig, name: str) -> StowRsPeer:
-        return cls(name, config.peer(name))
 
     def deliver(self, outbox: Outbox, rows: list[OutboxRow], now: float) -> int:
         delivered = 0
@@ -130,20 +129,21 @@ class StowRsPeer:
         now: float,
     ) -> int:
         stored, failed = _answered_uids(answer)
-        delivered = 0
-        for row, _ in batch:
+        sent_headers = []
+        for row, data in batch:
             uid = row.sop_instance_uid
             if uid in failed:
                 error = f"{self.name} refused the object (failure reason {failed[uid]})"
             elif answer.status_code == 200 or uid in stored:
+                sent_headers.append(header(data))
                 outbox.delivered(row)
-                delivered += 1
                 continue
             else:
                 error = f"{self.name} answered {answer.status_code} {answer.reason}"
             log.error("outbox: %s", error)
             outbox.not_delivered(row, error, now, refused=True)
-        return delivered
+        record_sent(self._config, self.name, sent_headers)
+        return len(sent_headers)
 
 
 def _wait_reason(answer: requests.Response | str) -> str | None:
