@@ -15,8 +15,12 @@ from types import SimpleNamespace
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
 
 from dicom_node.config import ConfigError, parse_config
 from dicom_node.dimse.scu import PeerUnavailable, echo
@@ -98,6 +102,39 @@ def move_over_tls(port: int, client: Issued, pki, destination: str) -> int:
     return int(status.NumberOfCompletedSuboperations)
 
 
+def get_over_tls(port: int, client: Issued, pki) -> list[Dataset]:
+    """C-GET CT_SMALL's study over TLS (pynetdicom: Debian's getscu has no TLS options); the
+    instances received on the same association."""
+    context = ssl.create_default_context(cafile=pki.ca)
+    context.load_cert_chain(client.certificate, client.key)
+    received: list[Dataset] = []
+
+    def on_store(event) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = AE("GETSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    role = build_role(CTImageStorage, scp_role=True)
+    association = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="AI_NODE",
+        tls_args=(context, "localhost"),
+        ext_neg=[role],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert association.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = pydicom.dcmread(CT_SMALL).StudyInstanceUID
+    *_, (status, _) = association.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+    association.release()
+    assert status.Status == 0x0000
+    return received
+
+
 def node_command(node, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dicom_node", "--config", str(node.config_path), *args],
@@ -131,6 +168,8 @@ def test_a_trusted_client_is_served_over_tls_with_plain_dicom_off(make_node, pki
     sent = node_command(node, "send", "itself", str(CT_SMALL))
     assert sent.returncode == 0 and "sent 1 instance(s)" in sent.stdout, sent.stderr
     assert move_over_tls(tls["port"], pki.modality, pki, "AI_NODE") == 1  # movescu has no TLS
+    (got,) = get_over_tls(tls["port"], pki.modality, pki)  # nor has getscu
+    assert got.SOPInstanceUID == pydicom.dcmread(CT_SMALL).SOPInstanceUID
     wait_for_log(node, "client certificate CN=ai-node,O=Test Hospital")
     # Plain DICOM is off: nothing listens on the default port's place.
     assert "plain port off" in node.log()

@@ -133,9 +133,9 @@ def test_index_and_stored_files_are_private(make_node, database_kind, tmp_path):
         (folder / "ct.dcm").write_bytes((TRANSFER_SYNTAXES / "CT_small.dcm").read_bytes())
         assert dcmsend(node.port, folder).returncode == 0
         stored = list(node.storage.glob("??/??/*.dcm"))
-        assert stored and {mode(path) for path in stored} == {0o640}
+        assert stored and {mode(path) for path in stored} == {0o600}
         shards = {path.parent for path in stored} | {path.parent.parent for path in stored}
-        assert {mode(path) for path in shards} == {0o750}
+        assert {mode(path) for path in shards} == {0o700}
         if database_kind != "sqlite":
             return
         index = Path(node.database_url.removeprefix("sqlite:///"))

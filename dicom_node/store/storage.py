@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 _SHARD = re.compile(r"[0-9a-f]{2}")
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-#: stored files (0640) and their folders hold patient data: nothing for other users
-_FILE_MODE = 0o640
-_FOLDER_MODE = 0o750
+#: stored files and their folders hold patient data: owner-only (the node's own user)
+_FILE_MODE = 0o600
+_FOLDER_MODE = 0o700
 #: what the health check writes: one block, which a full file system refuses at once
 _PROBE_BYTES = 4096
 
