@@ -8,8 +8,8 @@ writer uses: OHIF 3.13 lists a measurement and draws it only where each NUM carr
 its viewport).
 
 A segmentation gives one group per SEG segment, tracked by the segment's own Tracking UID and
-label: its volume (mL) and mean and standard deviation (HU), drawn as the largest circle inside
-the segment on the slice where the segment is widest. A classification gives one group on the
+label: its volume (mL) and mean and standard deviation (HU), drawn as a circle at the
+segment's deepest point on the slice where it is widest. A classification gives one group on the
 image: the finding type of its positive class (the bundle's ``finding_codes``), the model's
 probability for it drawn as the box around the explanation's evidence, and whether it is present
 at the model's threshold (also said by the group's Tracking Identifier, which OHIF lists). Every
@@ -152,8 +152,9 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 
 def inscribed_circle(volume: np.ndarray) -> tuple[int, np.ndarray]:
     """The slice where ``volume`` (slices, rows, columns) is widest, and on it the centre and a
-    rim point (column, row) of a circle inside the mask: peeled until one more peel leaves
-    nothing, its centre the remaining pixel nearest their mean, its radius the peels."""
+    rim point (column, row) of a circle at the mask's deepest point: the mask peeled until one
+    more peel leaves nothing, the centre the remaining pixel nearest their mean, the radius the
+    peels (every pixel that many steps away along the rows or columns is in the mask)."""
     index = int(volume.sum(axis=(1, 2)).argmax())
     core, depth = volume[index], 0
     while (inner := _erode(core)).any():

@@ -118,7 +118,7 @@ def test_finding_report_as_diagnostic_report_with_observations(classified):
 def test_measurement_report_gives_volumes_in_ml_and_mean_hu(measurements, ct_slab):
     seg, report = measurements
     bundle = bundle_of(report)
-    groups = hd.sr.srread(report.filename).content.get_volumetric_roi_measurement_groups()
+    groups = hd.sr.srread(report.filename).content.get_image_measurement_groups()
     observations = resources(bundle, "Observation")
     # One group Observation per segment, each with volume, mean and SD of attenuation.
     assert len(observations) == 4 * len(seg.SegmentSequence)
