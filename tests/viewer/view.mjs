@@ -1,24 +1,32 @@
 // What a radiologist sees of a study in OHIF: open it, double-click each named series, and report
-// per series the time until it is shown, the page's text (segment and measurement panels), the
-// coloured pixels in the viewports (an overlay drawn), and a screenshot; plus every console error
-// and page error. Usage: node view.mjs '{"viewer": URL, "study": UID, "series": [NAMES], "out": DIR}'
+// per series the time until it is shown, the text of the segmentation and measurement panels, the
+// coloured pixels in the viewports and the shapes of their SVG layer (an overlay drawn), and
+// screenshots; plus every console error, page error, failed request and HTTP error answer.
+// Usage: node view.mjs '{"viewer": URL, "study": UID, "series": [NAMES], "out": DIR}'
 import { chromium } from "playwright-core";
 import { join } from "node:path";
 
 const { viewer, study, series, out, timeoutMs = 120000 } = JSON.parse(process.argv[2]);
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
-  // No WebGL: cornerstone renders on the CPU (software WebGL draws 16-bit images black).
-  args: ["--no-sandbox", "--disable-gpu", "--disable-3d-apis", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  // WebGL by SwiftShader, chromium's own CPU implementation: cornerstone's CPU rendering
+  // (useCPURendering) draws images but no labelmap, so OHIF could show no SEG without WebGL.
+  args: ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
 });
 const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
 const errors = [];
-// Without WebGL, by design here, cornerstone says "no webgl context" once per viewport.
 page.on("console", (message) => {
-  if (message.type() === "error" && message.text() !== "no webgl context") errors.push(message.text());
+  if (message.type() === "error") errors.push(message.text());
 });
 page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
+page.on("requestfailed", (request) =>
+  errors.push(`requestfailed: ${request.url()} ${request.failure()?.errorText}`),
+);
+page.on("response", (response) => {
+  if (response.status() >= 400) errors.push(`HTTP ${response.status()}: ${response.url()}`);
+});
 
 /** Pixels of the viewport canvases whose colour is far from grey: the overlays drawn. */
 const colouredPixels = () =>
@@ -34,6 +42,9 @@ const colouredPixels = () =>
       return sum;
     }, 0),
   );
+/** Shapes of cornerstone's SVG layer: the annotations drawn (an SR's measurements). */
+const svgShapes = () =>
+  page.locator("svg.svg-layer :is(circle, ellipse, path, polyline, rect, line, text)").count();
 
 const report = { errors, series: {} };
 const opened = Date.now();
@@ -42,35 +53,38 @@ await page.goto(`${viewer}/viewer?StudyInstanceUIDs=${study}`);
 const SERIES = '[data-cy^="study-browser-thumbnail"]';
 await page.waitForSelector(SERIES, { timeout: timeoutMs });
 report.studyShownMs = Date.now() - opened;
-// OHIF's first-visit notice and tour cover the viewport: dismissed as a new user would.
-for (const button of ["Confirm and hide", "Skip all"]) {
+// OHIF's first-visit tour, then its notice, cover the viewport: dismissed as a new user would.
+await page.waitForTimeout(1000);
+for (const button of ["Skip all", "Confirm and hide"]) {
   const found = page.getByText(button, { exact: true });
-  if (await found.count()) await found.first().click();
+  if (await found.count()) await found.first().click({ force: true });
 }
 for (const name of series) {
-  const thumbnail = page.locator(SERIES, { hasText: name }).first();
+  const item = page.locator(SERIES, { hasText: name }).first();
   const started = Date.now();
-  await thumbnail.dblclick();
+  await item.dblclick();
   let shownMs = null;
-  let coloured = 0;
   while (Date.now() - started < timeoutMs) {
-    coloured = await colouredPixels();
-    if (coloured > 50) {
+    if ((await colouredPixels()) > 50 || (await svgShapes()) > 0) {
       shownMs = Date.now() - started;
       break;
     }
-    await page.waitForTimeout(250);
+    await page.waitForTimeout(200);
   }
   await page.waitForTimeout(1500); // panels settle
-  const file = join(out, `${name.replace(/[^A-Za-z0-9]+/g, "_")}.png`);
-  await page.screenshot({ path: file });
-  report.series[name] = {
-    shownMs,
-    coloured: await colouredPixels(),
-    text: await page.evaluate(() => document.body.innerText),
-    errorBoundary: await page.locator("text=/Something went wrong|Error boundary/i").count(),
-    screenshot: file,
-  };
+  const base = join(out, name.replace(/[^A-Za-z0-9]+/g, "_"));
+  const shown = { shownMs, coloured: await colouredPixels(), svg: await svgShapes(), panels: {} };
+  for (const panel of ["panelSegmentation", "trackedMeasurements"]) {
+    const tab = page.locator(`[data-cy="${panel}-btn"]`);
+    if (await tab.count()) await tab.first().click();
+    await page.waitForTimeout(1000);
+    const screenshot = `${base}_${panel}.png`;
+    await page.screenshot({ path: screenshot });
+    shown.panels[panel] = { text: await page.evaluate(() => document.body.innerText), screenshot };
+  }
+  shown.text = Object.values(shown.panels).map((p) => p.text).join("\n");
+  shown.errorBoundary = await page.locator("text=/Something went wrong|Error boundary/i").count();
+  report.series[name] = shown;
 }
 await browser.close();
 console.log(JSON.stringify(report));
