@@ -9,12 +9,17 @@ its viewport).
 
 A segmentation gives one group per SEG segment, tracked by the segment's own Tracking UID and
 label: its volume (mL) and mean and standard deviation (HU), drawn as a circle at the
-segment's deepest point on the slice where it is widest. A classification gives one group on the
-image: the finding type of its positive class (the bundle's ``finding_codes``), the model's
-probability for it drawn as the box around the explanation's evidence, and whether it is present
-at the model's threshold (also said by the group's Tracking Identifier, which OHIF lists). Every
-group names the algorithm; the model is the observer device. The report's Qualitative Evaluations
-say, as text, that it is not for primary diagnosis.
+segment's deepest point on the slice where it is widest. Mean and standard deviation are the
+NUMs' concept names (SCT 373098007, 386136009) in HU, as OHIF's own SR writer has them: OHIF
+lists a NUM by its concept name alone, so the TID 1419 way (Attenuation Coefficient with a
+Mean or Standard Deviation derivation) shows two alike "Attenuation Coefficient" lines.
+
+A classification gives one group on the image: the finding type of its positive class (the
+bundle's ``finding_codes``), the model's probability for it drawn as the box around the
+explanation's evidence, and whether it is present at the model's threshold (also said by the
+group's Tracking Identifier, which OHIF lists). Every group names the algorithm; the model is
+the observer device. The report's Qualitative Evaluations say, as text, that it is not for
+primary diagnosis.
 """
 
 from __future__ import annotations
@@ -195,14 +200,8 @@ def encode_measurements(
                 referenced_coordinates=where,
             ),
             *(
-                hd.sr.Measurement(
-                    name=codes.DCM.AttenuationCoefficient,
-                    value=value,
-                    unit=hu,
-                    derivation=derivation,
-                    referenced_coordinates=where,
-                )
-                for value, derivation in statistics
+                hd.sr.Measurement(name=name, value=value, unit=hu, referenced_coordinates=where)
+                for value, name in statistics
             ),
         ]
         property_type = description.SegmentedPropertyTypeCodeSequence[0]

@@ -49,10 +49,12 @@ def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements,
         (volume,) = group.get_measurements(name=codes.SCT.Volume)
         assert volume.value == pytest.approx(measured.volume_ml, rel=1e-6)
         assert volume.unit.value == "ml"
-        mean, std = group.get_measurements(name=codes.DCM.AttenuationCoefficient)
+        # Named as OHIF lists them (its panel shows a NUM's concept name, not its derivation).
+        (mean,) = group.get_measurements(name=codes.SCT.Mean)
+        (std,) = group.get_measurements(name=codes.SCT.StandardDeviation)
         assert mean.value == pytest.approx(measured.mean_hu, rel=1e-6)
         assert std.value == pytest.approx(measured.std_hu, rel=1e-6)
-        assert mean.unit.value == "[hnsf'U]"
+        assert mean.unit.value == std.unit.value == "[hnsf'U]"
     evidence = {
         item.ReferencedSOPInstanceUID
         for study in report.CurrentRequestedProcedureEvidenceSequence

@@ -129,10 +129,12 @@ def test_measurement_report_gives_volumes_in_ml_and_mean_hu(measurements, ct_sla
         volume = by_text[f"{label}: Volume"]["valueQuantity"]
         assert volume["value"] == pytest.approx(measured.volume_ml, rel=1e-5)
         assert (volume["unit"], volume["code"]) == ("mL", "ml")
-        mean = by_text[f"{label}: Attenuation Coefficient (Mean)"]
+        mean = by_text[f"{label}: Mean"]
         assert mean["valueQuantity"]["value"] == pytest.approx(measured.mean_hu, rel=1e-5)
         assert mean["valueQuantity"]["code"] == "[hnsf'U]"
-        assert mean["method"]["coding"][0]["code"] == "373098007"  # SNOMED CT Mean
+        assert mean["code"]["coding"][0]["code"] == "373098007"  # SNOMED CT Mean
+        deviation = by_text[f"{label}: Standard Deviation"]["valueQuantity"]
+        assert deviation["value"] == pytest.approx(measured.std_hu, rel=1e-5)
     (diagnostic,) = resources(bundle, "DiagnosticReport")
     assert "conclusionCode" not in diagnostic, "measurements assert no finding"
     assert diagnostic["code"]["coding"][0]["system"] == "http://loinc.org"
