@@ -1,22 +1,26 @@
 """Model outputs as DICOM Segmentations (highdicom): what a radiologist's viewer overlays on the
 images they came from.
 
-One segment per tissue the model found, and one per composite (body = every tissue), each BINARY
-(bit-packed), coded with the SNOMED CT category and type the bundle's ``segment_codes`` give, and
-naming the algorithm (bundle name, version, ``algorithm_family``) and shown in the colour the
-bundle's ``segment_codes`` give (``color``, a CSS colour name or ``#rrggbb``). Frames exist only
-where a segment is present; each frame references its source slice and carries that slice's
-position, so the overlay lands where the tissue is.
+One segment per tissue the model found, each BINARY (bit-packed), coded with the SNOMED CT
+category and type the bundle's ``segment_codes`` give, and naming the algorithm (bundle name,
+version, ``algorithm_family``) and shown in the colour the bundle's ``segment_codes`` give
+(``color``, a CSS colour name or ``#rrggbb``). Frames exist only where a segment is present; each
+frame references its source slice and carries that slice's position, so the overlay lands where
+the tissue is. The tissues never overlap, so a viewer draws them as one label map (OHIF 3.13: a
+composite such as body = every tissue overlapped them all and cost a second layer, a 40-160 s
+load; composites stay in ``dicom-node infer``'s output only).
 
-A classifier's explanation (its Grad-CAM map) is a FRACTIONAL segmentation of the image it
-explains: one probability-type segment on the image's own pixel grid, which Slicer and highdicom
-show as a heat map and any SEG-aware viewer can overlay.
+A classifier's explanation (its Grad-CAM map) is a BINARY segmentation of the image it explains,
+on the image's own pixel grid: one segment per band of the map (``EXPLANATION_BANDS``), the bands
+not overlapping. OHIF 3.13 shows no FRACTIONAL segmentation, and needs Pixel Measures, which a
+projection image without a frame of reference gets from its Imager Pixel Spacing.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from itertools import pairwise
 
 import highdicom as hd
 import numpy as np
@@ -24,7 +28,6 @@ from monai.transforms import Resize
 from pydicom import DataElement, Dataset, config
 from pydicom.sr.coding import Code
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import JPEGLSLossless
 from pydicom.valuerep import validate_value
 
 from .bundle import Bundle, BundleError
@@ -48,6 +51,9 @@ HIGHDICOM_TYPE_2 = (
 )
 #: Patient and Patient Study module attributes, which highdicom copies into every result
 PATIENT_GROUP = 0x0010
+#: The explanation's segments: the part of the Grad-CAM map (peak 1) from each lower bound up to
+#: the next, and its display colour, warmer where the evidence is stronger.
+EXPLANATION_BANDS = ((0.5, "#ffd700"), (0.75, "#ff2020"))
 
 
 @dataclass(frozen=True)
@@ -126,17 +132,13 @@ def parse_code(text: str) -> Code:
     return Code(value, scheme, meaning)
 
 
-def _masks(bundle: Bundle, result: Segmentation) -> list[tuple[str, np.ndarray]]:
-    """Each tissue present, then each composite present, as a boolean volume."""
-    masks = [
+def segment_masks(result: Segmentation) -> list[tuple[str, np.ndarray]]:
+    """Each tissue present as a boolean volume, in label order: the SEG's segments."""
+    return [
         (name, result.labels == label)
         for label, name in result.names.items()
         if label != 0 and name in result.segments
     ]
-    for name, members in bundle.metadata.get("composite_segments", {}).items():
-        if name in result.segments:
-            masks.append((name, np.isin(result.labels, members)))
-    return masks
 
 
 def metadata_code(bundle: Bundle, *keys: str) -> Code:
@@ -178,21 +180,30 @@ def display_color(bundle: Bundle, entry: str) -> hd.color.CIELabColor | None:
 
 
 def _description(
-    bundle: Bundle, identity: ResultIdentity, number: int, entry: str, label: str
+    bundle: Bundle,
+    identity: ResultIdentity,
+    number: int,
+    entry: str,
+    label: str,
+    tracking_id: str | None = None,
+    color: hd.color.CIELabColor | None = None,
 ) -> hd.seg.SegmentDescription:
+    """Segment ``number`` coded as ``segment_codes.<entry>`` and tracked as ``entry`` unless
+    ``tracking_id`` is given; its colour the bundle's unless ``color`` is given."""
+    tracking_id = tracking_id or entry
     category, kind, family = _codes(bundle, entry)
     return hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=label,
         segmented_property_category=category,
         segmented_property_type=kind,
-        display_color=display_color(bundle, entry),
+        display_color=color or display_color(bundle, entry),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=bundle.name, version=bundle.version, family=family
         ),
-        tracking_uid=derived_uid(identity.sop_instance_uid, entry),
-        tracking_id=entry,
+        tracking_uid=derived_uid(identity.sop_instance_uid, tracking_id),
+        tracking_id=tracking_id,
     )
 
 
@@ -218,7 +229,7 @@ def encode_segmentation(
 ) -> hd.seg.Segmentation:
     """The SEG of ``result``, whose label volume lies on ``sources`` (the CT headers in volume
     order, as ``CTVolume.datasets``)."""
-    masks = _masks(bundle, result)
+    masks = segment_masks(result)
     if not masks:
         raise UnsuitableInput(f"{bundle.name} found no segment: there is nothing to encode")
     # Segments last, as highdicom takes them, but segment-major in memory: its overlap check sums
@@ -238,28 +249,65 @@ def encode_segmentation(
     )
 
 
+def explanation_map(result: Classification, source: Dataset) -> np.ndarray:
+    """The Grad-CAM map of ``result`` on the pixel grid of ``source`` (the image's header),
+    values 0..1."""
+    if result.heatmap is None:
+        raise ValueError(f"{result.model}: the classification was run without an explanation")
+    grid = (int(source.Rows), int(source.Columns))
+    return np.clip(np.asarray(Resize(grid, mode="bilinear")(result.heatmap[None]))[0], 0.0, 1.0)
+
+
+def _band_label(result: Classification, low: float) -> str:
+    return f"{result.positive} evidence >= {low:.0%} (Grad-CAM)"
+
+
+#: What a viewer takes a pixel to measure where an image says nothing (cornerstone: 1 mm)
+UNCALIBRATED_SPACING = 1.0
+
+
+def _pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence | None:
+    """Pixel Measures for the SEG of a projection image without a frame of reference, which
+    highdicom leaves out but OHIF 3.13 reads: its Pixel Spacing, else its Imager Pixel Spacing
+    (at the detector), else ``UNCALIBRATED_SPACING``, the pixel a viewer assumes; the slice
+    thickness, which highdicom requires, nominal. None where the source has a frame of
+    reference (highdicom takes its plane geometry). ``source`` is as ``highdicom_source`` gives
+    it (a zero Pixel Spacing left out)."""
+    if "FrameOfReferenceUID" in source:
+        return None
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing")
+    return hd.PixelMeasuresSequence(
+        pixel_spacing=[float(v) for v in spacing or (UNCALIBRATED_SPACING,) * 2],
+        slice_thickness=UNCALIBRATED_SPACING,
+    )
+
+
 def encode_explanation(
     bundle: Bundle, result: Classification, source: Dataset, identity: ResultIdentity
 ) -> hd.seg.Segmentation:
-    """The Grad-CAM map of ``result`` on the grid of ``source`` (the image's header) as a
-    FRACTIONAL (probability) SEG; the segment is the bundle's ``segment_codes.explanation``."""
-    if result.heatmap is None:
-        raise ValueError(f"{bundle.name}: the classification was run without an explanation")
-    grid = (int(source.Rows), int(source.Columns))
-    heatmap = np.asarray(Resize(grid, mode="bilinear")(result.heatmap[None]))[0]
+    """The Grad-CAM map of ``result`` on the grid of ``source`` (the image's header) as a BINARY
+    SEG, one segment per ``EXPLANATION_BANDS`` band, coded as ``segment_codes.explanation``."""
+    heatmap = explanation_map(result, source)
+    usable = highdicom_source(source)
+    bounds = [low for low, _ in EXPLANATION_BANDS] + [np.inf]
+    bands = [(heatmap >= low) & (heatmap < high) for low, high in pairwise(bounds)]
     segmentation = hd.seg.Segmentation(
-        source_images=[highdicom_source(source)],
-        pixel_array=np.clip(heatmap, 0.0, 1.0).astype(np.float32)[None],
-        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
-        max_fractional_value=255,
+        source_images=[usable],
+        pixel_array=np.stack(bands, axis=-1)[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[
             _description(
-                bundle, identity, 1, "explanation", f"{result.positive} evidence (Grad-CAM)"
+                bundle,
+                identity,
+                number,
+                "explanation",
+                _band_label(result, low),
+                f"explanation_{low:.2f}",
+                hd.color.CIELabColor.from_string(color),
             )
+            for number, (low, color) in enumerate(EXPLANATION_BANDS, 1)
         ],
-        # Smooth maps compress about 15-fold; JPEG-LS is the quickest lossless codec here.
-        transfer_syntax_uid=JPEGLSLossless,
+        pixel_measures=_pixel_measures(usable),
         **_common(bundle, identity, "explanation"),
     )
     if "FrameOfReferenceUID" not in segmentation:

@@ -1,30 +1,46 @@
 """Model results as TID 1500 Imaging Measurement Reports (highdicom Comprehensive 3D SR), the
 only SR template OHIF renders.
 
-A segmentation gives one volumetric measurement group per SEG segment: the segment it measures,
-its volume (mL) and mean and standard deviation (HU). A classification gives one image-level
-group referencing the image: the finding type of its positive class (the bundle's
-``finding_codes``), the model's probability for it, and whether it is present at the model's
-threshold. Every group has its own Tracking UID and names the algorithm; the model is the
-observer device. The report's Qualitative Evaluations say, as text, that it is not for primary
-diagnosis.
+Every group is a TID 1501 Measurement Group whose every measurement is INFERRED FROM a region on
+one source image (TID 300 row 8, TID 320: an SCOORD inside the NUM item), the layout OHIF's own SR
+writer uses: OHIF 3.13 lists a measurement and draws it only where each NUM carries its SCOORD
+(a TID 1411 group's segment reference, or a group-level region, leaves its panel empty or crashes
+its viewport).
+
+A segmentation gives one group per SEG segment, tracked by the segment's own Tracking UID and
+label: its volume (mL) and mean and standard deviation (HU), drawn as a circle at the
+segment's deepest point on the slice where it is widest. Mean and standard deviation are the
+NUMs' concept names (SCT 373098007, 386136009) in HU, as OHIF's own SR writer has them: OHIF
+lists a NUM by its concept name alone, so the TID 1419 way (Attenuation Coefficient with a
+Mean or Standard Deviation derivation) shows two alike "Attenuation Coefficient" lines.
+
+A classification gives one group on the image: the finding type of its positive class (the
+bundle's ``finding_codes``), the model's probability for it drawn as the box around the
+explanation's evidence, and whether it is present at the model's threshold (also said by the
+group's Tracking Identifier, which OHIF lists). Every group names the algorithm; the model is
+the observer device. The report's Qualitative Evaluations say, as text, that it is not for
+primary diagnosis.
 """
 
 from __future__ import annotations
 
 import highdicom as hd
+import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from .bundle import Bundle
 from .dicom_seg import (
+    EXPLANATION_BANDS,
     NOT_FOR_DIAGNOSIS,
     ResultIdentity,
     derived_uid,
     display_color,
+    explanation_map,
     highdicom_source,
     metadata_code,
+    segment_masks,
     series_description,
 )
 from .run import Classification, Segmentation
@@ -41,7 +57,6 @@ def check_result_codes(bundle: Bundle) -> None:
     needed = [("algorithm_family",), ("procedure_code",)]
     if bundle.task == "segmentation":
         names = [name for label, name in bundle.labels.items() if label != 0]
-        names += list(bundle.metadata.get("composite_segments", {}))
     else:
         needed.append(("finding_codes", bundle.labels[max(bundle.labels)]))
         names = ["explanation"]
@@ -118,6 +133,43 @@ def _report(
     )
 
 
+def _region(
+    source: Dataset, graphic_type: str, points: np.ndarray
+) -> hd.sr.CoordinatesForMeasurement:
+    """``points`` (column, row) on ``source``: where a measurement is (TID 320)."""
+    return hd.sr.CoordinatesForMeasurement(
+        graphic_type=graphic_type,
+        graphic_data=points.astype(np.float32),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(highdicom_source(source)),
+    )
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """``mask`` less every pixel with a 4-neighbour (or the image edge) outside it."""
+    inner = mask.copy()
+    inner[[0, -1], :] = inner[:, [0, -1]] = False
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return inner
+
+
+def inscribed_circle(volume: np.ndarray) -> tuple[int, np.ndarray]:
+    """The slice where ``volume`` (slices, rows, columns) is widest, and on it the centre and a
+    rim point (column, row) of a circle at the mask's deepest point: the mask peeled until one
+    more peel leaves nothing, the centre the remaining pixel nearest their mean, the radius the
+    peels (every pixel that many steps away along the rows or columns is in the mask)."""
+    index = int(volume.sum(axis=(1, 2)).argmax())
+    core, depth = volume[index], 0
+    while (inner := _erode(core)).any():
+        core, depth = inner, depth + 1
+    rows, columns = np.nonzero(core)
+    nearest = int(np.hypot(rows - rows.mean(), columns - columns.mean()).argmin())
+    centre = np.array([columns[nearest] + 0.5, rows[nearest] + 0.5])
+    return index, np.stack([centre, centre + [depth + 0.5, 0.0]])
+
+
 def encode_measurements(
     bundle: Bundle,
     result: Segmentation,
@@ -126,43 +178,37 @@ def encode_measurements(
     identity: ResultIdentity,
 ) -> hd.sr.Comprehensive3DSR:
     """Volume and HU statistics of every segment of ``segmentation`` (the SEG of ``result``, made
-    on ``sources``). Each segment references the source series, not its every slice
-    (``ReferencedSegment.from_segmentation``), which keeps a whole CT's report small: the slices
-    are listed once, as the report's evidence."""
-    source_series = hd.sr.SourceSeriesForSegmentation(
-        segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID
-    )
+    on ``sources``), each group tracked as its segment; the SEG and the slices are the report's
+    evidence."""
+    masks = dict(segment_masks(result))
+    hu = codes.UCUM.HounsfieldUnit
     groups = []
     for description in segmentation.SegmentSequence:
         name = str(description.TrackingID)
         measured = result.segments[name]
-        hu = codes.UCUM.HounsfieldUnit
+        index, circle = inscribed_circle(masks[name])
+        where = [_region(sources[index], hd.sr.GraphicTypeValues.CIRCLE, circle)]
+        statistics = (
+            (measured.mean_hu, codes.SCT.Mean),
+            (measured.std_hu, codes.SCT.StandardDeviation),
+        )
         measurements = [
-            hd.sr.Measurement(name=codes.SCT.Volume, value=measured.volume_ml, unit=MILLILITER),
             hd.sr.Measurement(
-                name=codes.DCM.AttenuationCoefficient,
-                value=measured.mean_hu,
-                unit=hu,
-                derivation=codes.SCT.Mean,
+                name=codes.SCT.Volume,
+                value=measured.volume_ml,
+                unit=MILLILITER,
+                referenced_coordinates=where,
             ),
-            hd.sr.Measurement(
-                name=codes.DCM.AttenuationCoefficient,
-                value=measured.std_hu,
-                unit=hu,
-                derivation=codes.SCT.StandardDeviation,
+            *(
+                hd.sr.Measurement(name=name, value=value, unit=hu, referenced_coordinates=where)
+                for value, name in statistics
             ),
         ]
         property_type = description.SegmentedPropertyTypeCodeSequence[0]
         groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=str(description.TrackingUID), identifier=str(description.SegmentLabel)
-                ),
-                referenced_segment=hd.sr.ReferencedSegment(
-                    sop_class_uid=segmentation.SOPClassUID,
-                    sop_instance_uid=segmentation.SOPInstanceUID,
-                    segment_number=int(description.SegmentNumber),
-                    source_series=source_series,
                 ),
                 finding_type=hd.sr.CodedConcept.from_dataset(property_type),
                 algorithm_id=_algorithm(bundle),
@@ -172,16 +218,27 @@ def encode_measurements(
     return _report(bundle, identity, [*sources, segmentation], groups)
 
 
+def evidence_box(result: Classification, source: Dataset) -> np.ndarray:
+    """The closed outline (column, row) of the box around the explanation's evidence on
+    ``source``: every pixel of the map in the lowest ``EXPLANATION_BANDS`` band or above."""
+    rows, columns = np.nonzero(explanation_map(result, source) >= EXPLANATION_BANDS[0][0])
+    left, top = columns.min(), rows.min()
+    right, bottom = columns.max() + 1, rows.max() + 1
+    return np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]])
+
+
 def encode_finding(
     bundle: Bundle, result: Classification, source: Dataset, identity: ResultIdentity
 ) -> hd.sr.Comprehensive3DSR:
     """The positive class's finding on ``source`` (the classified image's header): its
-    probability, and whether it is present at the bundle's threshold."""
+    probability where the explanation points, and whether it is present at the bundle's
+    threshold."""
     present = result.finding == result.positive
+    verdict = "present" if present else "absent"
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid(identity.sop_instance_uid, "finding"),
-            identifier=f"{bundle.name} finding",
+            identifier=f"{result.positive} {verdict} (threshold {result.threshold:g})",
         ),
         finding_type=metadata_code(bundle, "finding_codes", result.positive),
         algorithm_id=_algorithm(bundle),
@@ -191,6 +248,9 @@ def encode_finding(
                 value=round(result.probabilities[result.positive], 4),
                 unit=NO_UNITS,
                 algorithm_id=_algorithm(bundle),
+                referenced_coordinates=[
+                    _region(source, hd.sr.GraphicTypeValues.POLYLINE, evidence_box(result, source))
+                ],
             )
         ],
         qualitative_evaluations=[

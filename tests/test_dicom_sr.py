@@ -1,5 +1,5 @@
-"""Results as TID 1500 reports and the classifier's explanation as a fractional SEG: valid, read
-back by highdicom, and saying what the model computed."""
+"""Results as TID 1500 reports and the classifier's explanation as a banded BINARY SEG: valid,
+read back by highdicom, and saying what the model computed, and where."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from monai.transforms import Resize
 from pydicom.sr.codedict import codes
 
-from inference.dicom_seg import NOT_FOR_DIAGNOSIS, derived_uid
+from inference.dicom_seg import EXPLANATION_BANDS, NOT_FOR_DIAGNOSIS, derived_uid
 
 from .conftest import pixelmed_sr_errors
 
@@ -21,22 +21,40 @@ def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements,
     seg, report = measurements
     assert report.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     assert report.ConceptNameCodeSequence[0].CodeValue == "126000"  # Imaging Measurement Report
-    groups = hd.sr.srread(report.filename).content.get_volumetric_roi_measurement_groups()
+    groups = hd.sr.srread(report.filename).content.get_image_measurement_groups()
     assert len(groups) == len(seg.SegmentSequence)
+    slices = {d.SOPInstanceUID: d for d in ct_slab.volume.datasets}
+    labels = {
+        d.SOPInstanceUID: labels
+        for d, labels in zip(ct_slab.volume.datasets, ct_slab.result.labels, strict=True)
+    }
+    label_of = {name: label for label, name in ct_slab.result.names.items()}
     for group, segment in zip(groups, seg.SegmentSequence, strict=True):
-        # OHIF needs the Tracking UID; it is the SEG segment's own.
+        # OHIF needs the Tracking UID; it is the SEG segment's own, and so is the label.
         assert group.tracking_uid == segment.TrackingUID
-        referenced = group.referenced_segment
-        assert referenced.referenced_sop_instance_uid == seg.SOPInstanceUID
-        assert referenced.referenced_segment_numbers == [segment.SegmentNumber]
+        assert group.tracking_identifier == segment.SegmentLabel
         measured = ct_slab.result.segments[segment.TrackingID]
+        # Every measurement inferred from one circle inside the segment on a source slice.
+        regions = [m.referenced_coordinates for m in group.get_measurements()]
+        assert len(regions) == 3 and all(r == regions[0] for r in regions)
+        (circle,) = regions[0]
+        assert circle.graphic_type == hd.sr.GraphicTypeValues.CIRCLE
+        image = circle.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        assert image in slices
+        (column, row), rim = circle.value
+        depth, row, column = int(rim[0] - column), int(row), int(column)
+        # The centre and the points the circle's radius away along the axes lie in the segment.
+        for dr, dc in ((0, 0), (-depth, 0), (depth, 0), (0, -depth), (0, depth)):
+            assert labels[image][row + dr, column + dc] == label_of[segment.TrackingID]
         (volume,) = group.get_measurements(name=codes.SCT.Volume)
         assert volume.value == pytest.approx(measured.volume_ml, rel=1e-6)
         assert volume.unit.value == "ml"
-        mean, std = group.get_measurements(name=codes.DCM.AttenuationCoefficient)
+        # Named as OHIF lists them (its panel shows a NUM's concept name, not its derivation).
+        (mean,) = group.get_measurements(name=codes.SCT.Mean)
+        (std,) = group.get_measurements(name=codes.SCT.StandardDeviation)
         assert mean.value == pytest.approx(measured.mean_hu, rel=1e-6)
         assert std.value == pytest.approx(measured.std_hu, rel=1e-6)
-        assert mean.unit.value == "[hnsf'U]"
+        assert mean.unit.value == std.unit.value == "[hnsf'U]"
     evidence = {
         item.ReferencedSOPInstanceUID
         for study in report.CurrentRequestedProcedureEvidenceSequence
@@ -60,6 +78,15 @@ def test_finding_report_names_the_model_and_the_image(classified):
     assert presence.value == (codes.SCT.Present if present else codes.SCT.Absent)
     (source,) = group.source_images
     assert source.referenced_sop_instance_uid == header.SOPInstanceUID
+    verdict = "present" if present else "absent"
+    assert group.tracking_identifier == f"pneumonia {verdict} (threshold {bundle.threshold:g})"
+    # The probability inferred from the box around the explanation's strongest evidence.
+    (box,) = probability.referenced_coordinates
+    assert box.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    corners = box.value
+    assert (corners[0] == corners[-1]).all() and len(corners) == 5
+    (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
+    assert 0 <= left < right <= header.Columns and 0 <= top < bottom <= header.Rows
     assert group.tracking_uid
     observers = [
         item
@@ -69,19 +96,29 @@ def test_finding_report_names_the_model_and_the_image(classified):
     assert [item.TextValue for item in observers] == ["cxr_pneumonia"]
 
 
-def test_explanation_is_the_grad_cam_map_on_the_image_grid(classified):
+def test_explanation_is_the_grad_cam_map_on_the_image_grid_in_bands(classified):
     _, result, header, explanation, _ = classified
-    assert explanation.SegmentationType == "FRACTIONAL"
-    assert explanation.SegmentationFractionalType == "PROBABILITY"
+    assert explanation.SegmentationType == "BINARY"  # OHIF 3.13 shows no FRACTIONAL SEG
     assert (explanation.Rows, explanation.Columns) == (header.Rows, header.Columns)
     reference = explanation.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     assert reference.ReferencedSOPInstanceUID == header.SOPInstanceUID
-    expected = np.asarray(
-        Resize((header.Rows, header.Columns), mode="bilinear")(result.heatmap[None])
-    )[0]
-    stored = explanation.pixel_array.astype(np.float32) / explanation.MaximumFractionalValue
-    assert np.abs(stored - np.clip(expected, 0, 1)).max() <= 1 / 255 + 1e-6
-    assert stored.max() > 0.5  # a map, not an empty frame
+    # OHIF reads Pixel Measures; this CR has none of its own (its Pixel Spacing is zero).
+    measures = explanation.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == [1.0, 1.0]
+    expected = np.clip(
+        np.asarray(Resize((header.Rows, header.Columns), mode="bilinear")(result.heatmap[None]))[0],
+        0,
+        1,
+    )
+    seg = hd.seg.Segmentation.from_dataset(explanation)
+    bands = seg.get_pixels_by_source_instance([header.SOPInstanceUID])[0]
+    assert [s.SegmentLabel for s in explanation.SegmentSequence] == [
+        f"pneumonia evidence >= {low:.0%} (Grad-CAM)" for low, _ in EXPLANATION_BANDS
+    ]
+    bounds = [low for low, _ in EXPLANATION_BANDS] + [np.inf]
+    for band, (low, high) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        assert np.array_equal(bands[..., band], (expected >= low) & (expected < high))
+    assert bands.sum(axis=-1).max() == 1, "the bands do not overlap: one layer in a viewer"
 
 
 def test_result_uids_are_derived_from_their_source():

@@ -118,7 +118,7 @@ def test_finding_report_as_diagnostic_report_with_observations(classified):
 def test_measurement_report_gives_volumes_in_ml_and_mean_hu(measurements, ct_slab):
     seg, report = measurements
     bundle = bundle_of(report)
-    groups = hd.sr.srread(report.filename).content.get_volumetric_roi_measurement_groups()
+    groups = hd.sr.srread(report.filename).content.get_image_measurement_groups()
     observations = resources(bundle, "Observation")
     # One group Observation per segment, each with volume, mean and SD of attenuation.
     assert len(observations) == 4 * len(seg.SegmentSequence)
@@ -129,10 +129,12 @@ def test_measurement_report_gives_volumes_in_ml_and_mean_hu(measurements, ct_sla
         volume = by_text[f"{label}: Volume"]["valueQuantity"]
         assert volume["value"] == pytest.approx(measured.volume_ml, rel=1e-5)
         assert (volume["unit"], volume["code"]) == ("mL", "ml")
-        mean = by_text[f"{label}: Attenuation Coefficient (Mean)"]
+        mean = by_text[f"{label}: Mean"]
         assert mean["valueQuantity"]["value"] == pytest.approx(measured.mean_hu, rel=1e-5)
         assert mean["valueQuantity"]["code"] == "[hnsf'U]"
-        assert mean["method"]["coding"][0]["code"] == "373098007"  # SNOMED CT Mean
+        assert mean["code"]["coding"][0]["code"] == "373098007"  # SNOMED CT Mean
+        deviation = by_text[f"{label}: Standard Deviation"]["valueQuantity"]
+        assert deviation["value"] == pytest.approx(measured.std_hu, rel=1e-5)
     (diagnostic,) = resources(bundle, "DiagnosticReport")
     assert "conclusionCode" not in diagnostic, "measurements assert no finding"
     assert diagnostic["code"]["coding"][0]["system"] == "http://loinc.org"

@@ -138,7 +138,7 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     kept = stored_results(node, cr.StudyInstanceUID)
     assert set(kept) == {"SEG 903", "SR 904"}
     explanation = kept["SEG 903"]
-    assert explanation.SegmentationType == "FRACTIONAL"
+    assert explanation.SegmentationType == "BINARY"  # bands of the Grad-CAM map
     assert (explanation.Rows, explanation.Columns) == (cr.Rows, cr.Columns)
     assert (
         explanation.ReferencedSeriesSequence[0]
