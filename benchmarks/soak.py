@@ -44,6 +44,7 @@ from tests.conftest import TRANSFER_SYNTAXES  # noqa: E402
 from tests.orthanc import OrthancPeer  # noqa: E402
 
 TEMPLATE = dcmread(TRANSFER_SYNTAXES / "CT_small.dcm")
+SETTLE_SECONDS = 40
 
 
 @dataclass
@@ -271,6 +272,12 @@ def run(
     stop.set()
     for thread in threads:
         thread.join(timeout=120)
+    if pid:
+        # Settled: once the timeouts of the last attacks ran out (ACSE 30 s by default), every
+        # process must be back near where it started.
+        time.sleep(SETTLE_SECONDS)
+        for process, values in sample(pid).items():
+            history.setdefault(process, []).append(values)
     return tally, history
 
 
@@ -298,7 +305,8 @@ def report(name: str, tally: Tally, present: int, history: dict) -> None:
         print(
             f"  pid {process} ({first[2]}): memory {first[0] // 1024} -> "
             f"peak {peak_rss // 1024} MB, "
-            f"descriptors {first[1]} -> peak {peak_fds}, last {values[-1][1]}"
+            f"descriptors {first[1]} -> peak {peak_fds}, settled {values[-1][1]}; "
+            f"memory settled {values[-1][0] // 1024} MB"
         )
 
 
