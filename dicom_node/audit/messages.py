@@ -401,14 +401,25 @@ def export(
     )
 
 
+def studies_of_instances(instances: Iterable[tuple[str, str, str, str]]) -> list[StudyData]:
+    """The studies of instances given as (study UID, patient ID, patient name, SOP class),
+    each with its patient and its instances counted by SOP class."""
+    found: dict[str, StudyData] = {}
+    for study_uid, patient_id, patient_name, sop_class in instances:
+        if study_uid not in found:
+            found[study_uid] = StudyData(study_uid, patient_id, patient_name)
+        found[study_uid].add(sop_class)
+    return list(found.values())
+
+
 def studies_from_headers(headers: Iterable[Dataset]) -> list[StudyData]:
     """The studies of these datasets, each with its patient and instances by SOP class."""
-    found: dict[str, StudyData] = {}
-    for header in headers:
-        uid = str(header.get("StudyInstanceUID", ""))
-        if uid not in found:
-            found[uid] = StudyData(
-                uid, str(header.get("PatientID", "")), str(header.get("PatientName", ""))
-            )
-        found[uid].add(str(header.get("SOPClassUID", "")))
-    return list(found.values())
+    return studies_of_instances(
+        (
+            str(h.get("StudyInstanceUID", "")),
+            str(h.get("PatientID", "")),
+            str(h.get("PatientName", "")),
+            str(h.get("SOPClassUID", "")),
+        )
+        for h in headers
+    )

@@ -1,10 +1,10 @@
-"""Accept headers and multipart/related bodies (PS3.18 8.7): what a client will take, and
-responses streamed part by part so a series is never held in memory."""
+"""Accept headers and the chunks of multipart responses (PS3.18 8.7): what a client will take,
+and stored files read lazily so a series is never held in memory (the bodies themselves are
+written by `dicom_node.multipart`)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -95,35 +95,6 @@ def is_native(transfer_syntax: str) -> bool:
         return not UID(transfer_syntax).is_compressed
     except ValueError:
         return False
-
-
-@dataclass(frozen=True)
-class Part:
-    """One part of a multipart response: its content type and a source of its bytes."""
-
-    content_type: str
-    chunks: Iterable[bytes]
-    location: str | None = None
-
-
-def new_boundary() -> str:
-    return uuid.uuid4().hex
-
-
-def multipart_content_type(part_type: str, boundary: str) -> str:
-    return f'multipart/related; type="{part_type}"; boundary={boundary}'
-
-
-def multipart_body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
-    """The body of a multipart/related response, produced part by part."""
-    for part in parts:
-        header = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
-        if part.location:
-            header += f"Content-Location: {part.location}\r\n"
-        yield (header + "\r\n").encode("ascii")
-        yield from part.chunks
-        yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("ascii")
 
 
 def file_chunks(path) -> Iterator[bytes]:

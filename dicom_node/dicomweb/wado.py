@@ -22,19 +22,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from ..audit import messages, record
 from ..index.query import studies_of
+from ..multipart import Part, multipart_body, multipart_content_type, new_boundary
 from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
-from .media import (
-    Part,
-    accepted,
-    file_chunks,
-    multipart_body,
-    multipart_content_type,
-    new_boundary,
-    stream_chunks,
-)
+from .media import accepted, file_chunks, stream_chunks
 from .metadata import instance_metadata_json
 from .transcode import TranscodeError, explicit_little_endian
 

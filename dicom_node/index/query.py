@@ -17,7 +17,7 @@ from enum import Enum, StrEnum
 from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select
 from sqlalchemy.sql import FromClause, Select
 
-from ..audit.messages import StudyData
+from ..audit.messages import StudyData, studies_of_instances
 from .folding import folded
 from .schema import instances, series, studies
 from .wildcard import has_wildcard, wildcard_match
@@ -317,13 +317,10 @@ def matching_instances(engine: Engine, query: Query) -> list[dict]:
 def studies_of(rows: list[dict]) -> list[StudyData]:
     """The studies of `matching_instances` rows, for an audit message: each with its patient
     and its instances counted by SOP class."""
-    found: dict[str, StudyData] = {}
-    for row in rows:
-        uid = row["study_instance_uid"]
-        if uid not in found:
-            found[uid] = StudyData(uid, row["patient_id"], row["patient_name"])
-        found[uid].add(row["sop_class_uid"])
-    return list(found.values())
+    return studies_of_instances(
+        (row["study_instance_uid"], row["patient_id"], row["patient_name"], row["sop_class_uid"])
+        for row in rows
+    )
 
 
 def computed_values(engine: Engine, level: Level, row: dict, keywords: set[str]) -> dict:

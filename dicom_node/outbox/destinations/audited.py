@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable
+from pathlib import Path
 
 import pydicom
 from pydicom import Dataset
@@ -29,8 +30,11 @@ def destination(config: NodeConfig, name: str) -> messages.Participant:
     return messages.Participant(name, False, messages.DESTINATION)
 
 
-def header(data: bytes) -> Dataset:
-    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+def header(source: bytes | Path) -> Dataset:
+    """The header of a queued object, its bytes in memory or its file (read up to the pixels)."""
+    return pydicom.dcmread(
+        io.BytesIO(source) if isinstance(source, bytes) else source, stop_before_pixels=True
+    )
 
 
 def record_sent(config: NodeConfig, name: str, headers: Iterable[Dataset]) -> None:

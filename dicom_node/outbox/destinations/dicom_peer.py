@@ -34,7 +34,7 @@ class DicomPeer:
         sent_headers = []
         for path, row in paths.items():
             if path in stored:
-                sent_headers.append(header(outbox.read(row)))
+                sent_headers.append(header(outbox.area.path(row.path)))
                 outbox.delivered(row)
                 continue
             # The association broke off, or this node could not read or send the object: that

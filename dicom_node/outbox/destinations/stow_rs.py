@@ -11,7 +11,6 @@ credentials') trouble, not the object's: everything waits and is tried again.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 
 import requests
@@ -20,6 +19,7 @@ from pydicom import Dataset
 from fhir_bridge.auth import AuthError, make_auth
 
 from ...config import ConfigError, NodeConfig
+from ...multipart import Part, multipart_body, multipart_content_type, new_boundary
 from ..queue import Outbox, OutboxRow
 from .audited import header, record_sent
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_PARTS = 50
 MAX_BYTES = 128 * 1024 * 1024
 _WAIT_STATUSES = {401, 403, 408, 429}
+DICOM = "application/dicom"
 _FAILED_SOPS = "00081198"
 _REFERENCED_SOPS = "00081199"
 _REFERENCED_SOP_INSTANCE = "00081155"
@@ -47,17 +48,6 @@ def _batches(outbox: Outbox, rows: list[OutboxRow]) -> Iterator[list[tuple[Outbo
         size += len(data)
     if batch:
         yield batch
-
-
-def multipart(parts: list[bytes]) -> tuple[bytes, str]:
-    """The body of a STOW-RS request and its Content-Type."""
-    boundary = uuid.uuid4().hex
-    body = b"".join(
-        b"--%s\r\nContent-Type: application/dicom\r\n\r\n%s\r\n" % (boundary.encode(), part)
-        for part in parts
-    )
-    body += b"--%s--\r\n" % boundary.encode()
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
 def _answered_uids(answer: requests.Response) -> tuple[set[str], dict[str, str]]:
@@ -114,8 +104,12 @@ class StowRsPeer:
         return delivered
 
     def _post(self, parts: list[bytes]) -> requests.Response | str:
-        body, content_type = multipart(parts)
-        headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+        boundary = new_boundary()
+        body = b"".join(multipart_body([Part(DICOM, [part]) for part in parts], boundary))
+        headers = {
+            "Content-Type": multipart_content_type(DICOM, boundary),
+            "Accept": "application/dicom+json",
+        }
         try:
             return self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except (requests.RequestException, AuthError) as error:
