@@ -124,3 +124,24 @@ def test_echo_and_send_to_storescp(tmp_path, storescp):
     assert not copy.file_meta.TransferSyntaxUID.is_compressed
     rle.decompress()
     assert copy.PixelData == rle.PixelData
+
+
+def test_commands_that_run_no_model_never_import_pytorch():
+    """check-config, and the serve process with its job worker's modules, leave PyTorch and
+    MONAI unloaded (seconds and hundreds of MiB each): a model loads them when it runs."""
+    script = (
+        "import sys\n"
+        "from dicom_node.cli import main\n"
+        "assert main(['check-config', 'config/node.yaml']) == 0\n"
+        "import dicom_node.serve.node, dicom_node.jobs.runner, dicom_node.jobs.study\n"
+        "import dicom_node.jobs.context\n"
+        "from dicom_node.config import load_config\n"
+        "from dicom_node.jobs.bundles import load_bundles\n"
+        "load_bundles(load_config('config/node.yaml').inference)  # as each worker starts\n"
+        "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
