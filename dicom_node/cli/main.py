@@ -221,7 +221,7 @@ def _outbox(args: argparse.Namespace) -> int:
     box = open_outbox(config, open_engine(config.storage.database_url))
     if args.action == "retry":
         count = box.retry(args.ids or None)
-        print(f"{count} failed object(s) queued again")
+        print(f"{count} object(s) not yet delivered: due now")
         return 0
     for row in box.rows(args.state, args.limit):
         line = f"{row.id:>6}  {row.state:<7} {row.destination:<16} attempts={row.attempts}"
