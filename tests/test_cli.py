@@ -9,7 +9,15 @@ import pytest
 import yaml
 from pydicom import dcmread
 
-from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, free_port, wait_for_port
+from .conftest import (
+    CR_CHEST,
+    DCMTK,
+    MALFORMED,
+    TOOL_ENV,
+    TRANSFER_SYNTAXES,
+    free_port,
+    wait_for_port,
+)
 
 
 def dicom_node(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -113,9 +121,9 @@ def test_echo_and_send_to_storescp(tmp_path, storescp):
     result = dicom_node(
         "--config", str(config), "send", "archive", *map(str, files), str(not_dicom)
     )
-    assert result.returncode == 1  # one input was not DICOM: reported, the rest sent
-    assert "sent 2 instance(s) to archive, 1 failed" in result.stdout
-    assert "notes.txt" in result.stderr
+    assert result.returncode == 0, result.stderr  # a file that is not DICOM is no failure
+    assert "sent 2 instance(s) to archive, 0 failed, 1 skipped (not DICOM)" in result.stdout
+    assert result.stderr == ""
     arrived = {dcmread(path).SOPInstanceUID: dcmread(path) for path in received.iterdir()}
     assert len(arrived) == 2
     rle = dcmread(files[1])
@@ -145,3 +153,25 @@ def test_commands_that_run_no_model_never_import_pytorch():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_send_a_folder_skips_what_is_not_dicom_and_fails_only_real_failures(tmp_path, storescp):
+    """The shared chest X-ray folder (a JPEG 2000 CR, a DX and the folder's SOURCE.md), a
+    README beside them and a DICOM file whose meta has no transfer syntax."""
+    port, received = storescp
+    config = write_config(
+        tmp_path,
+        {"peers": {"archive": {"ae_title": "STORESCP", "host": "127.0.0.1", "port": port}}},
+    )
+    readme = tmp_path / "README"
+    readme.write_text("Images of the study, as exported.\n")
+    broken = MALFORMED / "meta_missing_tsyntax.dcm"
+    result = dicom_node(
+        "--config", str(config), "send", "archive", str(CR_CHEST.parent), str(readme), str(broken)
+    )
+    assert result.returncode == 1
+    assert "sent 2 instance(s) to archive, 1 failed, 2 skipped (not DICOM)" in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"failed: {broken}: DICOM file without a usable file meta")
+    assert "force" not in result.stderr  # pydicom's advice is for programmers, not for users
+    assert len(list(received.iterdir())) == 2

@@ -115,7 +115,10 @@ def _send(args: argparse.Namespace) -> int:
         return 2
     for path, reason in report.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)
-    print(f"sent {report.sent} instance(s) to {args.peer}, {len(report.failed)} failed")
+    print(
+        f"sent {report.sent} instance(s) to {args.peer}, {len(report.failed)} failed, "
+        f"{len(report.skipped)} skipped (not DICOM)"
+    )
     return 0 if not report.failed else 1
 
 
