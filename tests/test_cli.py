@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import yaml
@@ -13,6 +16,7 @@ from .conftest import (
     CR_CHEST,
     DCMTK,
     MALFORMED,
+    ROOT,
     TOOL_ENV,
     TRANSFER_SYNTAXES,
     free_port,
@@ -175,3 +179,64 @@ def test_send_a_folder_skips_what_is_not_dicom_and_fails_only_real_failures(tmp_
     assert line.startswith(f"failed: {broken}: DICOM file without a usable file meta")
     assert "force" not in result.stderr  # pydicom's advice is for programmers, not for users
     assert len(list(received.iterdir())) == 2
+
+
+def test_a_local_override_is_merged_over_the_file_it_sits_beside(tmp_path):
+    (tmp_path / "node.yaml").write_text((ROOT / "config" / "node.yaml").read_text())
+    local = tmp_path / "node.local.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "dicom": {"port": 11113},
+                "peers": {"pacs": {"ae_title": "PACS", "host": "10.0.0.5", "port": 104}},
+            }
+        )
+    )
+    result = dicom_node("check-config", str(tmp_path / "node.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path / 'node.yaml'} + {local}: valid" in result.stdout
+    # the override's keys, and the default's keys the override leaves alone (dicom.host)
+    assert "AE title AI_NODE, DICOM 0.0.0.0 port 11113" in result.stdout
+    assert "peers: pacs (PACS@10.0.0.5:104)" in result.stdout
+    local.write_text(yaml.safe_dump({"dicom": {"prot": 104}}))
+    result = dicom_node("check-config", str(tmp_path / "node.yaml"))
+    assert result.returncode == 3
+    assert f"node.yaml + {local}: dicom.prot: unknown key" in result.stderr
+
+
+def test_the_shipped_default_is_tracked_and_the_local_override_ignored():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    git = ["git", "-C", str(ROOT)]
+    assert subprocess.run([*git, "ls-files", "--error-unmatch", "config/node.yaml"]).returncode == 0
+    assert subprocess.run([*git, "check-ignore", "-q", "config/node.yaml"]).returncode == 1
+    assert subprocess.run([*git, "check-ignore", "-q", "config/node.local.yaml"]).returncode == 0
+
+
+def test_serve_starts_on_the_shipped_default_verbatim(tmp_path):
+    """`dicom-node serve --config config/node.yaml` as the README gives it, on the shipped file
+    byte for byte; a local override moves only the ports (tests run side by side) and storage."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "node.yaml", tmp_path / "config" / "node.yaml")
+    dicom_port, http_port = free_port(), free_port()
+    (tmp_path / "config" / "node.local.yaml").write_text(
+        yaml.safe_dump({"dicom": {"port": dicom_port}, "http": {"port": http_port}})
+    )
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dicom_node", "serve", "--config", "config/node.yaml"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(http_port, node, timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, log = node.communicate(timeout=60)
+    assert node.returncode == 0, log
+    assert f"AI_NODE listening for DICOM on 0.0.0.0, plain port {dicom_port}" in log
+    audit = (tmp_path / "storage" / "audit.log").read_text()
+    for name in ("node.yaml", "node.local.yaml"):
+        assert str(tmp_path / "config" / name) in audit  # each file read, with its SHA-256

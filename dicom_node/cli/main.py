@@ -14,6 +14,7 @@ from ..config import (
     ConfigError,
     NodeConfig,
     PeerConfig,
+    config_files,
     load_config,
     parse_config,
     read_document,
@@ -32,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     configure_logging(config.logging.level)
-    serve(config, Path(args.config))
+    serve(config, config_files(args.config))
     return 0
 
 
@@ -58,11 +59,12 @@ def _check_secrets(document: object, config: NodeConfig) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    sources = " + ".join(map(str, config_files(args.path)))
     document = read_document(args.path)
-    config = parse_config(document, str(args.path))
+    config = parse_config(document, sources)
     _check_secrets(document, config)
     peers = ", ".join(f"{name} ({_peer_address(p)})" for name, p in config.peers.items()) or "none"
-    print(f"{args.path}: valid")
+    print(f"{sources}: valid")
     print(
         f"  AE title {config.ae_title}, DICOM {config.dicom.host} port {config.dicom.port or 'off'}"
         f", TLS port {config.dicom.tls.port or 'off'}, HTTP {config.http.host}:{config.http.port}"
