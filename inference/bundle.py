@@ -16,10 +16,11 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from monai.bundle import ConfigParser
+if TYPE_CHECKING:  # PyTorch and MONAI load with the first network or transform a job needs
+    import torch
+    from monai.bundle import ConfigParser
 
 CONFIG_FILES = ("inference.json", "node.json")
 
@@ -30,11 +31,16 @@ class BundleError(ValueError):
 
 @dataclass
 class Bundle:
-    """One model: its name (the folder name), metadata and parsed inference configuration."""
+    """One model: its name (the folder name), metadata and inference configuration (parsed by
+    MONAI when first used, so that finding and checking bundles imports neither MONAI nor
+    PyTorch)."""
 
     path: Path
     metadata: dict[str, Any]
-    parser: ConfigParser = field(repr=False)
+    #: ``inference.json`` and the adapter ``node.json`` if any, in the order they apply
+    config_files: list[Path] = field(repr=False)
+    #: the ids the configuration files define at their top level
+    config_ids: frozenset[str] = field(repr=False)
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -46,13 +52,28 @@ class Bundle:
         files = [configs / name for name in CONFIG_FILES if (configs / name).is_file()]
         if not files or files[0].name != "inference.json":
             raise BundleError(f"bundle {path}: configs/inference.json is missing")
-        parser = ConfigParser()
-        parser.read_config([str(f) for f in files])
-        if "network_def" not in parser and not (path / "models" / "model.ts").is_file():
+        ids: set[str] = set()
+        for config in files:
+            try:
+                ids.update(json.loads(config.read_text()))
+            except (OSError, ValueError) as exc:
+                raise BundleError(
+                    f"bundle {path}: cannot read configs/{config.name} ({exc})"
+                ) from exc
+        if "network_def" not in ids and not (path / "models" / "model.ts").is_file():
             raise BundleError(
                 f"bundle {path}: neither network_def in inference.json nor models/model.ts"
             )
-        return cls(path, metadata, parser)
+        return cls(path, metadata, files, frozenset(ids))
+
+    @cached_property
+    def parser(self) -> ConfigParser:
+        """MONAI's parser of the configuration files (a later file's ids override)."""
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in self.config_files])
+        return parser
 
     @property
     def name(self) -> str:
@@ -80,15 +101,17 @@ class Bundle:
 
     def get(self, key: str, default: Any = None) -> Any:
         """A parsed (instantiated) item of the inference configuration."""
-        if key not in self.parser:
+        if key not in self.config_ids:
             return default
         return self.parser.get_parsed_content(key)
 
     @cached_property
     def network(self) -> torch.nn.Module:
         """The network in eval mode, with its weights, loaded once."""
+        import torch
+
         script = self.path / "models" / "model.ts"
-        if "network_def" not in self.parser:
+        if "network_def" not in self.config_ids:
             return torch.jit.load(str(script), map_location="cpu").eval()
         network = self.parser.get_parsed_content("network_def")
         weights = self.path / "models" / "model.pt"

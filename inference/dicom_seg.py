@@ -30,8 +30,9 @@ from pydicom.sr.coding import Code
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import validate_value
 
-from .bundle import Bundle, BundleError
+from .bundle import Bundle
 from .errors import UnsuitableInput
+from .result_codes import display_color, metadata_code
 from .run import Classification, Segmentation
 
 #: Said whole by the series description of every result object and the content of every report.
@@ -126,12 +127,6 @@ def highdicom_source(source: Dataset) -> Dataset:
     return usable
 
 
-def parse_code(text: str) -> Code:
-    """``"SCT:39607008:Lung"`` (scheme, value, meaning) as a Code."""
-    scheme, value, meaning = text.split(":", 2)
-    return Code(value, scheme, meaning)
-
-
 def segment_masks(result: Segmentation) -> list[tuple[str, np.ndarray]]:
     """Each tissue present as a boolean volume, in label order: the SEG's segments."""
     return [
@@ -141,20 +136,6 @@ def segment_masks(result: Segmentation) -> list[tuple[str, np.ndarray]]:
     ]
 
 
-def metadata_code(bundle: Bundle, *keys: str) -> Code:
-    """The code at ``keys`` of the bundle's metadata, written ``"SCHEME:VALUE:MEANING"``."""
-    value: object = bundle.metadata
-    try:
-        for key in keys:
-            value = value[key]  # type: ignore[index]
-        return parse_code(str(value))
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(
-            f"bundle {bundle.path}: metadata.json needs {'.'.join(keys)} as SCHEME:VALUE:MEANING "
-            f"({error})"
-        ) from None
-
-
 def _codes(bundle: Bundle, entry: str) -> tuple[Code, Code, Code]:
     """Category, type and algorithm family of ``entry`` of the bundle's ``segment_codes``."""
     return (
@@ -162,21 +143,6 @@ def _codes(bundle: Bundle, entry: str) -> tuple[Code, Code, Code]:
         metadata_code(bundle, "segment_codes", entry, "type"),
         metadata_code(bundle, "algorithm_family"),
     )
-
-
-def display_color(bundle: Bundle, entry: str) -> hd.color.CIELabColor | None:
-    """The colour ``segment_codes.<entry>.color`` gives the segment in viewers, the same in
-    every study; None where the bundle leaves the colour to the viewer."""
-    value = bundle.metadata.get("segment_codes", {}).get(entry, {}).get("color")
-    if value is None:
-        return None
-    try:
-        return hd.color.CIELabColor.from_string(str(value))
-    except ValueError as error:
-        raise BundleError(
-            f"bundle {bundle.path}: metadata.json segment_codes.{entry}.color is not a colour "
-            f"name or #rrggbb ({error})"
-        ) from None
 
 
 def _description(

@@ -36,35 +36,18 @@ from .dicom_seg import (
     NOT_FOR_DIAGNOSIS,
     ResultIdentity,
     derived_uid,
-    display_color,
     explanation_map,
     highdicom_source,
-    metadata_code,
     segment_masks,
     series_description,
 )
+from .result_codes import metadata_code
 from .run import Classification, Segmentation
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
 NO_UNITS = Code("1", "UCUM", "no units")
 #: TID 1500 row 12, the report's own qualitative evaluations (not in pydicom's code dictionary)
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
-
-
-def check_result_codes(bundle: Bundle) -> None:
-    """Raise BundleError naming the first code the bundle's results need that its metadata
-    lacks, so a new bundle fails when it is configured rather than in its first job."""
-    needed = [("algorithm_family",), ("procedure_code",)]
-    if bundle.task == "segmentation":
-        names = [name for label, name in bundle.labels.items() if label != 0]
-    else:
-        needed.append(("finding_codes", bundle.labels[max(bundle.labels)]))
-        names = ["explanation"]
-    needed += [("segment_codes", name, part) for name in names for part in ("category", "type")]
-    for keys in needed:
-        metadata_code(bundle, *keys)
-    for name in names:
-        display_color(bundle, name)
 
 
 def _observation_context(bundle: Bundle, identity: ResultIdentity) -> hd.sr.ObservationContext:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 import yaml
 from pydicom import dcmread
 
-from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, free_port, wait_for_port
+from .conftest import (
+    CR_CHEST,
+    DCMTK,
+    MALFORMED,
+    ROOT,
+    TOOL_ENV,
+    TRANSFER_SYNTAXES,
+    free_port,
+    wait_for_port,
+)
 
 
 def dicom_node(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -113,9 +125,9 @@ def test_echo_and_send_to_storescp(tmp_path, storescp):
     result = dicom_node(
         "--config", str(config), "send", "archive", *map(str, files), str(not_dicom)
     )
-    assert result.returncode == 1  # one input was not DICOM: reported, the rest sent
-    assert "sent 2 instance(s) to archive, 1 failed" in result.stdout
-    assert "notes.txt" in result.stderr
+    assert result.returncode == 0, result.stderr  # a file that is not DICOM is no failure
+    assert "sent 2 instance(s) to archive, 0 failed, 1 skipped (not DICOM)" in result.stdout
+    assert result.stderr == ""
     arrived = {dcmread(path).SOPInstanceUID: dcmread(path) for path in received.iterdir()}
     assert len(arrived) == 2
     rle = dcmread(files[1])
@@ -124,3 +136,107 @@ def test_echo_and_send_to_storescp(tmp_path, storescp):
     assert not copy.file_meta.TransferSyntaxUID.is_compressed
     rle.decompress()
     assert copy.PixelData == rle.PixelData
+
+
+def test_commands_that_run_no_model_never_import_pytorch():
+    """check-config, and the serve process with its job worker's modules, leave PyTorch and
+    MONAI unloaded (seconds and hundreds of MiB each): a model loads them when it runs."""
+    script = (
+        "import sys\n"
+        "from dicom_node.cli import main\n"
+        "assert main(['check-config', 'config/node.yaml']) == 0\n"
+        "import dicom_node.serve.node, dicom_node.jobs.runner, dicom_node.jobs.study\n"
+        "import dicom_node.jobs.context\n"
+        "from dicom_node.config import load_config\n"
+        "from dicom_node.jobs.bundles import load_bundles\n"
+        "load_bundles(load_config('config/node.yaml').inference)  # as each worker starts\n"
+        "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_send_a_folder_skips_what_is_not_dicom_and_fails_only_real_failures(tmp_path, storescp):
+    """The shared chest X-ray folder (a JPEG 2000 CR, a DX and the folder's SOURCE.md), a
+    README beside them and a DICOM file whose meta has no transfer syntax."""
+    port, received = storescp
+    config = write_config(
+        tmp_path,
+        {"peers": {"archive": {"ae_title": "STORESCP", "host": "127.0.0.1", "port": port}}},
+    )
+    readme = tmp_path / "README"
+    readme.write_text("Images of the study, as exported.\n")
+    broken = MALFORMED / "meta_missing_tsyntax.dcm"
+    result = dicom_node(
+        "--config", str(config), "send", "archive", str(CR_CHEST.parent), str(readme), str(broken)
+    )
+    assert result.returncode == 1
+    assert "sent 2 instance(s) to archive, 1 failed, 2 skipped (not DICOM)" in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"failed: {broken}: DICOM file without a usable file meta")
+    assert "force" not in result.stderr  # pydicom's advice is for programmers, not for users
+    assert len(list(received.iterdir())) == 2
+
+
+def test_a_local_override_is_merged_over_the_file_it_sits_beside(tmp_path):
+    (tmp_path / "node.yaml").write_text((ROOT / "config" / "node.yaml").read_text())
+    local = tmp_path / "node.local.yaml"
+    local.write_text(
+        yaml.safe_dump(
+            {
+                "dicom": {"port": 11113},
+                "peers": {"pacs": {"ae_title": "PACS", "host": "10.0.0.5", "port": 104}},
+            }
+        )
+    )
+    result = dicom_node("check-config", str(tmp_path / "node.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path / 'node.yaml'} + {local}: valid" in result.stdout
+    # the override's keys, and the default's keys the override leaves alone (dicom.host)
+    assert "AE title AI_NODE, DICOM 0.0.0.0 port 11113" in result.stdout
+    assert "peers: pacs (PACS@10.0.0.5:104)" in result.stdout
+    local.write_text(yaml.safe_dump({"dicom": {"prot": 104}}))
+    result = dicom_node("check-config", str(tmp_path / "node.yaml"))
+    assert result.returncode == 3
+    assert f"node.yaml + {local}: dicom.prot: unknown key" in result.stderr
+
+
+def test_the_shipped_default_is_tracked_and_the_local_override_ignored():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    git = ["git", "-C", str(ROOT)]
+    assert subprocess.run([*git, "ls-files", "--error-unmatch", "config/node.yaml"]).returncode == 0
+    assert subprocess.run([*git, "check-ignore", "-q", "config/node.yaml"]).returncode == 1
+    assert subprocess.run([*git, "check-ignore", "-q", "config/node.local.yaml"]).returncode == 0
+
+
+def test_serve_starts_on_the_shipped_default_verbatim(tmp_path):
+    """`dicom-node serve --config config/node.yaml` as the README gives it, on the shipped file
+    byte for byte; a local override moves only the ports (tests run side by side) and storage."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "node.yaml", tmp_path / "config" / "node.yaml")
+    dicom_port, http_port = free_port(), free_port()
+    (tmp_path / "config" / "node.local.yaml").write_text(
+        yaml.safe_dump({"dicom": {"port": dicom_port}, "http": {"port": http_port}})
+    )
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dicom_node", "serve", "--config", "config/node.yaml"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(http_port, node, timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, log = node.communicate(timeout=60)
+    assert node.returncode == 0, log
+    assert f"AI_NODE listening for DICOM on 0.0.0.0, plain port {dicom_port}" in log
+    audit = (tmp_path / "storage" / "audit.log").read_text()
+    for name in ("node.yaml", "node.local.yaml"):
+        assert str(tmp_path / "config" / name) in audit  # each file read, with its SHA-256

@@ -96,7 +96,7 @@ def test_series_description_keeps_the_disclaimer_whole(name, kind):
 def test_a_bundle_colour_that_is_no_colour_is_refused_when_configured(tmp_path):
     from dicom_node.config import BUILTIN_BUNDLES
     from inference.bundle import Bundle, BundleError
-    from inference.dicom_sr import check_result_codes
+    from inference.result_codes import check_result_codes
 
     bundle = tmp_path / "ct_local"
     shutil.copytree(BUILTIN_BUNDLES / "ct_tissue", bundle)

@@ -152,7 +152,7 @@ def test_reports_say_whole_that_they_are_not_for_primary_diagnosis(measurements,
 def test_each_bundles_procedure_is_in_cid_100(name):
     from dicom_node.config import BUILTIN_BUNDLES
     from inference.bundle import find_bundles
-    from inference.dicom_seg import metadata_code
+    from inference.result_codes import metadata_code
 
     procedure = metadata_code(find_bundles([BUILTIN_BUNDLES])[name], "procedure_code")
     assert procedure in codes.cid100.concepts.values()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -159,7 +160,17 @@ def test_stable_study_gets_a_durable_job_and_reopens_on_new_instances(make_node,
     write_study(tmp_path / "late", 1, study_uid)
     assert storescu(node.port, tmp_path / "late").returncode == 0
     wait_until(lambda: study_jobs(node, study_uid) == [JOB_DONE, JOB_DONE])
-    assert "study complete after" in node.log()
+    completions = re.findall(
+        r"study complete after 2 s without new instances: (.*); job (\d+) pending", node.log()
+    )
+    assert [counts for counts, _ in completions] == [
+        "1 series, 2 instance(s)",
+        "2 series, 3 instance(s)",
+    ]
+    with node.engine().connect() as connection:
+        ids = connection.execute(select(jobs.c.id).order_by(jobs.c.id)).scalars()
+        assert [int(job) for _, job in completions] == list(ids)
+    assert study_uid not in node.log()  # INFO names the job, never the study's UID
 
     # A hard stop while a job runs, and one still pending: both run after the restart.
     node.stop(signal.SIGKILL)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
+import yaml
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage
 
@@ -104,4 +107,38 @@ def test_a_local_error_is_retried_and_never_blamed_on_the_peer(tmp_path, peer):
     stored.unlink()
     stored.write_bytes(content)
     assert sender.run_once(now) == 1
+    assert box.rows()[0].state == OUTBOX_SENT
+
+
+def test_retry_makes_a_delivery_waiting_out_its_backoff_due_now(tmp_path):
+    """The peer was down and is back: `dicom-node outbox retry` need not wait for the next try."""
+    port = free_port()  # nothing listens there yet
+    config, box = make_outbox(tmp_path, port)
+    sender = OutboxSender(config, box)
+    now = time.time()
+    assert sender.run_once(now) == 0
+    (row,) = box.rows()
+    assert row.state == OUTBOX_PENDING and row.next_attempt_at > now
+    settings = tmp_path / "node.yaml"
+    settings.write_text(yaml.safe_dump(config.model_dump(mode="json", include={"storage"})))
+    result = subprocess.run(
+        [sys.executable, "-m", "dicom_node", "--config", str(settings), "outbox", "retry"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 object(s) not yet delivered: due now" in result.stdout
+    (row,) = box.rows()
+    assert (row.state, row.attempts) == (OUTBOX_PENDING, 0)
+    retried_at = time.time()
+    assert row.next_attempt_at <= retried_at
+    ae = AE("ARCHIVE")
+    ae.add_supported_context(CTImageStorage)
+    handlers = [(evt.EVT_C_STORE, lambda event: 0x0000)]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        assert sender.run_once(retried_at) == 1
+    finally:
+        server.shutdown()
     assert box.rows()[0].state == OUTBOX_SENT

@@ -14,6 +14,7 @@ from ..config import (
     ConfigError,
     NodeConfig,
     PeerConfig,
+    config_files,
     load_config,
     parse_config,
     read_document,
@@ -32,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     configure_logging(config.logging.level)
-    serve(config, Path(args.config))
+    serve(config, config_files(args.config))
     return 0
 
 
@@ -58,11 +59,12 @@ def _check_secrets(document: object, config: NodeConfig) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    sources = " + ".join(map(str, config_files(args.path)))
     document = read_document(args.path)
-    config = parse_config(document, str(args.path))
+    config = parse_config(document, sources)
     _check_secrets(document, config)
     peers = ", ".join(f"{name} ({_peer_address(p)})" for name, p in config.peers.items()) or "none"
-    print(f"{args.path}: valid")
+    print(f"{sources}: valid")
     print(
         f"  AE title {config.ae_title}, DICOM {config.dicom.host} port {config.dicom.port or 'off'}"
         f", TLS port {config.dicom.tls.port or 'off'}, HTTP {config.http.host}:{config.http.port}"
@@ -115,7 +117,10 @@ def _send(args: argparse.Namespace) -> int:
         return 2
     for path, reason in report.failed:
         print(f"failed: {path}: {reason}", file=sys.stderr)
-    print(f"sent {report.sent} instance(s) to {args.peer}, {len(report.failed)} failed")
+    print(
+        f"sent {report.sent} instance(s) to {args.peer}, {len(report.failed)} failed, "
+        f"{len(report.skipped)} skipped (not DICOM)"
+    )
     return 0 if not report.failed else 1
 
 
@@ -221,7 +226,7 @@ def _outbox(args: argparse.Namespace) -> int:
     box = open_outbox(config, open_engine(config.storage.database_url))
     if args.action == "retry":
         count = box.retry(args.ids or None)
-        print(f"{count} failed object(s) queued again")
+        print(f"{count} object(s) not yet delivered: due now")
         return 0
     for row in box.rows(args.state, args.limit):
         line = f"{row.id:>6}  {row.state:<7} {row.destination:<16} attempts={row.attempts}"

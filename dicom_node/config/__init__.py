@@ -1,5 +1,5 @@
-"""The node's configuration: one YAML file, validated at start (`node.py`), with the
-`http.dicomweb` section in `dicomweb.py`.
+"""The node's configuration: one YAML file and its local override, validated at start
+(`node.py`), with the `http.dicomweb` section in `dicomweb.py`.
 
 The settings types of every part of the node live here, below everything that reads them; the
 de-identification options are `deid`'s own (`deid.settings`) and the FHIR client's are
@@ -21,6 +21,7 @@ from .node import (
     OutboxConfig,
     PeerConfig,
     RouteConfig,
+    config_files,
     load_config,
     parse_config,
     read_document,
@@ -42,6 +43,7 @@ __all__ = [
     "OutboxConfig",
     "PeerConfig",
     "RouteConfig",
+    "config_files",
     "load_config",
     "parse_config",
     "read_document",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.misc import is_dicom
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
@@ -91,6 +92,9 @@ class SendReport:
     #: the files the peer acknowledged (success or a storage warning)
     stored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: files that are not DICOM (no ``DICM`` prefix): a README or a DICOMDIR's neighbours in a
+    #: folder, not a failure
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -116,9 +120,12 @@ def send(config: NodeConfig, peer_name: str, paths: Iterable[Path]) -> SendRepor
     groups: dict[tuple[str, str], list[Path]] = {}
     for path in dicom_files(paths):
         try:
+            if not is_dicom(path):
+                report.skipped.append(str(path))
+                continue
             groups.setdefault(_file_key(path), []).append(path)
         except (InvalidDicomError, AttributeError) as error:
-            report.failed.append((str(path), f"not a DICOM file with file meta: {error}"))
+            report.failed.append((str(path), f"DICOM file without a usable file meta: {error}"))
         except OSError as error:
             report.failed.append((str(path), f"{LOCAL_ERROR}: cannot read it: {error.strerror}"))
     keys = list(groups)

@@ -129,3 +129,10 @@ def recent(engine: Engine, limit: int = 50) -> list[Job]:
     with engine.connect() as connection:
         rows = connection.execute(select(*_COLUMNS).order_by(jobs.c.id.desc()).limit(limit))
         return [Job(*row) for row in rows]
+
+
+def pending_job(engine: Engine, study_uid: str) -> int | None:
+    """The id of the study's pending job, if it has one."""
+    condition = and_(jobs.c.study_instance_uid == study_uid, jobs.c.state == JOB_PENDING)
+    with engine.connect() as connection:
+        return connection.execute(select(jobs.c.id).where(condition)).scalar()

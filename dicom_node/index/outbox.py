@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, select, update
 
 from .database import dialect_insert
 from .rows import OutboxRow
-from .schema import OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, outbox
+from .schema import OUTBOX_PENDING, OUTBOX_SENT, outbox
 
 
 class OutboxTable:
@@ -88,8 +88,9 @@ class OutboxTable:
             )
 
     def retry(self, ids: Sequence[int] | None = None) -> int:
-        """Failed rows (these, or all) back to pending, due now; returns how many."""
-        condition = outbox.c.state == OUTBOX_FAILED
+        """Rows not delivered (these, or all), failed or waiting for their next try: pending,
+        due now, their count of tries started again; returns how many."""
+        condition = outbox.c.state != OUTBOX_SENT
         if ids is not None:
             condition = and_(condition, outbox.c.id.in_(ids))
         now = time.time()

@@ -5,7 +5,7 @@ start rather than a failed job later."""
 from __future__ import annotations
 
 from inference.bundle import Bundle, BundleError, find_bundles
-from inference.dicom_sr import check_result_codes
+from inference.result_codes import check_result_codes
 
 from ..config import ConfigError, InferenceConfig
 

@@ -17,6 +17,7 @@ import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -24,8 +25,9 @@ from ..audit import open_trail
 from ..config import ConfigError, NodeConfig
 from ..index.jobs import Job, claim, finish, requeue, requeue_interrupted
 from ..logging_setup import configure_logging
-from .context import StudyJobContext, StudyJobError
-from .study import run_study_job
+
+if TYPE_CHECKING:  # what a job needs is imported by the worker processes only
+    from .context import StudyJobContext
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ def _start_worker(config: NodeConfig, node_pid: int) -> None:
     _die_with_the_node(node_pid)
     configure_logging(config.logging.level)
     open_trail(config.audit, config.audit_file, config.ae_title)
+    from .context import StudyJobContext
+
     try:
         _context = StudyJobContext.open(config)
     except ConfigError as error:  # e.g. a bundle replaced by a broken one since the start
@@ -67,6 +71,9 @@ def _work(job_id: int, study_uid: str) -> str:
     """Run one job in a worker process; the error to record, or "" when it went through."""
     if _context is None:
         return _cannot_start
+    from .context import StudyJobError
+    from .study import run_study_job
+
     try:
         run_study_job(_context, job_id, study_uid)
     except StudyJobError as error:

@@ -11,6 +11,8 @@ import logging
 
 from sqlalchemy import Engine
 
+from ..index.contents import study_series
+from ..index.jobs import pending_job
 from ..index.studies import complete_quiet_studies
 from ..index.writer import STUDY_TOUCH_INTERVAL_SECONDS
 from ..periodic import PeriodicThread
@@ -31,9 +33,20 @@ class StabilityMonitor(PeriodicThread):
         # Writers refresh last_received_at at most once per touch interval.
         cutoff = now - self._stable_seconds - STUDY_TOUCH_INTERVAL_SECONDS
         completed = complete_quiet_studies(self._engine, cutoff, now)
-        for _ in completed:
-            log.info(
-                "study complete after %.0f s without new instances: job pending",
-                self._stable_seconds,
-            )
+        for study_uid in completed:
+            self._announce(study_uid)
         return completed
+
+    def _announce(self, study_uid: str) -> None:
+        """Log the completed study by its job (whose `jobs show` names the study): the INFO
+        log carries no patient data, and a Study Instance UID may embed an accession number
+        or a date, so it stays out too."""
+        found = study_series(self._engine, study_uid)
+        log.info(
+            "study complete after %.0f s without new instances: %d series, %d instance(s); "
+            "job %s pending",
+            self._stable_seconds,
+            len(found),
+            sum(item.instances for item in found),
+            pending_job(self._engine, study_uid),
+        )

@@ -26,7 +26,6 @@ from ..index.contents import received_series
 from ..index.jobs import add_note
 from ..outbox.destinations.audited import destination as audit_destination
 from .context import StoredSeries, StudyJobContext, StudyJobError
-from .results import run_model
 from .routing import SeriesFacts, matching_routes
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,10 @@ def _apply_route(
             f"{'; '.join(sorted(reasons))} (allow_burned_in_text is false for this route)",
         )
         return
+    if route.models:
+        # The models' code (PyTorch, MONAI, highdicom's SEG/SR) loads with the first series a
+        # model runs on, so a worker whose jobs ran no model stays small.
+        from .results import run_model
     for model in route.models:
         if model not in models_run:
             models_run.add(model)

@@ -110,7 +110,8 @@ class Outbox:
         )
 
     def retry(self, ids: Sequence[int] | None = None) -> int:
-        """Failed rows (these, or all) back to pending, due now; returns how many."""
+        """Rows not delivered (these, or all), failed or waiting for their next try, due now
+        (an operator who fixed the peer need not wait out the backoff); returns how many."""
         return self.table.retry(ids)
 
     def recover(self) -> None:

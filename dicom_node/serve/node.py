@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
@@ -215,8 +216,9 @@ def _listen(host: str, port: int | None, key: str) -> socket.socket | None:
         raise ConfigError(f"{key}: cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-def serve(config: NodeConfig, config_path: Path | None = None) -> None:
-    """Run the node until SIGTERM/SIGINT; `config_path` is the file `config` was read from."""
+def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
+    """Run the node until SIGTERM/SIGINT; `config_paths` are the files `config` was read from
+    (the file and its local override)."""
     storage = StorageArea(config.storage.path)
     try:
         lock = StorageLock(storage.root)
@@ -229,7 +231,7 @@ def serve(config: NodeConfig, config_path: Path | None = None) -> None:
         raise ConfigError(
             f"audit.file: cannot open {config.audit_file}: {error.strerror}"
         ) from None
-    if config_path is not None:
+    for config_path in config_paths:
         digest = hashlib.sha256(config_path.read_bytes()).digest()
         record(messages.configuration_loaded(str(config_path.resolve()), digest))
     if config.dicom.workers > 1:

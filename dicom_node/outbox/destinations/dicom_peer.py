@@ -29,7 +29,8 @@ class DicomPeer:
             for row in rows:
                 outbox.not_delivered(row, str(error), now, refused=False)
             return 0
-        failed = dict(report.failed)
+        # The node wrote every queued file as DICOM: one that is not is refused like a bad one.
+        failed = dict(report.failed) | {path: "not a DICOM file" for path in report.skipped}
         stored = set(report.stored)
         sent_headers = []
         for path, row in paths.items():
