@@ -41,6 +41,14 @@ def parallel_sends(folder: Path) -> tuple[list[str], list[Path]]:
     return uids, folders
 
 
+def all_complete(engine, uids: list[str]) -> bool:
+    with engine.connect() as connection:
+        states = connection.execute(
+            select(studies.c.state).where(studies.c.study_instance_uid.in_(uids))
+        ).scalars()
+        return list(states) == [STUDY_COMPLETE] * len(uids)
+
+
 def test_studies_sent_in_parallel_get_one_job_each(make_node, tmp_path):
     node = make_node(
         dicom={"workers": 2},
@@ -53,15 +61,7 @@ def test_studies_sent_in_parallel_get_one_job_each(make_node, tmp_path):
         with ThreadPoolExecutor(len(folders)) as pool:
             results = list(pool.map(lambda folder: storescu(node.port, folder), folders))
         assert [result.returncode for result in results] == [0] * len(folders)
-
-        def complete() -> bool:
-            with engine.connect() as connection:
-                states = connection.execute(
-                    select(studies.c.state).where(studies.c.study_instance_uid.in_(uids))
-                ).scalars()
-                return list(states) == [STUDY_COMPLETE] * len(uids)
-
-        wait_until(complete, timeout=60)
+        wait_until(lambda uids=uids: all_complete(engine, uids), timeout=60)
         with engine.connect() as connection:
             per_study = dict(
                 connection.execute(
@@ -110,7 +110,10 @@ def test_a_study_is_not_complete_while_another_process_still_receives_it(databas
     assert monitor.run_once(101.8 + stable + STUDY_TOUCH_INTERVAL_SECONDS) == [study]
     assert monitor.run_once(200.0) == []
     with engine.connect() as connection:
-        assert connection.execute(
-            select(func.count()).where(jobs.c.study_instance_uid == study)
-        ).scalar_one() == 1
+        assert (
+            connection.execute(
+                select(func.count()).where(jobs.c.study_instance_uid == study)
+            ).scalar_one()
+            == 1
+        )
     engine.dispose()
