@@ -216,12 +216,18 @@ _ORDER = {
 
 
 def matching_rows(
-    engine: Engine, query: Query, limit: int | None = None, offset: int = 0
+    engine: Engine,
+    query: Query,
+    limit: int | None = None,
+    offset: int = 0,
+    ordered: bool = False,
 ) -> Iterator[dict]:
-    """One dict per matching entity: the index columns of its level and the levels above.
+    """One dict per matching entity: the index columns of its level and the levels above, at
+    most `limit`.
 
-    With `limit` or `offset` the entities come in a stable order (date, number, UID), so that a
-    client can page through them.
+    When `ordered` (or with an `offset`) the entities come in a stable order (date, number,
+    UID), so that a client can page through them; otherwise in the index's order, which spares
+    the database a sort of every match.
     """
     columns: list = list(studies.c)
     if query.level is Level.PATIENT:
@@ -241,8 +247,9 @@ def matching_rows(
         if query.level is Level.IMAGE:
             columns += list(instances.c)
         statement = _filtered(_base(query).add_columns(*columns), query)
-        if limit is not None or offset:
-            statement = statement.order_by(*_ORDER[query.level]).offset(offset).limit(limit)
+        if ordered or offset:
+            statement = statement.order_by(*_ORDER[query.level]).offset(offset)
+        statement = statement.limit(limit)
     with engine.connect() as connection:
         for row in connection.execute(statement):
             yield dict(row._mapping)
