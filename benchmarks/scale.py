@@ -349,7 +349,10 @@ def report(results: dict, sizes: list[int], nodes: list[str]) -> None:
     )
     measures = sorted({measure for _, _, measure in results})
     for node in nodes:
-        print(f"\n{node} against Orthanc (Orthanc on its default SQLite index):")
+        print(
+            f"\n{node} against Orthanc (Orthanc on its default SQLite index; node/Orthanc below"
+            " 1 is the node faster, for ingest above 1):"
+        )
         print(
             f"  {'measure':20s} {'studies':>8s} {'node':>8s} {'Orthanc':>8s} "
             f"{'node/Orthanc':>13s} {'x1k':>6s}"
