@@ -7,17 +7,20 @@ one job: a second one would run the models twice and deliver their results twice
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from dicom_node.config import DuplicatePolicy
 from dicom_node.index.database import open_engine
+from dicom_node.index.jobs import claim
 from dicom_node.index.rows import InstanceAttributes
-from dicom_node.index.schema import STUDY_COMPLETE, jobs, studies
+from dicom_node.index.schema import JOB_PENDING, JOB_RUNNING, STUDY_COMPLETE, jobs, studies
 from dicom_node.index.writer import STUDY_TOUCH_INTERVAL_SECONDS, IndexWriter, NewInstance
 from dicom_node.jobs.stability import StabilityMonitor
 
@@ -116,4 +119,41 @@ def test_a_study_is_not_complete_while_another_process_still_receives_it(databas
             ).scalar_one()
             == 1
         )
+    engine.dispose()
+
+
+def test_a_study_never_has_two_jobs_running_across_runners(database_url):
+    """Two pending jobs of one study (a retry beside a new one): while another runner holds
+    the first under the study's lock, not yet committed, this runner must not take the second."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: no runner claims beside another")
+    engine = open_engine(database_url)
+    writer = IndexWriter(engine, DuplicatePolicy.KEEP_FIRST)
+    study = generate_uid()
+    writer.submit(new_instance(study, generate_uid(), 100.0)).result()
+    writer.close()
+    with engine.begin() as connection:
+        first, second = (
+            connection.execute(
+                jobs.insert().values(
+                    study_instance_uid=study, state=JOB_PENDING, created_at=1.0, updated_at=1.0
+                )
+            ).inserted_primary_key[0]
+            for _ in range(2)
+        )
+    other = engine.connect()
+    other_runner = other.begin()
+    other.execute(
+        select(studies.c.study_instance_uid)
+        .where(studies.c.study_instance_uid == study)
+        .with_for_update()
+    )
+    other.execute(update(jobs).where(jobs.c.id == first).values(state=JOB_RUNNING))
+    with ThreadPoolExecutor(1) as pool:
+        claimed = pool.submit(claim, engine)
+        time.sleep(0.5)  # let the claim reach the study's lock (it must then wait there)
+        other_runner.commit()
+        assert claimed.result(timeout=30) is None
+    other.close()
+    assert claim(engine) is None  # the first still runs
     engine.dispose()
