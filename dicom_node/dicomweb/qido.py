@@ -153,7 +153,11 @@ def search(context: DicomwebContext, request: Request, level: Level, **fixed: st
         raise DicomwebError(400, str(error)) from None
     cap = context.settings.max_results
     wanted = cap if parsed.limit is None else min(parsed.limit, cap)
-    rows = list(matching_rows(context.engine, query, limit=wanted + 1, offset=parsed.offset))
+    # Sorted only for a client that pages: a plain search takes the matches as they come.
+    paging = parsed.limit is not None or parsed.offset > 0
+    rows = list(
+        matching_rows(context.engine, query, limit=wanted + 1, offset=parsed.offset, ordered=paging)
+    )
     if len(rows) > wanted:
         rows = rows[:wanted]
         if parsed.limit is None or parsed.limit > cap:

@@ -166,6 +166,11 @@ class SharedListener(ThreadedAssociationServer):
         self.ae.connections.accepted(client, address)
         return client, address
 
+    def service_actions(self) -> None:
+        """Nothing: pynetdicom's runs a full gc.collect() every 60 passes of the accept loop,
+        which holds the GIL for tens of milliseconds in a process this size and stalls every
+        association (a C-FIND answer among them); Python's own collector frees their threads."""
+
     def server_close(self) -> None:
         # Only close: shutdown() would stop the siblings listening on the same socket.
         assert self.socket is not None  # the listening socket, since server_bind

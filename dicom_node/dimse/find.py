@@ -118,6 +118,7 @@ class FindHandler:
             except QueryError as error:
                 raise QueryFailure(UNABLE_TO_PROCESS, str(error), "unsupported_key") from None
             rows = list(matching_rows(self._engine, query))
+            computed = computed_values(self._engine, level, rows, set(values))
         except QueryFailure as failure:
             metrics.FAILURES.labels(reason=f"find_{failure.reason}").inc()
             log.warning("C-FIND refused (0x%04X): %s", failure.status, failure.comment)
@@ -129,17 +130,23 @@ class FindHandler:
             yield OUT_OF_RESOURCES, None
             return
         log.info("C-FIND at %s level: %d match(es)", level.value, len(rows))
-        for row in rows:
+        for row, row_computed in zip(rows, computed, strict=True):
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            yield PENDING, self._answer(identifier, level, values, row)
+            yield PENDING, self._answer(identifier, level, values, row, row_computed)
         yield SUCCESS, None
 
-    def _answer(self, identifier: Dataset, level: Level, values: dict[str, str], row: dict):
+    def _answer(
+        self,
+        identifier: Dataset,
+        level: Level,
+        values: dict[str, str],
+        row: dict,
+        computed: dict,
+    ) -> Dataset:
         answer = Dataset()
         answer.QueryRetrieveLevel = level.value
-        computed = computed_values(self._engine, level, row, set(values))
         from_file: list[str] = []
         for keyword in values:
             if keyword in NOT_MATCHED:

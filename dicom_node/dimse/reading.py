@@ -85,6 +85,7 @@ class _PduReader:
         data = self._read(nr_bytes)
         if not self._header_next:
             self._header_next = True
+            self._acknowledge_now()
         elif len(data) == _HEADER.size:
             pdu_type, _, length = _HEADER.unpack(data)
             if length > self._largest():
@@ -92,6 +93,13 @@ class _PduReader:
                 return b""  # pynetdicom: the connection closed (Evt17)
             self._header_next = pdu_type not in _PDU_TYPES
         return data
+
+    def _acknowledge_now(self) -> None:
+        """Acknowledge the PDU just read at once (Linux delays ACKs otherwise): a peer that
+        sends a message as two PDUs with Nagle's algorithm on (pynetdicom's SCU: command, then
+        identifier) holds the second until the first is acknowledged, 40 ms per C-FIND."""
+        with contextlib.suppress(OSError, AttributeError):
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def _read(self, nr_bytes: int) -> bytes:
         chunks = []

@@ -55,6 +55,7 @@ def open_engine(url: str, create: bool = True) -> Engine:
         metadata.create_all(engine, checkfirst=True)
         _add_new_columns(engine)
         _fold_names(engine)
+        _add_new_indexes(engine)
     return engine
 
 
@@ -70,6 +71,17 @@ def _add_new_columns(engine: Engine) -> None:
                     connection.execute(
                         text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
                     )
+
+
+def _add_new_indexes(engine: Engine) -> None:
+    """Create the indexes a newer version declares on the tables of an older index."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in metadata.sorted_tables:
+            present = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in present:
+                    index.create(connection)
 
 
 def _fold_names(engine: Engine) -> None:

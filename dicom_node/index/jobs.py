@@ -2,8 +2,8 @@
 
 A job is one complete study to process. Claiming is one guarded update, so two runners never
 take the same job, and a study never has two jobs running at once (a job for a study that got
-new instances waits until the running one ends). A job found running at start was interrupted
-by a stop or crash: it is pending again.
+new instances waits until the running one ends): runners claim under the study's row lock. A
+job found running at start was interrupted by a stop or crash: it is pending again.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, exists, func, select, update
 from sqlalchemy.orm import aliased
 
-from .schema import JOB_DONE, JOB_FAILED, JOB_PENDING, JOB_RUNNING, job_notes, jobs
+from .schema import JOB_DONE, JOB_FAILED, JOB_PENDING, JOB_RUNNING, job_notes, jobs, studies
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,24 @@ def claim(engine: Engine) -> Job | None:
         )
     )
     with engine.begin() as connection:
-        for candidate in connection.execute(
-            select(jobs.c.id).where(and_(jobs.c.state == JOB_PENDING, ~busy)).order_by(jobs.c.id)
-        ).scalars():
+        for candidate, study_uid in connection.execute(
+            select(jobs.c.id, jobs.c.study_instance_uid)
+            .where(and_(jobs.c.state == JOB_PENDING, ~busy))
+            .order_by(jobs.c.id)
+        ).all():
+            # Runners on other hosts (PostgreSQL) claim under the study's row lock, so the
+            # check below sees a job of the study another runner just took (SQLite: one writer).
+            connection.execute(
+                select(studies.c.study_instance_uid)
+                .where(studies.c.study_instance_uid == study_uid)
+                .with_for_update()
+            )
+            if connection.execute(
+                select(running.c.id).where(
+                    and_(running.c.study_instance_uid == study_uid, running.c.state == JOB_RUNNING)
+                )
+            ).first():
+                continue
             taken = connection.execute(
                 update(jobs)
                 .where(and_(jobs.c.id == candidate, jobs.c.state == JOB_PENDING))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
-from sqlalchemy import ColumnElement, Engine, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select
 from sqlalchemy.sql import FromClause, Select
 
 from ..audit.messages import StudyData, studies_of_instances
@@ -216,12 +216,18 @@ _ORDER = {
 
 
 def matching_rows(
-    engine: Engine, query: Query, limit: int | None = None, offset: int = 0
+    engine: Engine,
+    query: Query,
+    limit: int | None = None,
+    offset: int = 0,
+    ordered: bool = False,
 ) -> Iterator[dict]:
-    """One dict per matching entity: the index columns of its level and the levels above.
+    """One dict per matching entity: the index columns of its level and the levels above, at
+    most `limit`.
 
-    With `limit` or `offset` the entities come in a stable order (date, number, UID), so that a
-    client can page through them.
+    When `ordered` (or with an `offset`) the entities come in a stable order (date, number,
+    UID), so that a client can page through them; otherwise in the index's order, which spares
+    the database a sort of every match.
     """
     columns: list = list(studies.c)
     if query.level is Level.PATIENT:
@@ -241,11 +247,21 @@ def matching_rows(
         if query.level is Level.IMAGE:
             columns += list(instances.c)
         statement = _filtered(_base(query).add_columns(*columns), query)
-        if limit is not None or offset:
-            statement = statement.order_by(*_ORDER[query.level]).offset(offset).limit(limit)
+        if ordered or offset:
+            statement = statement.order_by(*_ORDER[query.level]).offset(offset)
+        statement = statement.limit(limit)
     with engine.connect() as connection:
         for row in connection.execute(statement):
             yield dict(row._mapping)
+
+
+#: Most UIDs one grouped count query names (SQLite binds at most 32,766 values).
+_CHUNK = 1000
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
 
 
 @dataclass(frozen=True)
@@ -253,48 +269,91 @@ class StudyCounts:
     series: int
     instances: int
     modalities: list[str]
+    #: only when asked for (`study_counts(..., sop_classes=True)`)
+    sop_classes: list[str]
 
 
-def study_counts(engine: Engine, uids: list[str]) -> dict[str, StudyCounts]:
-    """Series and instance counts and modalities of many studies, in two grouped queries."""
-    if not uids:
-        return {}
-    in_studies = series.c.study_instance_uid.in_(uids)
+def study_counts(
+    engine: Engine, uids: list[str], sop_classes: bool = False
+) -> dict[str, StudyCounts]:
+    """Series and instance counts, modalities (and SOP classes) of many studies, in two (three)
+    grouped queries per thousand studies."""
+    found: dict[str, StudyCounts] = {}
     with engine.connect() as connection:
-        counts = connection.execute(
-            select(
-                series.c.study_instance_uid,
-                func.count(func.distinct(series.c.series_instance_uid)),
-                func.count(instances.c.sop_instance_uid),
+        for chunk in _chunks(uids):
+            in_studies = series.c.study_instance_uid.in_(chunk)
+            counts = connection.execute(
+                select(
+                    series.c.study_instance_uid,
+                    func.count(func.distinct(series.c.series_instance_uid)),
+                    func.count(instances.c.sop_instance_uid),
+                )
+                .select_from(series.outerjoin(instances))
+                .where(in_studies)
+                .group_by(series.c.study_instance_uid)
+            ).all()
+            modalities = _distinct_per_study(connection, series.c.modality, series, in_studies)
+            classes = (
+                _distinct_per_study(
+                    connection, instances.c.sop_class_uid, series.join(instances), in_studies
+                )
+                if sop_classes
+                else {}
             )
-            .select_from(series.outerjoin(instances))
-            .where(in_studies)
-            .group_by(series.c.study_instance_uid)
-        ).all()
-        modalities: dict[str, list[str]] = {}
-        for uid, modality in connection.execute(
-            select(series.c.study_instance_uid, series.c.modality).where(in_studies).distinct()
-        ):
-            if modality:
-                modalities.setdefault(uid, []).append(modality)
-    return {
-        uid: StudyCounts(n_series, n_instances, sorted(modalities.get(uid, [])))
-        for uid, n_series, n_instances in counts
-    }
+            for uid, n_series, n_instances in counts:
+                found[uid] = StudyCounts(
+                    n_series, n_instances, modalities.get(uid, []), classes.get(uid, [])
+                )
+    return found
+
+
+def _distinct_per_study(
+    connection: Connection, column: ColumnElement, joined: FromClause, where: ColumnElement
+) -> dict[str, list[str]]:
+    """The distinct non-empty values of `column` in each study, sorted."""
+    values: dict[str, list[str]] = {}
+    for uid, value in connection.execute(
+        select(series.c.study_instance_uid, column).select_from(joined).where(where).distinct()
+    ):
+        if value:
+            values.setdefault(uid, []).append(value)
+    return {uid: sorted(found) for uid, found in values.items()}
 
 
 def series_counts(engine: Engine, uids: list[str]) -> dict[str, int]:
-    """Instance counts of many series, in one grouped query."""
-    if not uids:
-        return {}
+    """Instance counts of many series, in one grouped query per thousand series."""
+    found: dict[str, int] = {}
     with engine.connect() as connection:
-        return dict(
-            connection.execute(
-                select(instances.c.series_instance_uid, func.count())
-                .where(instances.c.series_instance_uid.in_(uids))
-                .group_by(instances.c.series_instance_uid)
-            ).all()
-        )
+        for chunk in _chunks(uids):
+            found.update(
+                connection.execute(
+                    select(instances.c.series_instance_uid, func.count())
+                    .where(instances.c.series_instance_uid.in_(chunk))
+                    .group_by(instances.c.series_instance_uid)
+                ).all()
+            )
+    return found
+
+
+def patient_counts(engine: Engine, ids: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Studies, series and instances of many patients, in one grouped query per thousand."""
+    found: dict[str, tuple[int, int, int]] = {}
+    joined = studies.outerjoin(series).outerjoin(instances)
+    with engine.connect() as connection:
+        for chunk in _chunks(ids):
+            for patient, *numbers in connection.execute(
+                select(
+                    studies.c.patient_id,
+                    func.count(func.distinct(studies.c.study_instance_uid)),
+                    func.count(func.distinct(series.c.series_instance_uid)),
+                    func.count(instances.c.sop_instance_uid),
+                )
+                .select_from(joined)
+                .where(studies.c.patient_id.in_(chunk))
+                .group_by(studies.c.patient_id)
+            ):
+                found[patient] = (numbers[0], numbers[1], numbers[2])
+    return found
 
 
 def matching_instances(engine: Engine, query: Query) -> list[dict]:
@@ -323,56 +382,50 @@ def studies_of(rows: list[dict]) -> list[StudyData]:
     )
 
 
-def computed_values(engine: Engine, level: Level, row: dict, keywords: set[str]) -> dict:
-    """Values of the requested computed attributes (counts, modalities) for one result row."""
-    wanted = {keyword for keyword in keywords if keyword in COMPUTED}
-    if not wanted:
-        return {}
-    values: dict = {}
-    with engine.connect() as connection:
-        if level is Level.PATIENT:
-            patient = studies.c.patient_id == row["patient_id"]
-            values["NumberOfPatientRelatedStudies"] = connection.execute(
-                select(func.count()).select_from(studies).where(patient)
-            ).scalar_one()
-            values["NumberOfPatientRelatedSeries"] = connection.execute(
-                select(func.count()).select_from(series.join(studies)).where(patient)
-            ).scalar_one()
-            values["NumberOfPatientRelatedInstances"] = connection.execute(
-                select(func.count())
-                .select_from(instances.join(series).join(studies))
-                .where(patient)
-            ).scalar_one()
-        if level is Level.STUDY:
-            study = series.c.study_instance_uid == row["study_instance_uid"]
-            values["NumberOfStudyRelatedSeries"] = connection.execute(
-                select(func.count()).select_from(series).where(study)
-            ).scalar_one()
-            values["NumberOfStudyRelatedInstances"] = connection.execute(
-                select(func.count()).select_from(instances.join(series)).where(study)
-            ).scalar_one()
-            values["ModalitiesInStudy"] = sorted(
-                value
-                for value in connection.execute(
-                    select(series.c.modality).where(study).distinct()
-                ).scalars()
-                if value
+def computed_values(
+    engine: Engine, level: Level, rows: list[dict], keywords: set[str]
+) -> list[dict]:
+    """Values of the requested computed attributes (counts, modalities) of each result row, in
+    grouped queries over all the rows rather than queries per row."""
+    wanted = {keyword for keyword in keywords if COMPUTED.get(keyword) is level}
+    if not wanted or not rows:
+        return [{} for _ in rows]
+    values: list[dict] = []
+    if level is Level.PATIENT:
+        patients = patient_counts(engine, sorted({row["patient_id"] for row in rows}))
+        for row in rows:
+            n_studies, n_series, n_instances = patients.get(row["patient_id"], (0, 0, 0))
+            values.append(
+                {
+                    "NumberOfPatientRelatedStudies": n_studies,
+                    "NumberOfPatientRelatedSeries": n_series,
+                    "NumberOfPatientRelatedInstances": n_instances,
+                }
             )
-            values["SOPClassesInStudy"] = sorted(
-                connection.execute(
-                    select(instances.c.sop_class_uid)
-                    .select_from(instances.join(series))
-                    .where(study)
-                    .distinct()
-                ).scalars()
+    elif level is Level.STUDY:
+        counts = study_counts(
+            engine,
+            sorted({row["study_instance_uid"] for row in rows}),
+            sop_classes="SOPClassesInStudy" in wanted,
+        )
+        empty = StudyCounts(0, 0, [], [])
+        for row in rows:
+            study = counts.get(row["study_instance_uid"], empty)
+            values.append(
+                {
+                    "NumberOfStudyRelatedSeries": study.series,
+                    "NumberOfStudyRelatedInstances": study.instances,
+                    "ModalitiesInStudy": study.modalities,
+                    "SOPClassesInStudy": study.sop_classes,
+                }
             )
-        if level is Level.SERIES:
-            values["NumberOfSeriesRelatedInstances"] = connection.execute(
-                select(func.count())
-                .select_from(instances)
-                .where(instances.c.series_instance_uid == row["series_instance_uid"])
-            ).scalar_one()
-    return {keyword: values[keyword] for keyword in wanted if keyword in values}
+    else:
+        numbers = series_counts(engine, sorted({row["series_instance_uid"] for row in rows}))
+        values = [
+            {"NumberOfSeriesRelatedInstances": numbers.get(row["series_instance_uid"], 0)}
+            for row in rows
+        ]
+    return [{keyword: value[keyword] for keyword in wanted} for value in values]
 
 
 def representative_path(engine: Engine, level: Level, row: dict) -> str | None:

@@ -49,6 +49,13 @@ studies = Table(
     Index("ix_studies_study_date", "study_date"),
     Index("ix_studies_accession_number", "accession_number"),
     Index("ix_studies_state_last_received", "state", "last_received_at"),
+    # Serves prefix wildcards (`DOE*`) too: SQLite's GLOB on a binary-collated column, and
+    # PostgreSQL's LIKE through the pattern operator class, whatever the database's collation.
+    Index(
+        "ix_studies_patient_name_folded",
+        "patient_name_folded",
+        postgresql_ops={"patient_name_folded": "text_pattern_ops"},
+    ),
 )
 
 #: Folded copies of person names (column -> the name column it folds).

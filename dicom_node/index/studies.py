@@ -1,5 +1,11 @@
 """Study completion: a study quiet since a cutoff becomes complete and gets a pending job row,
-in one transaction, so the hand-over to the jobs is durable and never doubled."""
+in one transaction, so the hand-over to the jobs is durable and never doubled.
+
+The guarded update of the study row takes its row lock (PostgreSQL; SQLite's write lock), which
+the job insert runs under: completions of one study by several monitors (several nodes on one
+PostgreSQL) are serialised by the database, and the second finds the study complete already.
+Writers only ever move `last_received_at` forward (`index.writer`), so a study another process
+is still receiving never looks quiet."""
 
 from __future__ import annotations
 

@@ -35,6 +35,8 @@ class _DicomPattern(TypeDecorator):
 class _WildcardMatch(FunctionElement):
     type = Boolean()
     inherit_cache = True
+    # A comparison already: SQLite must not get `... GLOB ? = 1`, which no index serves.
+    _is_implicitly_boolean = True
 
 
 def wildcard_match(column: ColumnElement, pattern: str) -> ColumnElement[bool]:

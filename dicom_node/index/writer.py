@@ -20,7 +20,17 @@ from enum import Enum
 from multiprocessing.synchronize import Lock as LockType
 from operator import itemgetter
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    case,
+    select,
+    update,
+)
 
 from ..config import DuplicatePolicy
 from .database import dialect_insert
@@ -187,7 +197,7 @@ class IndexWriter:
             self._engine,
             update(studies)
             .where(studies.c.study_instance_uid == bindparam("uid"))
-            .values(state=STUDY_RECEIVING, last_received_at=bindparam("at")),
+            .values(state=STUDY_RECEIVING, last_received_at=_latest(bindparam("at"))),
         )
 
     def _write_batch(
@@ -259,6 +269,13 @@ class IndexWriter:
             .values(**_instance_row(item))
         )
         return CommitResult(Outcome.REPLACED, replaced_path=old_path)
+
+
+def _latest(at: BindParameter) -> ColumnElement:
+    """The later of the study's time and `at`: receiving processes commit out of order, and an
+    earlier time written last would let the stability monitor complete a study that another
+    process is still receiving (its writer refreshes the time only once per touch interval)."""
+    return case((studies.c.last_received_at > at, studies.c.last_received_at), else_=at)
 
 
 def index_own_instance(engine: Engine, item: NewInstance) -> bool:

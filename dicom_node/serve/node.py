@@ -238,6 +238,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
     from ..dimse.tls import client_args, server_context
+    from ..index.statistics import StatisticsRefresher
     from ..jobs.runner import JobRunner
     from ..jobs.stability import StabilityMonitor
     from ..outbox.destinations.fhir_server import open_fhir_client
@@ -273,6 +274,8 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         engine, config.study.stable_seconds, config.study.check_interval_seconds
     )
     monitor.start()
+    statistics = StatisticsRefresher(engine)
+    statistics.start()
     box = open_outbox(config, engine)
     box.recover()
     sender = OutboxSender(config, box, fhir)
@@ -313,6 +316,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
             child.terminate()  # SIGTERM: the child drains its associations
     receiver.stop()
     monitor.stop()
+    statistics.stop()
     runner.stop()
     sender.stop()
     http.stop()
