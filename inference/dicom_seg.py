@@ -232,6 +232,12 @@ def _band_label(result: Classification, low: float) -> str:
 UNCALIBRATED_SPACING = 1.0
 
 
+#: The plane a viewer puts an image without Image Orientation (Patient) in (cornerstone: rows
+#: along x, columns along y); a projection image's SEG states it so that OHIF 3.13 lays the
+#: frames on the image (it reads no orientation from Patient Orientation).
+IMAGE_PLANE_AXES = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
 def _pixel_measures(source: Dataset) -> hd.PixelMeasuresSequence | None:
     """Pixel Measures for the SEG of a projection image without a frame of reference, which
     highdicom leaves out but OHIF 3.13 reads: its Pixel Spacing, else its Imager Pixel Spacing
@@ -280,4 +286,7 @@ def encode_explanation(
         # A projection image without a frame of reference: its orientation is given this way
         # (General Image module, Type 2C).
         segmentation.PatientOrientation = source.get("PatientOrientation", "")
+        segmentation.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [
+            hd.PlaneOrientationSequence("PATIENT", IMAGE_PLANE_AXES)[0]
+        ]
     return segmentation

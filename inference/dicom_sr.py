@@ -7,6 +7,12 @@ writer uses: OHIF 3.13 lists a measurement and draws it only where each NUM carr
 (a TID 1411 group's segment reference, or a group-level region, leaves its panel empty or crashes
 its viewport).
 
+OHIF lists a group in its measurement panel only where it can make one of its tools of it: the
+Tracking Identifier starts with that tool's name (``OHIF_TOOLS``: a circle for a tissue, a
+rectangle for a finding's box), then says what the group is; OHIF's label for it is the group's
+Comment, which states the values in words (pixelmed's validator warns that TID 1501 does not
+list a Comment; it is no error).
+
 A segmentation gives one group per SEG segment, tracked by the segment's own Tracking UID and
 label: its volume (mL) and mean and standard deviation (HU), drawn as a circle at the
 segment's deepest point on the slice where it is widest. Mean and standard deviation are the
@@ -46,6 +52,10 @@ from .run import Classification, Segmentation
 
 MILLILITER = Code("ml", "UCUM", "milliliter")
 NO_UNITS = Code("1", "UCUM", "no units")
+#: OHIF 3.13 lists a measurement group in its panel (hydrates it) only where its Tracking
+#: Identifier starts with the name of the cornerstone tool that draws its region (dcmjs
+#: adapters), and labels it with the group's Comment.
+OHIF_TOOLS = "Cornerstone3DTools@^0.1.0"
 #: TID 1500 row 12, the report's own qualitative evaluations (not in pydicom's code dictionary)
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 
@@ -67,6 +77,24 @@ def _observation_context(bundle: Bundle, identity: ResultIdentity) -> hd.sr.Obse
 
 def _algorithm(bundle: Bundle) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=bundle.name, version=bundle.version)
+
+
+def _tracked(tool: str, identifier: str, uid: str) -> hd.sr.TrackingIdentifier:
+    """A group's tracking identifier: ``identifier`` after the OHIF tool that draws it."""
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=f"{OHIF_TOOLS}:{tool}:{identifier}")
+
+
+def _commented(group: hd.sr.MeasurementsAndQualitativeEvaluations, text: str):
+    """``group`` with ``text`` as its Comment (a TEXT qualitative evaluation, TID 1501): the
+    values as a reader sees them, the label OHIF lists the group by."""
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=codes.DCM.Comment,
+            value=text,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
+    return group
 
 
 def _disclaimer() -> hd.sr.ContainerContentItem:
@@ -188,16 +216,18 @@ def encode_measurements(
             ),
         ]
         property_type = description.SegmentedPropertyTypeCodeSequence[0]
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=str(description.TrackingUID), identifier=str(description.SegmentLabel)
-                ),
-                finding_type=hd.sr.CodedConcept.from_dataset(property_type),
-                algorithm_id=_algorithm(bundle),
-                measurements=measurements,
-            )
+        label = str(description.SegmentLabel)
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracked("CircleROI", label, str(description.TrackingUID)),
+            finding_type=hd.sr.CodedConcept.from_dataset(property_type),
+            algorithm_id=_algorithm(bundle),
+            measurements=measurements,
         )
+        text = (
+            f"{label}: volume {measured.volume_ml:.1f} mL, mean {measured.mean_hu:.0f} HU,"
+            f" SD {measured.std_hu:.0f} HU"
+        )
+        groups.append(_commented(group, text))
     return _report(bundle, identity, [*sources, segmentation], groups)
 
 
@@ -219,9 +249,10 @@ def encode_finding(
     present = result.finding == result.positive
     verdict = "present" if present else "absent"
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=derived_uid(identity.sop_instance_uid, "finding"),
-            identifier=f"{result.positive} {verdict} (threshold {result.threshold:g})",
+        tracking_identifier=_tracked(
+            "RectangleROI",
+            f"{result.positive} {verdict} (threshold {result.threshold:g})",
+            derived_uid(identity.sop_instance_uid, "finding"),
         ),
         finding_type=metadata_code(bundle, "finding_codes", result.positive),
         algorithm_id=_algorithm(bundle),
@@ -243,4 +274,7 @@ def encode_finding(
         ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
-    return _report(bundle, identity, [source], [group])
+    probability = result.probabilities[result.positive]
+    text = f"{result.positive} {verdict}: probability {probability:.2f}"
+    text += f" (threshold {result.threshold:g})"
+    return _report(bundle, identity, [source], [_commented(group, text)])

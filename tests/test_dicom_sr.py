@@ -13,6 +13,7 @@ from monai.transforms import Resize
 from pydicom.sr.codedict import codes
 
 from inference.dicom_seg import EXPLANATION_BANDS, NOT_FOR_DIAGNOSIS, derived_uid
+from inference.dicom_sr import OHIF_TOOLS
 
 from .conftest import pixelmed_sr_errors
 
@@ -32,7 +33,9 @@ def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements,
     for group, segment in zip(groups, seg.SegmentSequence, strict=True):
         # OHIF needs the Tracking UID; it is the SEG segment's own, and so is the label.
         assert group.tracking_uid == segment.TrackingUID
-        assert group.tracking_identifier == segment.SegmentLabel
+        assert group.tracking_identifier == f"{OHIF_TOOLS}:CircleROI:{segment.SegmentLabel}"
+        (comment,) = [item for item in group[0].ContentSequence if item.name == codes.DCM.Comment]
+        assert comment.value.startswith(f"{segment.SegmentLabel}: volume ")
         measured = ct_slab.result.segments[segment.TrackingID]
         # Every measurement inferred from one circle inside the segment on a source slice.
         regions = [m.referenced_coordinates for m in group.get_measurements()]
@@ -79,7 +82,16 @@ def test_finding_report_names_the_model_and_the_image(classified):
     (source,) = group.source_images
     assert source.referenced_sop_instance_uid == header.SOPInstanceUID
     verdict = "present" if present else "absent"
-    assert group.tracking_identifier == f"pneumonia {verdict} (threshold {bundle.threshold:g})"
+    # OHIF 3.13 lists (hydrates) a measurement whose Tracking Identifier names one of its tools,
+    # and labels it by the group's Comment.
+    assert group.tracking_identifier == (
+        f"{OHIF_TOOLS}:RectangleROI:pneumonia {verdict} (threshold {bundle.threshold:g})"
+    )
+    (comment,) = [item for item in group[0].ContentSequence if item.name == codes.DCM.Comment]
+    probability_text = f"{result.probabilities['pneumonia']:.2f}"
+    assert comment.value == (
+        f"pneumonia {verdict}: probability {probability_text} (threshold {bundle.threshold:g})"
+    )
     # The probability inferred from the box around the explanation's strongest evidence.
     (box,) = probability.referenced_coordinates
     assert box.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
@@ -105,6 +117,9 @@ def test_explanation_is_the_grad_cam_map_on_the_image_grid_in_bands(classified):
     # OHIF reads Pixel Measures; this CR has none of its own (its Pixel Spacing is zero).
     measures = explanation.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     assert [float(v) for v in measures.PixelSpacing] == [1.0, 1.0]
+    # ... and a plane orientation, the one it lays an image without orientation in.
+    orientation = explanation.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+    assert [float(v) for v in orientation.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
     expected = np.clip(
         np.asarray(Resize((header.Rows, header.Columns), mode="bilinear")(result.heatmap[None]))[0],
         0,
