@@ -92,19 +92,22 @@ class Grid:
     def mean(self, hu: np.ndarray) -> np.ndarray:
         f = self.factor
         slices, rows, columns = hu.shape
-        padded = np.pad(hu, ((0, 0), (0, -rows % f), (0, -columns % f)), constant_values=-1024)
-        return padded.reshape(slices, padded.shape[1] // f, f, padded.shape[2] // f, f).mean(
-            axis=(2, 4)
-        )
-
-    def full(self, coarse: np.ndarray) -> np.ndarray:
-        f = self.factor
-        return coarse.repeat(f, axis=1).repeat(f, axis=2)[:, : self.shape[1], : self.shape[2]]
+        if rows % f or columns % f:  # padding copies the whole volume: only where needed
+            hu = np.pad(hu, ((0, 0), (0, -rows % f), (0, -columns % f)), constant_values=-1024)
+        return hu.reshape(slices, hu.shape[1] // f, f, hu.shape[2] // f, f).mean(axis=(2, 4))
 
     def refine(self, coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
         """Full-grid mask: the coarse mask's interior, plus ``fine`` voxels within a pixel of its
-        edge."""
-        return self.full(_erode(coarse)) | (self.full(_dilate(coarse)) & fine)
+        edge. The coarse masks are widened to the full columns only, and broadcast over the
+        ``factor`` rows of each coarse row (half the time of repeating them to the full grid)."""
+        f = self.factor
+        slices, rows, columns = self.shape
+        if rows % f or columns % f:
+            fine = np.pad(fine, ((0, 0), (0, -rows % f), (0, -columns % f)))
+        bands = fine.reshape(slices, fine.shape[1] // f, f, fine.shape[2])
+        inner = _erode(coarse).repeat(f, axis=2)[:, :, None, :]
+        edge = _dilate(coarse).repeat(f, axis=2)[:, :, None, :]
+        return (inner | (edge & bands)).reshape(fine.shape)[:, :rows, :columns]
 
 
 class HounsfieldTissueSegmenter(torch.nn.Module):
@@ -148,11 +151,12 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
         body = grid.refine(coarse_body, hu > self.body_min_hu)
         lungs = grid.refine(self._lungs(coarse, coarse_body), hu < self.lung_max_hu) & body
         labels = np.full(hu.shape, OTHER_BODY, np.uint8)
-        labels[(hu >= self.fat_hu[0]) & (hu <= self.fat_hu[1])] = FAT
-        labels[(hu > self.fat_hu[1]) & (hu < self.bone_min_hu)] = SOFT_TISSUE
-        labels[hu >= self.bone_min_hu] = BONE
-        labels[lungs] = LUNG
-        labels[~body] = 0
+        # copyto with where: a boolean index would first list the voxels it selects
+        np.copyto(labels, FAT, where=(hu >= self.fat_hu[0]) & (hu <= self.fat_hu[1]))
+        np.copyto(labels, SOFT_TISSUE, where=(hu > self.fat_hu[1]) & (hu < self.bone_min_hu))
+        np.copyto(labels, BONE, where=hu >= self.bone_min_hu)
+        np.copyto(labels, LUNG, where=lungs)
+        np.copyto(labels, 0, where=~body)
         return labels
 
     def _lungs(self, hu: np.ndarray, body: np.ndarray) -> np.ndarray:
@@ -184,7 +188,7 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         """(batch, 1, slices, rows, columns) HU -> labels of the same shape."""
         out = [
-            torch.from_numpy(self.segment(item[0].cpu().numpy().astype(np.float32)))
+            torch.from_numpy(self.segment(np.asarray(item[0].cpu().numpy(), np.float32)))
             for item in volume
         ]
         return torch.stack(out)[:, None]
