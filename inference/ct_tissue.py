@@ -96,18 +96,14 @@ class Grid:
             hu = np.pad(hu, ((0, 0), (0, -rows % f), (0, -columns % f)), constant_values=-1024)
         return hu.reshape(slices, hu.shape[1] // f, f, hu.shape[2] // f, f).mean(axis=(2, 4))
 
+    def full(self, coarse: np.ndarray) -> np.ndarray:
+        f = self.factor
+        return coarse.repeat(f, axis=1).repeat(f, axis=2)[:, : self.shape[1], : self.shape[2]]
+
     def refine(self, coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
         """Full-grid mask: the coarse mask's interior, plus ``fine`` voxels within a pixel of its
-        edge. The coarse masks are widened to the full columns only, and broadcast over the
-        ``factor`` rows of each coarse row (half the time of repeating them to the full grid)."""
-        f = self.factor
-        slices, rows, columns = self.shape
-        if rows % f or columns % f:
-            fine = np.pad(fine, ((0, 0), (0, -rows % f), (0, -columns % f)))
-        bands = fine.reshape(slices, fine.shape[1] // f, f, fine.shape[2])
-        inner = _erode(coarse).repeat(f, axis=2)[:, :, None, :]
-        edge = _dilate(coarse).repeat(f, axis=2)[:, :, None, :]
-        return (inner | (edge & bands)).reshape(fine.shape)[:, :rows, :columns]
+        edge."""
+        return self.full(_erode(coarse)) | (self.full(_dilate(coarse)) & fine)
 
 
 class HounsfieldTissueSegmenter(torch.nn.Module):
@@ -151,12 +147,11 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
         body = grid.refine(coarse_body, hu > self.body_min_hu)
         lungs = grid.refine(self._lungs(coarse, coarse_body), hu < self.lung_max_hu) & body
         labels = np.full(hu.shape, OTHER_BODY, np.uint8)
-        # copyto with where: a boolean index would first list the voxels it selects
-        np.copyto(labels, FAT, where=(hu >= self.fat_hu[0]) & (hu <= self.fat_hu[1]))
-        np.copyto(labels, SOFT_TISSUE, where=(hu > self.fat_hu[1]) & (hu < self.bone_min_hu))
-        np.copyto(labels, BONE, where=hu >= self.bone_min_hu)
-        np.copyto(labels, LUNG, where=lungs)
-        np.copyto(labels, 0, where=~body)
+        labels[(hu >= self.fat_hu[0]) & (hu <= self.fat_hu[1])] = FAT
+        labels[(hu > self.fat_hu[1]) & (hu < self.bone_min_hu)] = SOFT_TISSUE
+        labels[hu >= self.bone_min_hu] = BONE
+        labels[lungs] = LUNG
+        labels[~body] = 0
         return labels
 
     def _lungs(self, hu: np.ndarray, body: np.ndarray) -> np.ndarray:

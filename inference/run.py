@@ -126,11 +126,6 @@ def gradcam(bundle: Bundle, batch: torch.Tensor, class_index: int) -> np.ndarray
     return maps[:, 0].detach().numpy()
 
 
-#: slices of a volume ``measure`` takes at a time: its float64 copies stay small (16 slices of
-#: 512 x 512: 32 MB each)
-MEASURE_SLICES = 16
-
-
 def measure(
     labels: np.ndarray,
     hu: np.ndarray,
@@ -139,22 +134,13 @@ def measure(
     composites: dict[str, list[int]],
 ) -> dict[str, SegmentMeasurement]:
     """Volume (mL) and HU mean/std of each label present, and of each composite (e.g. body = all
-    tissues), from per-label count, sum and sum of squares (float64), counted for all labels at
-    once a few slices at a time (``MEASURE_SLICES``) rather than gathered label by label (half
-    the time; the same sums wherever HU are whole numbers, as any order adds them exactly)."""
-    size = max(int(labels.max(initial=0)), *names) + 1
-    counts, sums, squares = np.zeros(size, np.int64), np.zeros(size), np.zeros(size)
-    for start in range(0, len(labels), MEASURE_SLICES):
-        part = labels[start : start + MEASURE_SLICES].ravel()
-        values = hu[start : start + MEASURE_SLICES].ravel().astype(np.float64)
-        counts += np.bincount(part, minlength=size)
-        sums += np.bincount(part, weights=values, minlength=size)
-        squares += np.bincount(part, weights=values * values, minlength=size)
-    moments = {
-        label: (int(counts[label]), float(sums[label]), float(squares[label]))
-        for label in names
-        if label != 0
-    }
+    tissues), from per-label count, sum and sum of squares (float64)."""
+    moments: dict[int, tuple[int, float, float]] = {}
+    for label in names:
+        if label == 0:
+            continue
+        values = hu[labels == label].astype(np.float64)
+        moments[label] = (values.size, float(values.sum()), float(values @ values))
     groups = {name: [label] for label, name in names.items() if label != 0} | composites
     segments = {}
     for name, members in groups.items():
