@@ -148,11 +148,15 @@ def segment_masks(result: Segmentation) -> list[tuple[str, np.ndarray]]:
 
 def segment_number_map(result: Segmentation) -> np.ndarray:
     """The label volume with each tissue's segment number (1, 2, ... in label order) and 0
-    elsewhere: the labels themselves where they are numbered so already."""
+    elsewhere (a label no segment describes, too): the labels themselves where they are
+    numbered so already."""
     present = segments_present(result)
-    if all(label == number for number, (label, _) in enumerate(present, 1)):
+    highest = int(result.labels.max(initial=0))
+    if highest <= len(present) and all(
+        label == number for number, (label, _) in enumerate(present, 1)
+    ):
         return result.labels
-    numbers = np.zeros(max(result.names) + 1, np.uint8)
+    numbers = np.zeros(max(highest, *result.names) + 1, np.uint8)
     for number, (label, _) in enumerate(present, 1):
         numbers[label] = number
     return numbers[result.labels]
