@@ -3,17 +3,17 @@
     python benchmarks/ct_job.py [--runs 4] [--ct ../shared/data/ct_chest_midrc_ricord_1a]
                                 [--profile FILE] [--keep DIR]
 
-Stores the CT in a throw-away storage area through the node's ingest path (new UIDs for every
-run, so each run is a new study, as a worker meets them), writes its job row as the stability
-monitor does, and runs the job in this process as a job worker does (`run_study_job` on a
-`StudyJobContext` opened once): read the headers, route, de-identify, decode, segment, encode
-the SEG and the SR, re-identify, store and index. The job's own functions are wrapped with
-stopwatches (only the outermost of nested ones counts), so the split is that of the real path;
-"other" is the rest (routing, job notes, audit). Prints each run's split, the first run (a new
-worker's first job) apart from the median of the later ones, the total against the issue's
-10 s target, and the process's peak memory. ``--profile`` writes cProfile statistics of the
-last run; ``--keep DIR`` copies the SEG and SR each run stored there (the UIDs of run N are the
-same in every version of the code, so two versions' results can be compared).
+Stores the CT in a throw-away storage area through the node's ingest path (new UIDs for every run,
+so each run is a new study, as a worker meets them), writes its job row as the stability monitor
+does, and runs the job in this process as a job worker does (its garbage collection settings,
+`run_study_job` on a `StudyJobContext` opened once): read the headers, route, de-identify, decode,
+segment, encode the SEG and the SR, re-identify, store and index. The job's own functions are
+wrapped with stopwatches (only the outermost of nested ones counts), so the split is that of the
+real path; "other" is the rest (routing, job notes, audit). Prints each run's split, the first run
+(a new worker's first job) apart from the median of the later ones, the total against the issue's
+10 s target, and the process's peak memory. ``--profile`` writes cProfile statistics of the last
+run; ``--keep DIR`` copies the SEG and SR each run stored there (the UIDs of run N are the same in
+every version of the code, so two versions' results can be compared).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from dicom_node.index.jobs import claim, finish, notes  # noqa: E402
 from dicom_node.index.studies import complete_quiet_studies  # noqa: E402
 from dicom_node.index.writer import IndexWriter  # noqa: E402
 from dicom_node.jobs.context import StudyJobContext  # noqa: E402
+from dicom_node.jobs.runner import collect_garbage_for_jobs  # noqa: E402
 from dicom_node.jobs.study import run_study_job  # noqa: E402
 from dicom_node.store.ingest import Ingest  # noqa: E402
 from dicom_node.store.storage import StorageArea  # noqa: E402
@@ -180,6 +181,8 @@ def main() -> None:
         storage = StorageArea(config.storage.path)
         storage.prepare()
         ingest = Ingest(storage, writer, config.storage.duplicates, config.dicom.inflated_limit)
+        # What a job worker does when it starts (jobs/runner.py), but to die with its node
+        collect_garbage_for_jobs()
         open_trail(config.audit, config.audit_file, config.ae_title)
         started = time.perf_counter()
         context = StudyJobContext.open(config)
