@@ -10,6 +10,8 @@ size) are refused with a message that says what is wrong.
 
 from __future__ import annotations
 
+import mmap
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -102,15 +104,33 @@ def sort_by_geometry(datasets: list[pydicom.Dataset]) -> tuple[list[int], float]
     return [int(i) for i in order], float(gaps.mean())
 
 
+#: the volume a decoding process writes its slices into (shared with the process that reads it)
+_shared_volume: np.ndarray | None = None
+
+
 def _hu_slice(path: Path) -> np.ndarray:
     ds = pydicom.dcmread(path)
     return np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32)
 
 
+def _share_volume(buffer: mmap.mmap, shape: tuple[int, int, int]) -> None:
+    global _shared_volume
+    _shared_volume = np.frombuffer(buffer, np.float32).reshape(shape)
+
+
+def _decode_into_shared_volume(task: tuple[int, Path]) -> None:
+    index, path = task
+    assert _shared_volume is not None, "a decoding process starts with _share_volume"
+    _shared_volume[index] = _hu_slice(path)
+
+
 def load_ct_series(paths: list[Path], headers: list[pydicom.Dataset] | None = None) -> CTVolume:
     """Decode a series (any order of files) into a HU volume, slices decoded by one process per core
     (the JPEG/JPEG 2000 decoders hold the GIL, so threads would run them one at a time).
-    ``headers``, when the caller has read them already, are those of ``paths`` in the same order."""
+    ``headers``, when the caller has read them already, are those of ``paths`` in the same order.
+
+    The decoding processes write into the volume itself, a shared anonymous mapping they
+    inherit when forked: sending each slice back through a pipe cost as much as decoding it."""
     datasets = headers if headers is not None else read_headers(paths)
     modalities = {ds.get("Modality") for ds in datasets}
     if modalities != {"CT"}:
@@ -119,14 +139,23 @@ def load_ct_series(paths: list[Path], headers: list[pydicom.Dataset] | None = No
         )
     order, gap = sort_by_geometry(datasets)
     ordered = [paths[i] for i in order]
+    shape = (len(ordered), int(datasets[0].Rows), int(datasets[0].Columns))
+    buffer = mmap.mmap(-1, int(np.prod(shape)) * np.dtype(np.float32).itemsize)
+    hu = np.frombuffer(buffer, np.float32).reshape(shape)
     workers = min(os.cpu_count() or 1, max(1, len(ordered) // 16))
     if workers == 1:
-        slices = [_hu_slice(path) for path in ordered]
+        for index, path in enumerate(ordered):
+            hu[index] = _hu_slice(path)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            slices = list(pool.map(_hu_slice, ordered, chunksize=8))
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_share_volume,
+            initargs=(buffer, shape),
+        ) as pool:
+            list(pool.map(_decode_into_shared_volume, enumerate(ordered), chunksize=8))
     row_mm, column_mm = (float(v) for v in datasets[order[0]].PixelSpacing)
-    return CTVolume(np.stack(slices), (gap, row_mm, column_mm), [datasets[i] for i in order])
+    return CTVolume(hu, (gap, row_mm, column_mm), [datasets[i] for i in order])
 
 
 def series_files(path: Path) -> list[Path]:

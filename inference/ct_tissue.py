@@ -92,10 +92,9 @@ class Grid:
     def mean(self, hu: np.ndarray) -> np.ndarray:
         f = self.factor
         slices, rows, columns = hu.shape
-        padded = np.pad(hu, ((0, 0), (0, -rows % f), (0, -columns % f)), constant_values=-1024)
-        return padded.reshape(slices, padded.shape[1] // f, f, padded.shape[2] // f, f).mean(
-            axis=(2, 4)
-        )
+        if rows % f or columns % f:  # padding copies the whole volume: only where needed
+            hu = np.pad(hu, ((0, 0), (0, -rows % f), (0, -columns % f)), constant_values=-1024)
+        return hu.reshape(slices, hu.shape[1] // f, f, hu.shape[2] // f, f).mean(axis=(2, 4))
 
     def full(self, coarse: np.ndarray) -> np.ndarray:
         f = self.factor
@@ -184,7 +183,7 @@ class HounsfieldTissueSegmenter(torch.nn.Module):
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
         """(batch, 1, slices, rows, columns) HU -> labels of the same shape."""
         out = [
-            torch.from_numpy(self.segment(item[0].cpu().numpy().astype(np.float32)))
+            torch.from_numpy(self.segment(np.asarray(item[0].cpu().numpy(), np.float32)))
             for item in volume
         ]
         return torch.stack(out)[:, None]

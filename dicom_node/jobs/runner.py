@@ -9,6 +9,7 @@ again never queues an object twice.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -35,9 +36,20 @@ log = logging.getLogger(__name__)
 #: study that kills its worker cannot hold the runner for ever
 MAX_WORKER_DEATHS = 3
 
+#: objects a job worker allocates between two collections of the youngest generation: a CT job
+#: makes hundreds of thousands of pydicom and highdicom objects, and CPython's default (700) ran
+#: hundreds of collections per job, about 0.6 s of its 6 s of CPU (benchmarks/ct_job.py), for
+#: the same peak memory
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
 _context: StudyJobContext | None = None
 _cannot_start = ""
 _PR_SET_PDEATHSIG = 1
+
+
+def collect_garbage_for_jobs() -> None:
+    """Collect young objects less often in this process (a job worker)."""
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _die_with_the_node(node_pid: int) -> None:
@@ -56,6 +68,7 @@ def _die_with_the_node(node_pid: int) -> None:
 def _start_worker(config: NodeConfig, node_pid: int) -> None:
     global _context, _cannot_start
     _die_with_the_node(node_pid)
+    collect_garbage_for_jobs()
     configure_logging(config.logging.level)
     open_trail(config.audit, config.audit_file, config.ae_title)
     from .context import StudyJobContext
