@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from pydicom.uid import UID
-
 #: the transfer syntaxes of compressed pixel data and the media type of their frames
 FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
@@ -87,14 +85,6 @@ def _quality(item: MediaRange) -> float:
     except ValueError:
         return 1.0
     return quality if 0.0 <= quality <= 1.0 else 1.0
-
-
-def is_native(transfer_syntax: str) -> bool:
-    """Pixel data stored uncompressed in this syntax."""
-    try:
-        return not UID(transfer_syntax).is_compressed
-    except ValueError:
-        return False
 
 
 def file_chunks(path) -> Iterator[bytes]:

@@ -126,7 +126,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             + row["sop_instance_uid"]
         )
         try:
-            answers.append(instance_metadata_json(context.storage.path(row["path"]), row, url))
+            answers.append(instance_metadata_json(context.storage, row, url))
         except OSError as error:
             log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
             raise DicomwebError(500, "a stored instance could not be read") from None

@@ -29,6 +29,7 @@ from ..statuses import (
     UID_MISSING,
 )
 from .file_meta import encode_file_meta
+from .metadata import keep_metadata
 from .received import (
     DatasetTooLarge,
     InstanceAttributes,
@@ -119,6 +120,7 @@ class Ingest:
             path = self._storage.write([meta, raw])
         except StorageError as error:
             raise StoreFailure(OUT_OF_RESOURCES, "storage_write", str(error)) from None
+        keep_metadata(self._storage, path, [meta, raw], str(transfer_syntax), attributes)
         size = len(meta) + len(raw)
         item = NewInstance(
             attributes=attributes,
