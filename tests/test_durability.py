@@ -109,11 +109,15 @@ def test_restart_settles_what_a_power_cut_leaves(make_node, tmp_path):
     short_file.write_bytes(short_file.read_bytes()[:1000])
     orphan = node.storage / rows[kept_uid]["path"].replace(".dcm", "0.dcm")
     orphan.write_bytes(b"\0" * 500)
+    # Metadata documents are not flushed: one may be cut short too.
+    cut_document = (node.storage / rows[kept_uid]["path"]).with_suffix(".json")
+    cut_document.write_bytes(cut_document.read_bytes()[:10])
 
     node.start()
     after = stored_rows(node)
     assert sorted(after) == sorted(set(uids.values()) - {short_uid})
     assert not short_file.exists() and not orphan.exists()
+    assert not cut_document.exists() and not short_file.with_suffix(".json").exists()
     log = node.log()
     assert "removed 1 index row(s) whose file was not complete" in log
     assert "removed 1 stored file(s) without an index row" in log
