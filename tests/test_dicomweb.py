@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from dicom_node.dicomweb.media import coalesced
 from dicom_node.index.schema import jobs
 from dicom_node.store.file_meta import read_file_meta
 
@@ -230,6 +233,13 @@ def test_retrieve_gives_the_stored_bytes(web_node):
         dcmread(CT_SERIES / n, stop_before_pixels=True).SOPInstanceUID for n in CT_SLICES
     )
     assert len(client.retrieve_study(CT_STUDY)) == 20
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 64))
+def test_streamed_pieces_keep_the_bytes_and_reach_the_size(chunks, size):
+    pieces = list(coalesced(chunks, size))
+    assert b"".join(pieces) == b"".join(chunks)
+    assert all(len(piece) >= size for piece in pieces[:-1])
 
 
 def test_retrieve_transcodes_to_explicit_little_endian_on_request(web_node):
