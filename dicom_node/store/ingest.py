@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pydicom.uid import UID
@@ -68,6 +68,8 @@ class Ingest:
         self._duplicates = duplicates
         #: a deflated dataset inflating past this is refused (a compression bomb)
         self._max_inflated_bytes = max_inflated_bytes
+        #: writes metadata documents after the answer, while the next dataset's file is flushed
+        self._documents = ThreadPoolExecutor(1, thread_name_prefix="metadata-documents")
 
     def store(
         self,
@@ -120,7 +122,6 @@ class Ingest:
             path = self._storage.write([meta, raw])
         except StorageError as error:
             raise StoreFailure(OUT_OF_RESOURCES, "storage_write", str(error)) from None
-        keep_metadata(self._storage, path, [meta, raw], str(transfer_syntax), attributes)
         size = len(meta) + len(raw)
         item = NewInstance(
             attributes=attributes,
@@ -143,6 +144,7 @@ class Ingest:
             log.info("instance from %s replaced an earlier copy", source or "DICOMweb")
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
+        self._documents.submit(keep_metadata, self._storage, path, str(transfer_syntax), attributes)
         return attributes
 
     def _write_durably(self, item: NewInstance) -> CommitResult:

@@ -2,10 +2,12 @@
 
 A series' first WADO-RS metadata request used to read every header with pydicom and convert it
 (589 ms for 300 CT slices, Orthanc 197 ms): most of that is pydicom's value conversion. The
-receiving process parses the dataset anyway, so the document is built there once, like Orthanc's
-"DicomAsJson", and a request only reads small files and fills in its own base URL. The document
-is derived from the file, so it is not flushed: recovery drops those of the last instances after
-a crash, and a request builds a missing one from the file.
+receiving process has the dataset in hand, so it builds the document once, like Orthanc's
+"DicomAsJson", after answering the sender; a request then reads small files and only fills in
+its own base URL. The document is derived from the file, so it is neither flushed nor renamed
+into place: a request takes only one that parses (one cut short by a crash or still being
+written does not), recovery drops those of the last instances after a crash, and a request
+converts the file itself where there is none.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
@@ -74,9 +75,17 @@ def metadata_document(dataset: Dataset, syntax: str, pixel_vr: str | None) -> by
     return document.encode("utf-8")
 
 
-def file_metadata_document(path: Path | BytesIO, syntax: str, pixel_vr: str | None) -> bytes:
-    """:func:`metadata_document` of a stored file (or its bytes)."""
+def file_metadata_document(path: Path, syntax: str, pixel_vr: str | None) -> bytes:
+    """:func:`metadata_document` of a stored file."""
     return metadata_document(dcmread(path, stop_before_pixels=True), syntax, pixel_vr)
+
+
+def complete(document: bytes) -> bool:
+    """Whether `document` was written whole: a JSON object cut short does not parse."""
+    try:
+        return isinstance(json.loads(document), dict)
+    except ValueError:
+        return False
 
 
 def with_instance_url(document: bytes, instance_url: str) -> bytes:
@@ -87,18 +96,15 @@ def with_instance_url(document: bytes, instance_url: str) -> bytes:
 
 
 def keep_metadata(
-    storage: StorageArea,
-    relative: str,
-    chunks: list[bytes],
-    syntax: str,
-    attributes: InstanceAttributes,
+    storage: StorageArea, relative: str, syntax: str, attributes: InstanceAttributes
 ) -> None:
-    """Write the metadata document of the file just written as `chunks` (file meta, dataset).
-    A dataset pydicom cannot convert, or a failed write, leaves it without one: a request then
-    converts the file itself, and answers why if it cannot."""
+    """Write the metadata document of the stored file `relative`, reading its header back (from
+    the page cache: a queue of these holds no pixel data). A dataset pydicom cannot convert, or
+    a failed write, leaves it without one: a request then converts the file itself, and answers
+    why if it cannot."""
     pixel_vr = pixel_data_vr(attributes.rows, attributes.bits_allocated, syntax)
     try:
-        document = file_metadata_document(BytesIO(b"".join(chunks)), syntax, pixel_vr)
+        document = file_metadata_document(storage.path(relative), syntax, pixel_vr)
     except Exception as error:  # pydicom raises many types (and RecursionError) on odd files
         log.warning("no metadata document for %s: %s", relative, type(error).__name__)
         return

@@ -61,13 +61,7 @@ def encode_instance(dataset: Dataset, ae_title: str) -> EncodedInstance:
 def store_own_instance(storage: StorageArea, engine: Engine, encoded: EncodedInstance) -> bool:
     """Write the file durably, then index it; False (nothing kept) when it is indexed already."""
     relative = storage.write(encoded.chunks)
-    keep_metadata(
-        storage,
-        relative,
-        encoded.chunks,
-        encoded.item.transfer_syntax_uid,
-        encoded.item.attributes,
-    )
+    keep_metadata(storage, relative, encoded.item.transfer_syntax_uid, encoded.item.attributes)
     storage.sync(relative)
     item = replace(encoded.item, path=relative)
     try:
