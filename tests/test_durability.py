@@ -102,16 +102,17 @@ def test_restart_settles_what_a_power_cut_leaves(make_node, tmp_path):
     node.start()
     uids = write_study(tmp_path / "study", 3)
     assert storescu(node.port, tmp_path / "study").returncode == 0
-    node.stop()
     rows = stored_rows(node)
     short_uid, kept_uid, _ = sorted(rows)
+    # Metadata documents are written once the receiver is idle, and not flushed.
+    cut_document = (node.storage / rows[kept_uid]["path"]).with_suffix(".json")
+    wait_until(cut_document.exists)
+    node.stop()
     short_file = node.storage / rows[short_uid]["path"]
     short_file.write_bytes(short_file.read_bytes()[:1000])
     orphan = node.storage / rows[kept_uid]["path"].replace(".dcm", "0.dcm")
     orphan.write_bytes(b"\0" * 500)
-    # Metadata documents are not flushed: one may be cut short too.
-    cut_document = (node.storage / rows[kept_uid]["path"]).with_suffix(".json")
-    cut_document.write_bytes(cut_document.read_bytes()[:10])
+    cut_document.write_bytes(cut_document.read_bytes()[:10])  # cut short by the power cut
 
     node.start()
     after = stored_rows(node)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from pydicom.uid import UID
@@ -29,7 +29,7 @@ from ..statuses import (
     UID_MISSING,
 )
 from .file_meta import encode_file_meta
-from .metadata import keep_metadata
+from .metadata import IdleDocumentWriter
 from .received import (
     DatasetTooLarge,
     InstanceAttributes,
@@ -68,8 +68,7 @@ class Ingest:
         self._duplicates = duplicates
         #: a deflated dataset inflating past this is refused (a compression bomb)
         self._max_inflated_bytes = max_inflated_bytes
-        #: writes metadata documents after the answer, while the next dataset's file is flushed
-        self._documents = ThreadPoolExecutor(1, thread_name_prefix="metadata-documents")
+        self._documents = IdleDocumentWriter(storage)
 
     def store(
         self,
@@ -144,7 +143,7 @@ class Ingest:
             log.info("instance from %s replaced an earlier copy", source or "DICOMweb")
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
-        self._documents.submit(keep_metadata, self._storage, path, str(transfer_syntax), attributes)
+        self._documents.add(path, str(transfer_syntax), attributes)
         return attributes
 
     def _write_durably(self, item: NewInstance) -> CommitResult:

@@ -2,8 +2,8 @@
 
 A series' first WADO-RS metadata request used to read every header with pydicom and convert it
 (589 ms for 300 CT slices, Orthanc 197 ms): most of that is pydicom's value conversion. The
-receiving process has the dataset in hand, so it builds the document once, like Orthanc's
-"DicomAsJson", after answering the sender; a request then reads small files and only fills in
+receiving process builds the document once, like Orthanc's "DicomAsJson", when it has been
+idle for a moment (see `IdleDocumentWriter`); a request then reads small files and only fills in
 its own base URL. The document is derived from the file, so it is neither flushed nor renamed
 into place: a request takes only one that parses (one cut short by a crash or still being
 written does not), recovery drops those of the last instances after a crash, and a request
@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +115,40 @@ def keep_metadata(
         storage.write_metadata(relative, document)
     except OSError as error:
         log.warning("cannot write the metadata document of %s: %s", relative, error.strerror)
+
+
+class IdleDocumentWriter:
+    """Writes the metadata documents of stored files in a thread, once no file has been added
+    for `quiet_seconds`. A document costs 1-2 ms of pydicom holding the GIL: built beside the
+    C-STORE path, even in a thread, it cut one sender's ingest rate by about 40 %. Files waiting
+    past `backlog` (a store that never pauses) and those waiting at exit get no document and
+    are converted on request instead."""
+
+    def __init__(
+        self, storage: StorageArea, quiet_seconds: float = 0.2, backlog: int = 20_000
+    ) -> None:
+        self._storage = storage
+        self._quiet_seconds = quiet_seconds
+        self._pending: deque[tuple[str, str, InstanceAttributes]] = deque(maxlen=backlog)
+        self._last_added = 0.0
+        self._changed = threading.Condition()
+        threading.Thread(target=self._run, name="metadata-documents", daemon=True).start()
+
+    def add(self, relative: str, syntax: str, attributes: InstanceAttributes) -> None:
+        """Queue the stored file `relative` for its document."""
+        with self._changed:
+            self._pending.append((relative, syntax, attributes))
+            self._last_added = time.monotonic()
+            self._changed.notify()
+
+    def _next(self) -> tuple[str, str, InstanceAttributes]:
+        with self._changed:
+            while True:
+                quiet = time.monotonic() - self._last_added
+                if self._pending and quiet >= self._quiet_seconds:
+                    return self._pending.popleft()
+                self._changed.wait(self._quiet_seconds - quiet if self._pending else None)
+
+    def _run(self) -> None:
+        while True:
+            keep_metadata(self._storage, *self._next())
