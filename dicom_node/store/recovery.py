@@ -5,7 +5,8 @@ flush and the commit run side by side. A crash between the two can leave a commi
 file is short or missing (power cut), or a file that has no row (process killed); neither was
 acknowledged, so the sender still has it. Both can only be among the last instances received,
 so only that window is checked, which keeps the start fast on a large store. The metadata
-documents beside those files are not flushed, so theirs are dropped (requests rebuild them).
+documents beside those files are not flushed, so theirs are dropped (requests convert those
+files instead).
 """
 
 from __future__ import annotations
