@@ -1,14 +1,19 @@
 """DICOMweb speed of the node against Orthanc's DICOMweb plugin, on the same data in the same run.
 
-Loads into both (storescu on loopback) a 300-slice 512x512 CT series and 999 one-instance
-studies (so 1,000 studies are indexed), then measures, alternating between the two servers:
-- QIDO-RS `GET /studies` (all 1,000 studies): median latency over 200 calls;
-- WADO-RS retrieval of the CT series as stored (multipart/related application/dicom): MB/s,
-  median of 5;
-- WADO-RS `metadata` of the CT series: median latency of 20 calls.
-Prints each figure for both and the node/Orthanc ratio (>= 1.0 means the node is as fast).
+Loads into both (storescu on loopback) 300-slice 512x512 CT series (uncompressed), a 30-slice
+series of the shared CT as stored (JPEG Lossless) and 999 one-instance studies (so about 1,000
+studies are indexed), then measures, alternating between the two servers:
+- QIDO-RS `GET /studies` (all studies): median latency over 200 calls;
+- WADO-RS `metadata` of a 300-slice series the first time it is asked for (no cache warm on
+  either side: one call per series, median over the series, which server goes first alternates);
+- WADO-RS `metadata` of the same series again: median latency of 20 calls;
+- WADO-RS retrieval of the 300-slice series as stored (multipart/related application/dicom):
+  MB/s, median of 5;
+- WADO-RS retrieval of the 30-slice compressed series as stored: median latency of 20 calls.
+Prints each figure for both and the Orthanc/node ratio of times (node/Orthanc of rates): >= 1.0
+means the node is as fast.
 
-    python benchmarks/dicomweb.py [--studies 1000] [--calls 200]
+    python benchmarks/dicomweb.py [--studies 1000] [--calls 200] [--first-series 3]
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import OrthancPeer, load_template_slices, send, start_node, write_series  # noqa: E402
 
-from tests.conftest import TRANSFER_SYNTAXES  # noqa: E402
+from tests.conftest import CT_SERIES, TRANSFER_SYNTAXES, dcmtk  # noqa: E402
 
 SMALL_CT = TRANSFER_SYNTAXES / "CT_small.dcm"
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -48,6 +53,24 @@ def write_small_studies(count: int, folder: Path) -> None:
         dataset.save_as(folder / f"{number:05d}.dcm", enforce_file_format=True)
 
 
+def write_compressed_series(count: int, folder: Path) -> None:
+    """The first `count` slices of the shared CT as stored (JPEG Lossless), fresh UIDs."""
+    folder.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    for number, path in enumerate(sorted(CT_SERIES.glob("*.dcm"))[:count]):
+        dataset = dcmread(path)
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study, series
+        dataset.SOPInstanceUID = generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.save_as(folder / f"{number:04d}.dcm", enforce_file_format=True)
+
+
+def series_path(folder: Path) -> str:
+    """`/studies/{study}/series/{series}` of the series in `folder`."""
+    header = dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+    return f"/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}"
+
+
 def timed(call) -> float:
     started = time.perf_counter()
     call()
@@ -60,20 +83,28 @@ def get(url: str, accept: str) -> bytes:
     return answer.content
 
 
+def row(label: str, node: float, orthanc: float, rate: bool = False) -> str:
+    """One line of the table; the ratio is >= 1.0 where the node is as fast."""
+    ratio = node / orthanc if rate else orthanc / node
+    return f"{label:36}{node:12.1f}{orthanc:12.1f}{ratio:8.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--first-series", type=int, default=3, help="300-slice series")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dicomweb-bench-"))
     try:
         templates = load_template_slices()
-        write_series(templates, 300, work / "ct")
-        first_slice = dcmread(next((work / "ct").glob("*.dcm")), stop_before_pixels=True)
-        study, series = first_slice.StudyInstanceUID, first_slice.SeriesInstanceUID
-        write_small_studies(args.studies - 1, work / "small")
+        big = [work / f"ct{number}" for number in range(args.first_series)]
+        for folder in big:
+            write_series(templates, 300, folder)
+        write_compressed_series(30, work / "compressed")
+        write_small_studies(args.studies - 1 - len(big), work / "small")
         node, node_port, node_http = start_node(work, args.workers)
         orthanc = OrthancPeer(work / "orthanc", dicomweb=True)
         orthanc.start()
@@ -83,63 +114,93 @@ def main() -> None:
         }
         try:
             for name, (port, ae, _) in servers.items():
-                seconds, ok = send(port, ae, [work / "ct", work / "small"])
-                if not ok:
+                seconds, ok = send(port, ae, [*big, work / "small"])
+                # storescu offers one syntax per SOP class; dcmsend the compressed slices as such.
+                compressed = dcmtk(
+                    "dcmsend",
+                    "--decompress-never",
+                    "-aec",
+                    ae,
+                    "127.0.0.1",
+                    str(port),
+                    "--scan-directories",
+                    str(work / "compressed"),
+                )
+                if not ok or compressed.returncode != 0:
                     sys.exit(f"loading {name} failed")
                 print(f"loaded {name} in {seconds:.1f} s")
-            results: dict[str, dict[str, list[float]]] = {
-                name: {"qido": [], "wado": [], "metadata": []} for name in servers
-            }
-            found = {
-                name: len(requests.get(f"{url}/studies", timeout=60).json())
-                for name, (_, _, url) in servers.items()
-            }
-            print(f"studies found by QIDO: {found}")
-            series_url = "{}/studies/" + study + "/series/" + series
-            for _ in range(args.calls):
-                for name, (_, _, url) in servers.items():
-                    results[name]["qido"].append(
-                        timed(lambda url=url: get(f"{url}/studies", "application/dicom+json"))
-                    )
-            for _ in range(20):
-                for name, (_, _, url) in servers.items():
-                    results[name]["metadata"].append(
-                        timed(
-                            lambda url=url: get(
-                                series_url.format(url) + "/metadata", "application/dicom+json"
-                            )
-                        )
-                    )
-            sizes = {}
-            for _ in range(5):
-                for name, (_, _, url) in servers.items():
-                    started = time.perf_counter()
-                    sizes[name] = len(get(series_url.format(url), AS_STORED))
-                    results[name]["wado"].append(sizes[name] / (time.perf_counter() - started))
+            results = measure(servers, big, work / "compressed", args.calls)
         finally:
             node.terminate()
             node.wait(timeout=60)
             orthanc.stop()
-        node_r, orthanc_r = results["node"], results["Orthanc"]
-        qido = [statistics.median(r["qido"]) * 1000 for r in (node_r, orthanc_r)]
-        meta = [statistics.median(r["metadata"]) * 1000 for r in (node_r, orthanc_r)]
-        wado = [statistics.median(r["wado"]) / 1e6 for r in (node_r, orthanc_r)]
+        median = {
+            name: {key: statistics.median(values) for key, values in figures.items()}
+            for name, figures in results.items()
+        }
+        node_m, orthanc_m = median["node"], median["Orthanc"]
+        print(f"{'':36}{'node':>12}{'Orthanc':>12}{'ratio':>8}")
+        for label, key, scale in [
+            ("QIDO /studies median (ms)", "qido", 1000),
+            ("first series metadata (ms)", "first_metadata", 1000),
+            ("series metadata again (ms)", "metadata", 1000),
+            ("30 compressed slices WADO (ms)", "small_wado", 1000),
+        ]:
+            print(row(label, node_m[key] * scale, orthanc_m[key] * scale))
         print(
-            f"series retrieved: node {sizes['node'] / 1e6:.1f} MB, "
-            f"Orthanc {sizes['Orthanc'] / 1e6:.1f} MB"
-        )
-        print(f"{'':28}{'node':>12}{'Orthanc':>12}{'ratio':>8}")
-        print(
-            f"{'QIDO /studies median (ms)':28}{qido[0]:12.1f}{qido[1]:12.1f}"
-            f"{qido[1] / qido[0]:8.2f}"
-        )
-        print(f"{'WADO series (MB/s)':28}{wado[0]:12.1f}{wado[1]:12.1f}{wado[0] / wado[1]:8.2f}")
-        print(
-            f"{'series metadata median (ms)':28}{meta[0]:12.1f}{meta[1]:12.1f}"
-            f"{meta[1] / meta[0]:8.2f}"
+            row("300-slice series WADO (MB/s)", node_m["wado"] / 1e6, orthanc_m["wado"] / 1e6, True)
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(
+    servers: dict[str, tuple[int, str, str]], big: list[Path], compressed: Path, calls: int
+) -> dict[str, dict[str, list[float]]]:
+    """Each figure's samples per server, the servers taking turns (and turns about going
+    first), so load from elsewhere on the machine falls on both alike."""
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"qido": [], "first_metadata": [], "metadata": [], "wado": [], "small_wado": []}
+        for name in servers
+    }
+    urls = {name: url for name, (_, _, url) in servers.items()}
+
+    def turns(number: int) -> list[tuple[str, str]]:
+        order = list(urls.items())
+        return order if number % 2 == 0 else order[::-1]
+
+    def json_get(url: str) -> bytes:
+        return get(url, "application/dicom+json")
+
+    found = {
+        name: len(requests.get(f"{url}/studies", timeout=60).json()) for name, url in urls.items()
+    }
+    print(f"studies found by QIDO: {found}")
+    for number, folder in enumerate(big):
+        for name, url in turns(number):
+            metadata_url = f"{url}{series_path(folder)}/metadata"
+            results[name]["first_metadata"].append(timed(lambda u=metadata_url: json_get(u)))
+    for number in range(calls):
+        for name, url in turns(number):
+            results[name]["qido"].append(timed(lambda u=f"{url}/studies": json_get(u)))
+    for number in range(20):
+        for name, url in turns(number):
+            metadata_url = f"{url}{series_path(big[0])}/metadata"
+            results[name]["metadata"].append(timed(lambda u=metadata_url: json_get(u)))
+    sizes = {}
+    for number in range(20):
+        for name, url in turns(number):
+            small_url = url + series_path(compressed)
+            started = time.perf_counter()
+            sizes[name] = len(get(small_url, AS_STORED))
+            results[name]["small_wado"].append(time.perf_counter() - started)
+    print(f"30 compressed slices retrieved: {sizes}")
+    for number in range(5):
+        for name, url in turns(number):
+            started = time.perf_counter()
+            size = len(get(url + series_path(big[0]), AS_STORED))
+            results[name]["wado"].append(size / (time.perf_counter() - started))
+    return results
 
 
 if __name__ == "__main__":

@@ -5,25 +5,34 @@ network meets the same intensities whatever the source: one channel in display s
 1 = white. DICOM pixels go through the Modality LUT (rescale), the stored VOI LUT or window (as a
 viewer would show them) and MONOCHROME1 inversion first. Large radiographs are first shrunk by
 averaging blocks of pixels (a 3000 x 2500 DX holds 30 times more pixels than any classifier here
-looks at), which makes the look-up tables and the contrast stretch that much cheaper.
+looks at), which makes the look-up tables and the contrast stretch that much cheaper. A JPEG 2000
+radiograph is not even decoded in full: its codestream holds the image at 1/2, 1/4, ... of its
+size (the wavelet's low-pass bands), and decoding only those levels is 4 times faster (the
+1955 x 1841 WG04 CR: 190 ms -> 45 ms).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+import openjpeg
 import pydicom
 import torch
 from monai.transforms import Compose, Resize, Transform
 from PIL import Image
+from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import JPEG2000, JPEG2000Lossless
 
 from .errors import UnsuitableInput
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 #: Shortest side kept when shrinking: ample for classifier inputs and their explanation maps.
 DISPLAY_MIN_SIDE = 512
+#: Transfer syntaxes whose codestream Pillow (OpenJPEG) decodes at a reduced resolution.
+JPEG2000_SYNTAXES = {JPEG2000, JPEG2000Lossless}
 
 
 class NotAnImage2D(UnsuitableInput):
@@ -68,19 +77,28 @@ def shrink(pixels: np.ndarray, factor: int) -> np.ndarray:
 
 def display_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """The image a viewer would display, as float32 (1, H, W), brighter = more attenuating; at
-    least :data:`DISPLAY_MIN_SIDE` pixels on its shortest side, shrunk by an integer factor."""
+    least :data:`DISPLAY_MIN_SIDE` pixels on its shortest side, shrunk by an integer factor (a
+    JPEG 2000 image by a power of two at decoding first)."""
     if "PixelData" not in ds:
         raise NotAnImage2D("the dataset holds no pixel data")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise NotAnImage2D("multi-frame images are not single 2D images")
-    try:
-        pixels = ds.pixel_array
-    except (ValueError, NotImplementedError, RuntimeError) as error:
-        raise NotAnImage2D(f"the pixel data cannot be decoded: {error}") from None
     # Averaging commutes with a rescale and (but for clipping at its edges) a window; a lookup
     # table needs the stored integers, so such images keep their size.
-    if "ModalityLUTSequence" not in ds and "VOILUTSequence" not in ds:
+    shrinkable = "ModalityLUTSequence" not in ds and "VOILUTSequence" not in ds
+    pixels = reduced_jpeg2000(ds) if shrinkable else None
+    if pixels is None:
+        try:
+            pixels = ds.pixel_array
+        except (ValueError, NotImplementedError, RuntimeError) as error:
+            raise NotAnImage2D(f"the pixel data cannot be decoded: {error}") from None
+    if shrinkable:
         pixels = shrink(pixels, min(pixels.shape[:2]) // DISPLAY_MIN_SIDE)
+    return to_display(pixels, ds)
+
+
+def to_display(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """Stored ``pixels`` of ``ds`` (any size) in display space, float32 (1, H, W)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if pixels.ndim == 3:
         # Colour (secondary captures of radiographs are often RGB with equal channels). pydicom
@@ -93,6 +111,51 @@ def display_pixels(ds: pydicom.Dataset) -> np.ndarray:
     if photometric == "MONOCHROME1":
         values = values.max() + values.min() - values
     return values[None]
+
+
+def jpeg2000_reduction(rows: int, columns: int) -> int:
+    """How many resolution levels of a JPEG 2000 image to leave undecoded, keeping its shortest
+    side at least :data:`DISPLAY_MIN_SIDE`. OpenJPEG rounds a reduced side up, Pillow rounds it
+    to the nearest (1841 / 4: 461 against 460) and then refuses the tile as broken, so only the
+    levels on which both agree are used."""
+    level = 0
+    while True:
+        power = 2 ** (level + 1)
+        sides = [-(-side // power) for side in (rows, columns)]
+        if min(sides) < DISPLAY_MIN_SIDE or sides != [
+            (side + power // 2) // power for side in (rows, columns)
+        ]:
+            return level
+        level += 1
+
+
+def reduced_jpeg2000(ds: pydicom.Dataset) -> np.ndarray | None:
+    """The stored values of a grey, unsigned JPEG 2000 image decoded at the smallest resolution
+    level that keeps :data:`DISPLAY_MIN_SIDE`; None when the image is not one, is too small to
+    gain anything, or its codestream cannot be reduced that far: it is then decoded in full."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if (
+        syntax not in JPEG2000_SYNTAXES
+        or int(ds.get("SamplesPerPixel", 1)) != 1
+        or int(ds.get("PixelRepresentation", 0)) != 0
+    ):
+        return None
+    level = jpeg2000_reduction(int(ds.Rows), int(ds.Columns))
+    if level == 0:
+        return None
+    codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    parameters = openjpeg.get_parameters(codestream)
+    if parameters["is_signed"] or int(parameters["precision"]) > 16:
+        return None
+    with Image.open(io.BytesIO(codestream)) as image:
+        image.reduce = level
+        try:
+            image.load()
+        except OSError:  # fewer levels in the codestream than asked for, or a damaged one
+            return None
+        # Pillow scales samples up to its mode's 8 or 16 bits; shift back to the stored values.
+        bits = 8 if image.mode == "L" else 16
+        return np.asarray(image) >> (bits - int(parameters["precision"]))
 
 
 def image_file_pixels(path: Path) -> np.ndarray:

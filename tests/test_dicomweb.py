@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from dicom_node.dicomweb.media import coalesced
 from dicom_node.index.schema import jobs
 from dicom_node.store.file_meta import read_file_meta
 
@@ -232,6 +235,13 @@ def test_retrieve_gives_the_stored_bytes(web_node):
     assert len(client.retrieve_study(CT_STUDY)) == 20
 
 
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 64))
+def test_streamed_pieces_keep_the_bytes_and_reach_the_size(chunks, size):
+    pieces = list(coalesced(chunks, size))
+    assert b"".join(pieces) == b"".join(chunks)
+    assert all(len(piece) >= size for piece in pieces[:-1])
+
+
 def test_retrieve_transcodes_to_explicit_little_endian_on_request(web_node):
     sent = dcmread(CT_SERIES / CT_SLICES[0])
     got = web_node.client.retrieve_instance(
@@ -275,6 +285,25 @@ def test_metadata_with_bulk_data(web_node):
     assert len(client.retrieve_study_metadata(CT_STUDY)) == 20
     one = client.retrieve_instance_metadata(CT_STUDY, CT_SERIES_UID, first(item, "00080018"))
     assert one == item
+
+
+def test_metadata_documents_written_at_ingest_match_a_conversion_of_the_file(web_node):
+    """Ingest writes each instance's DICOM JSON beside its file; a file without one (stored
+    before, or just before a crash) or with one cut short is converted on request into the
+    same answer."""
+    from .test_durability import wait_until
+
+    url = f"{web_node.url}/studies/{CT_STUDY}/series/{CT_SERIES_UID}/metadata"
+    uids = [first(item, "00080018") for item in requests.get(url, timeout=30).json()]
+    documents = [stored_file(web_node, uid).with_suffix(".json") for uid in uids]
+    wait_until(lambda: all(document.exists() for document in documents))
+    from_documents = requests.get(url, timeout=30)
+    assert from_documents.status_code == 200
+    documents[0].write_bytes(documents[0].read_bytes()[:-1])
+    for document in documents[1:]:
+        document.unlink()
+    converted = requests.get(url, timeout=30)
+    assert converted.content == from_documents.content
 
 
 def test_frames(web_node):

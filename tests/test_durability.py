@@ -102,18 +102,23 @@ def test_restart_settles_what_a_power_cut_leaves(make_node, tmp_path):
     node.start()
     uids = write_study(tmp_path / "study", 3)
     assert storescu(node.port, tmp_path / "study").returncode == 0
-    node.stop()
     rows = stored_rows(node)
     short_uid, kept_uid, _ = sorted(rows)
+    # Metadata documents are written once the receiver is idle, and not flushed.
+    cut_document = (node.storage / rows[kept_uid]["path"]).with_suffix(".json")
+    wait_until(cut_document.exists)
+    node.stop()
     short_file = node.storage / rows[short_uid]["path"]
     short_file.write_bytes(short_file.read_bytes()[:1000])
     orphan = node.storage / rows[kept_uid]["path"].replace(".dcm", "0.dcm")
     orphan.write_bytes(b"\0" * 500)
+    cut_document.write_bytes(cut_document.read_bytes()[:10])  # cut short by the power cut
 
     node.start()
     after = stored_rows(node)
     assert sorted(after) == sorted(set(uids.values()) - {short_uid})
     assert not short_file.exists() and not orphan.exists()
+    assert not cut_document.exists() and not short_file.with_suffix(".json").exists()
     log = node.log()
     assert "removed 1 index row(s) whose file was not complete" in log
     assert "removed 1 stored file(s) without an index row" in log

@@ -17,7 +17,16 @@ import yaml
 from dicom_node.config import BUILTIN_BUNDLES, ConfigError, RouteConfig, parse_config
 from dicom_node.jobs.routing import SeriesFacts, route
 from inference.bundle import Bundle, BundleError, find_bundles
-from inference.image2d import NotAnImage2D, display_pixels, image_transforms, load_image2d
+from inference.dicom_seg import explanation_map
+from inference.image2d import (
+    NotAnImage2D,
+    display_pixels,
+    image_transforms,
+    jpeg2000_reduction,
+    load_image2d,
+    shrink,
+    to_display,
+)
 from inference.run import classify
 
 from .conftest import SHARED_DATA, TRANSFER_SYNTAXES
@@ -63,6 +72,37 @@ def test_monochrome1_is_shown_inverted_like_monochrome2():
     # In display space the lungs are darker than the mediastinum and the bones.
     image = np.asarray(transform(as_stored))[0]
     assert image[60:100, 25:55].mean() < image[60:100, 70:90].mean()
+
+
+def test_jpeg2000_decoded_at_half_size_matches_a_full_decode_shrunk_by_two():
+    """The CR's codestream decoded one resolution level down gives the classifier what a full
+    decode averaged over 2 x 2 blocks gives it. The two are not bit-equal: the level is the 9/7
+    wavelet's low-pass band of a lossy codestream, a smoother filter than a block mean, and one row
+    and column longer (OpenJPEG rounds sides up). After the contrast stretch and the area resize to
+    the network's 160 x 160 (another 6-fold averaging) they differ by 0.3 % of the grey range on
+    average and the pneumonia probability by about 0.001; 1 % and 0.01 leave room for other
+    platforms' float rounding while still catching a wrong bit shift, scale or inversion."""
+    ds = pydicom.dcmread(CR_MONOCHROME1)
+    reduced = display_pixels(ds)
+    assert reduced.shape == (1, 978, 921)  # half of 1955 x 1841, rounded up: the reduced path
+    reference = to_display(shrink(ds.pixel_array, 2), ds)
+    transform = image_transforms(160)
+    difference = np.abs(np.asarray(transform(reduced)) - np.asarray(transform(reference)))
+    assert difference.mean() < 0.01
+    bundle = find_bundles([BUILTIN_BUNDLES])["cxr_pneumonia"]
+    (fast,), (full,) = classify(bundle, [reduced]), classify(bundle, [reference])
+    assert fast.probabilities["pneumonia"] == pytest.approx(
+        full.probabilities["pneumonia"], abs=0.01
+    )
+
+
+def test_jpeg2000_reduction_keeps_the_display_size_and_pillows_rounding():
+    assert jpeg2000_reduction(1955, 1841) == 1  # 1/4 would be 489 x 461, under 512
+    assert jpeg2000_reduction(3000, 2500) == 2  # 750 x 625
+    assert jpeg2000_reduction(4096, 4096) == 3
+    assert jpeg2000_reduction(900, 900) == 0
+    # 1/4 of 2300 x 2305: OpenJPEG 575 x 577, Pillow 575 x 576: stop at 1/2.
+    assert jpeg2000_reduction(2300, 2305) == 1
 
 
 def test_window_from_the_header_is_applied():
@@ -264,6 +304,9 @@ def test_gradcam_map_lies_on_the_source_image():
     (result,) = classify(bundle, [pixels], explain=True)
     assert result.heatmap is not None and result.heatmap.shape == pixels.shape[1:]
     assert 0.0 <= result.heatmap.min() and result.heatmap.max() <= 1.0 + 1e-6
+    # Computed on the half-size decode, the map is laid over the full 1955 x 1841 image.
+    header = pydicom.dcmread(CR_MONOCHROME1, stop_before_pixels=True)
+    assert explanation_map(result, header).shape == (1955, 1841)
     (plain,) = classify(bundle, [pixels])
     assert plain.probabilities == pytest.approx(result.probabilities, abs=1e-5)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import time
 
 import pytest
 from pydicom import dcmread
@@ -186,6 +188,17 @@ def test_duplicate_policy(make_node, tmp_path, policy, status, expected_path):
     expected = dcmread(paths[expected_path])
     assert stored.get("StudyDescription") == expected.get("StudyDescription")
     assert len(list(node.storage.glob("??/??/*.dcm"))) == 1  # no orphan copy left behind
+    # The kept file's metadata document lies beside it (written just after the answer), the
+    # other copy's is gone with it.
+    deadline = time.monotonic() + 15
+    while (
+        not (documents := list(node.storage.glob("??/??/*.json"))) and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    (document,) = documents
+    assert document.with_suffix(".dcm") == node.storage / next(iter(rows.values()))["path"]
+    described = json.loads(document.read_bytes()).get("00081030", {}).get("Value")
+    assert described == ([expected.StudyDescription] if expected.get("StudyDescription") else None)
     assert "duplicate" in node.log() or policy == "replace"
 
 

@@ -19,11 +19,12 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ..multipart import Part, multipart_body, multipart_content_type, new_boundary
+from ..store.metadata import is_native
 from . import params
 from .context import DicomwebContext
 from .errors import DicomwebError, not_acceptable, not_found
 from .instances import read_stored, stored_instances
-from .media import FRAME_MEDIA_TYPES, accepted, is_native
+from .media import FRAME_MEDIA_TYPES, accepted
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
-from .media import accepted, file_chunks, stream_chunks
+from .media import accepted, coalesced, file_chunks, stream_chunks
 from .metadata import instance_metadata_json
 from .transcode import TranscodeError, explicit_little_endian
 
@@ -107,7 +107,8 @@ def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Re
     boundary = new_boundary()
     parts = (_part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True))
     return StreamingResponse(
-        multipart_body(parts, boundary), media_type=multipart_content_type(DICOM, boundary)
+        coalesced(multipart_body(parts, boundary)),
+        media_type=multipart_content_type(DICOM, boundary),
     )
 
 
@@ -126,7 +127,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             + row["sop_instance_uid"]
         )
         try:
-            answers.append(instance_metadata_json(context.storage.path(row["path"]), row, url))
+            answers.append(instance_metadata_json(context.storage, row, url))
         except OSError as error:
             log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
             raise DicomwebError(500, "a stored instance could not be read") from None

@@ -29,6 +29,7 @@ from ..statuses import (
     UID_MISSING,
 )
 from .file_meta import encode_file_meta
+from .metadata import IdleDocumentWriter
 from .received import (
     DatasetTooLarge,
     InstanceAttributes,
@@ -67,6 +68,7 @@ class Ingest:
         self._duplicates = duplicates
         #: a deflated dataset inflating past this is refused (a compression bomb)
         self._max_inflated_bytes = max_inflated_bytes
+        self._documents = IdleDocumentWriter(storage)
 
     def store(
         self,
@@ -141,6 +143,7 @@ class Ingest:
             log.info("instance from %s replaced an earlier copy", source or "DICOMweb")
         metrics.INSTANCES_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(size)
+        self._documents.add(path, str(transfer_syntax), attributes)
         return attributes
 
     def _write_durably(self, item: NewInstance) -> CommitResult:

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from ..index.writer import NewInstance, index_own_instance
 from .file_meta import encode_file_meta
+from .metadata import keep_metadata
 from .received import instance_attributes, parse_dataset
 from .storage import StorageArea
 
@@ -60,6 +61,7 @@ def encode_instance(dataset: Dataset, ae_title: str) -> EncodedInstance:
 def store_own_instance(storage: StorageArea, engine: Engine, encoded: EncodedInstance) -> bool:
     """Write the file durably, then index it; False (nothing kept) when it is indexed already."""
     relative = storage.write(encoded.chunks)
+    keep_metadata(storage, relative, encoded.item.transfer_syntax_uid, encoded.item.attributes)
     storage.sync(relative)
     item = replace(encoded.item, path=relative)
     try:

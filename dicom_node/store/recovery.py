@@ -4,7 +4,9 @@ A C-STORE is answered only once its file is flushed to disk and its row committe
 flush and the commit run side by side. A crash between the two can leave a committed row whose
 file is short or missing (power cut), or a file that has no row (process killed); neither was
 acknowledged, so the sender still has it. Both can only be among the last instances received,
-so only that window is checked, which keeps the start fast on a large store.
+so only that window is checked, which keeps the start fast on a large store. The metadata
+documents beside those files are not flushed, so theirs are dropped (requests convert those
+files instead).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def reconcile(engine: Engine, storage: StorageArea, window: float = WINDOW_SECON
             "(never acknowledged: the senders still hold them)",
             len(incomplete),
         )
-    orphans = [path for path in storage.files_changed_since(since) if path not in owned]
+    recent = list(storage.files_changed_since(since))
+    for path in recent:
+        storage.drop_metadata(path)
+    orphans = [path for path in recent if path not in owned]
     for path in orphans:
         storage.remove(path)
     if orphans:

@@ -6,6 +6,9 @@ answers only when both are done; `recovery` settles what a crash leaves between 
 partial files included (they have no row). Files are created where they stay: a rename from a
 folder of partial files into the shard costs a lock of the whole file system per file, and
 creating every file in one folder makes ext4 search one group's inode table over and over.
+
+Beside each file ("x.dcm") may lie its metadata document ("x.json", see `metadata`): derived
+from the file, written once and never flushed, removed with it.
 """
 
 from __future__ import annotations
@@ -57,11 +60,7 @@ class StorageArea:
         except OSError as error:
             raise StorageError(error.errno, f"cannot write to storage: {error.strerror}") from None
         try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+            _write_all(fd, chunks)
         except OSError as error:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -69,6 +68,31 @@ class StorageArea:
         finally:
             os.close(fd)
         return relative
+
+    def write_metadata(self, relative: str, document: bytes) -> None:
+        """Write the metadata document of the stored file `relative` (not flushed: it can be
+        built again from the file). Written before the file's row is committed, so no reader
+        meets it half written."""
+        fd = _create(self._root + "/" + _metadata_name(relative))
+        try:
+            _write_all(fd, [document])
+        finally:
+            os.close(fd)
+
+    def read_metadata(self, relative: str) -> bytes | None:
+        """The metadata document of the stored file `relative`; None if it has none."""
+        try:
+            with open(self._root + "/" + _metadata_name(relative), "rb") as file:
+                return file.read() or None
+        except FileNotFoundError:
+            return None
+
+    def drop_metadata(self, relative: str) -> None:
+        """Remove the metadata document of `relative` (one a crash may have left unwritten)."""
+        try:
+            (self.root / _metadata_name(relative)).unlink(missing_ok=True)
+        except OSError as error:
+            log.error("cannot remove metadata of %s: %s", relative, error.strerror)
 
     def sync(self, relative: str) -> None:
         """Flush a written file's data and its folder entry to disk."""
@@ -96,10 +120,12 @@ class StorageArea:
         return self.root / relative
 
     def remove(self, relative: str) -> None:
+        """Remove a stored file and its metadata document."""
         try:
             (self.root / relative).unlink(missing_ok=True)
         except OSError as error:
             log.error("cannot remove stored file %s: %s", relative, error.strerror)
+        self.drop_metadata(relative)
 
     def files_changed_since(self, timestamp: float) -> Iterator[str]:
         """Relative paths of stored files modified at or after `timestamp`.
@@ -114,6 +140,17 @@ class StorageArea:
                 for entry in os.scandir(shard.path):
                     if entry.name.endswith(".dcm") and entry.stat().st_mtime >= timestamp:
                         yield f"{top.name}/{shard.name}/{entry.name}"
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _metadata_name(relative: str) -> str:
+    return relative.removesuffix(".dcm") + ".json"
 
 
 def _create(path: str) -> int:
