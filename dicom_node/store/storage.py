@@ -71,8 +71,7 @@ class StorageArea:
 
     def write_metadata(self, relative: str, document: bytes) -> None:
         """Write the metadata document of the stored file `relative` (not flushed: it can be
-        built again from the file). Written before the file's row is committed, so no reader
-        meets it half written."""
+        built again from the file; a reader takes only a document that parses)."""
         fd = _create(self._root + "/" + _metadata_name(relative))
         try:
             _write_all(fd, [document])
