@@ -157,7 +157,7 @@ class _ReactorTime(ModuleType):
 def install(association: Association, max_dataset_bytes: int) -> None:
     """Tune a new acceptor association (on EVT_CONN_OPEN: its threads have not started)."""
     if not isinstance(pynetdicom.association.time, _ReactorTime):
-        pynetdicom.association.time = _ReactorTime("time")  # type: ignore[assignment]
+        pynetdicom.association.time = _ReactorTime("time")
     reading.install(association, max_dataset_bytes)
     _send_without_delay(association)
     woken, wake = socket.socketpair()
