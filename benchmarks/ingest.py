@@ -1,12 +1,15 @@
-"""Ingest speed of the node against Orthanc, both fed by DCMTK's storescu on loopback.
+"""Ingest speed of the node against Orthanc, both fed by DCMTK's storescu on loopback, with
+DCMTK's storescp beside them as the machine's limit.
 
 Builds 300-slice 512x512 CT series (uncompressed, from the shared real CT, new UIDs for every
-run), starts `dicom-node serve` and Orthanc (Debian package, default SQLite index) with
-throw-away configurations, then sends alternately to each, five times: first with one
-storescu, then with four in parallel (each with its own series). Prints instances/s and MB/s,
-the medians and the node/Orthanc ratio.
+run), or with `--small` series of small instances (the CT's header with 64x64 pixels, 10 kB),
+starts `dicom-node serve` (SQLite index, or with `--postgresql` a fresh PostgreSQL database),
+Orthanc (Debian package, default SQLite index) and storescp (one process per association, files
+written without any flush and nothing indexed) with throw-away configurations, then sends
+alternately to each, five times: first with one storescu, then with four in parallel (each with
+its own series). Prints instances/s and MB/s, the medians and the ratios to Orthanc.
 
-    python benchmarks/ingest.py [--rounds 5] [--workers 2] [--slices 300]
+    python benchmarks/ingest.py [--rounds 5] [--workers 2] [--slices 300] [--small] [--postgresql]
 """
 
 from __future__ import annotations
@@ -21,21 +24,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The tests' own helpers start the peers: the benchmark runs Orthanc as the tests do.
-from tests.conftest import CT_SERIES, TOOL_ENV, free_port, wait_for_port  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    CT_SERIES,
+    TOOL_ENV,
+    free_port,
+    new_database,
+    wait_for_port,
+)
 from tests.orthanc import OrthancPeer  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+#: side of the small instances' image: 8 kB of pixels, about 10 kB a file
+SMALL_SIDE = 64
 
 
-def load_template_slices() -> list:
+def load_template_slices(small: bool) -> list:
     files = sorted(CT_SERIES.glob("*.dcm"))
     if not files:
         sys.exit(f"no CT found in {CT_SERIES}")
@@ -43,6 +57,11 @@ def load_template_slices() -> list:
     for path in files:
         dataset = dcmread(path)
         dataset.decompress()  # benchmark plain 0.5 MB instances, as most modalities send
+        if small:  # the same header (a real modality's), a thumbnail's pixels
+            step = dataset.Rows // SMALL_SIDE
+            pixels = dataset.pixel_array[::step, ::step]
+            dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
+            dataset.Rows, dataset.Columns = pixels.shape
         slices.append(dataset)
     return slices
 
@@ -86,7 +105,7 @@ def send(port: int, called_ae: str, folders: list[Path]) -> tuple[float, bool]:
     return time.perf_counter() - started, ok
 
 
-def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
+def start_node(work: Path, workers: int, database: str | None) -> tuple[subprocess.Popen, int, int]:
     """The node on fresh ports: (process, DICOM port, HTTP port)."""
     port, http = free_port(), free_port()
     config = work / "node.yaml"
@@ -95,7 +114,7 @@ def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
             {
                 "dicom": {"port": port, "workers": workers},
                 "http": {"port": http},
-                "storage": {"path": str(work / "node-storage")},
+                "storage": {"path": str(work / "node-storage"), "database": database},
                 "study": {"stable_seconds": 3600},
                 "logging": {"level": "WARNING"},
             }
@@ -109,19 +128,44 @@ def start_node(work: Path, workers: int) -> tuple[subprocess.Popen, int, int]:
     return process, port, http
 
 
+def start_storescp(work: Path) -> tuple[subprocess.Popen, int]:
+    """DCMTK's storescp on a fresh port, one child process per association (so that parallel
+    senders are served in parallel): (process, port)."""
+    port = free_port()
+    folder = work / "storescp"
+    folder.mkdir()
+    process = subprocess.Popen(
+        [STORESCP, "--fork", "-aet", "STORESCP", "-od", str(folder), str(port)],
+        env=TOOL_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return process, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2, help="node receiving processes")
+    parser.add_argument("--small", action="store_true", help="10 kB instances, not 0.5 MB")
+    parser.add_argument("--postgresql", action="store_true", help="the node's index on PostgreSQL")
     args = parser.parse_args()
 
-    templates = load_template_slices()
+    templates = load_template_slices(args.small)
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
-    node, node_port, _ = start_node(work, args.workers)
+    stack = ExitStack()
+    database = stack.enter_context(new_database("postgresql", work)) if args.postgresql else None
+    node, node_port, _ = start_node(work, args.workers, database)
     orthanc = OrthancPeer(work / "orthanc")
     orthanc.start()
-    receivers = {"node": (node_port, "AI_NODE"), "orthanc": (orthanc.dicom_port, "ORTHANC")}
+    storescp, storescp_port = start_storescp(work)
+    receivers = {
+        "node": (node_port, "AI_NODE"),
+        "orthanc": (orthanc.dicom_port, "ORTHANC"),
+        "storescp": (storescp_port, "STORESCP"),
+    }
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     try:
         for senders in (1, 4):
@@ -155,9 +199,17 @@ def main() -> None:
         node.send_signal(signal.SIGTERM)
         node.wait(timeout=60)
         orthanc.stop()
+        storescp.terminate()
+        storescp.wait(timeout=30)
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nmedians ({args.slices}-slice 512x512 CT, {args.workers} node receiving processes):")
+    kind = f"{SMALL_SIDE}x{SMALL_SIDE}" if args.small else "512x512 CT"
+    index = "PostgreSQL" if args.postgresql else "SQLite"
+    print(
+        f"\nmedians ({args.slices}-slice {kind}, node on {index} with {args.workers} "
+        "receiving processes; storescp flushes and indexes nothing):"
+    )
     for senders in (1, 4):
         medians = {
             name: (
@@ -166,11 +218,13 @@ def main() -> None:
             )
             for name in receivers
         }
-        ratio = medians["node"][0] / medians["orthanc"][0]
+        orthanc_rate = medians["orthanc"][0]
         print(
-            f"  {senders} sender(s): node {medians['node'][0]:.1f}/s "
-            f"({medians['node'][1]:.1f} MB/s), Orthanc {medians['orthanc'][0]:.1f}/s "
-            f"({medians['orthanc'][1]:.1f} MB/s), ratio node/Orthanc {ratio:.2f}"
+            f"  {senders} sender(s): "
+            + ", ".join(
+                f"{name} {rate:.1f}/s ({throughput:.1f} MB/s, {rate / orthanc_rate:.2f}× Orthanc)"
+                for name, (rate, throughput) in medians.items()
+            )
         )
 
 

@@ -22,6 +22,8 @@ from dicom_node.index.schema import (
     jobs,
     studies,
 )
+from dicom_node.store import storage as storage_module
+from dicom_node.store.storage import StorageArea
 
 from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, dcmtk
 from .test_store import stored_rows
@@ -255,3 +257,26 @@ def test_a_killed_receiving_process_is_replaced(make_node, tmp_path):
     ]
     assert [sender.wait(timeout=60) for sender in senders] == [0, 0, 0, 0]
     assert len(stored_rows(node)) == 20
+
+
+def test_files_created_ahead(tmp_path, monkeypatch):
+    """A receiving process creates its files ahead, in one folder flushed once for all of them;
+    the unused ones go at a clean stop, or once too old for recovery's window to see them."""
+    storage = StorageArea(tmp_path, names_ahead=4)
+    written = [storage.write([b"x" * 10]) for _ in range(3)]
+    for relative in written:
+        storage.sync(relative)
+    files = list(tmp_path.glob("??/??/*.dcm"))
+    assert len(files) == 4 and len({path.parent for path in files}) == 1
+    assert sorted(path.stat().st_size for path in files) == [0, 10, 10, 10]
+
+    monkeypatch.setattr(storage_module, "_NAMES_AHEAD_SECONDS", 0.0)
+    written.append(storage.write([b"y"]))  # the one left is stale: a new batch
+    storage.sync(written[-1])
+    assert len(list(tmp_path.glob("??/??/*.dcm"))) == 3 + 4
+
+    storage.close()
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("??/??/*.dcm")) == sorted(
+        written
+    )
+    assert [(tmp_path / relative).read_bytes() for relative in written] == [b"x" * 10] * 3 + [b"y"]

@@ -6,6 +6,7 @@ one job: a second one would run the models twice and deliver their results twice
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,12 @@ from dicom_node.index.database import open_engine
 from dicom_node.index.jobs import claim
 from dicom_node.index.rows import InstanceAttributes
 from dicom_node.index.schema import JOB_PENDING, JOB_RUNNING, STUDY_COMPLETE, jobs, studies
-from dicom_node.index.writer import STUDY_TOUCH_INTERVAL_SECONDS, IndexWriter, NewInstance
+from dicom_node.index.writer import (
+    STUDY_TOUCH_INTERVAL_SECONDS,
+    IndexWriter,
+    NewInstance,
+    Outcome,
+)
 from dicom_node.jobs.stability import StabilityMonitor
 
 from .test_durability import storescu, wait_until, write_study
@@ -120,6 +126,29 @@ def test_a_study_is_not_complete_while_another_process_still_receives_it(databas
             == 1
         )
     engine.dispose()
+
+
+def test_rows_queued_while_another_process_commits_join_the_next_commit(tmp_path):
+    """A receiving process waiting for its turn at the index (another one commits) takes the
+    rows queued meanwhile into its commit: one flush of the index for all of them."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    turn = multiprocessing.Lock()
+    batches: list[int] = []
+    writer = IndexWriter(engine, DuplicatePolicy.KEEP_FIRST, on_batch=batches.append, lock=turn)
+    study, series = generate_uid(), generate_uid()
+    turn.acquire()  # another receiving process is committing
+    try:
+        pending = [writer.submit(new_instance(study, series, 100.0))]
+        time.sleep(0.5)  # let the writer take it and wait for its turn
+        pending += [writer.submit(new_instance(study, series, 100.0 + i)) for i in (1, 2)]
+    finally:
+        turn.release()
+    try:
+        assert [future.result(timeout=30).outcome for future in pending] == [Outcome.STORED] * 3
+    finally:
+        writer.close()
+        engine.dispose()
+    assert batches == [3]
 
 
 def test_a_study_never_has_two_jobs_running_across_runners(database_url):

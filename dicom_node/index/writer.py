@@ -120,18 +120,21 @@ class IndexWriter:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)
+            # The batch is taken once this process' turn has come: the rows queued while
+            # another receiving process committed join this commit (one flush for all).
+            with _commit_turn(self._lock):
+                batch = [first]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit_batch(batch)
             if stop:
                 self._drop_connection()
                 return
@@ -139,7 +142,7 @@ class IndexWriter:
     def _commit_batch(self, batch: list[tuple[NewInstance, Future]]) -> None:
         try:
             connection = self._connection()
-            with _commit_turn(self._lock), connection.begin():
+            with connection.begin():
                 results, touched = self._write_batch(connection, [item for item, _ in batch])
         except Exception as error:
             self._drop_connection()

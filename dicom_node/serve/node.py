@@ -35,7 +35,7 @@ from ..logging_setup import configure_logging
 from ..statuses import SUCCESS
 from ..store.lock import StorageLock, StorageLocked
 from ..store.recovery import reconcile
-from ..store.storage import StorageArea
+from ..store.storage import NAMES_AHEAD, StorageArea
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Receiver:
         pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
         self.engine = open_engine(config.storage.database_url, create=False)
-        storage = StorageArea(config.storage.path)
+        self.storage = storage = StorageArea(config.storage.path, names_ahead=NAMES_AHEAD)
         self.writer = IndexWriter(
             self.engine,
             config.storage.duplicates,
@@ -140,6 +140,7 @@ class Receiver:
         for association in self.ae.active_associations:
             association.abort()
         self.writer.close()
+        self.storage.close()
         self.engine.dispose()
 
 
