@@ -4,21 +4,24 @@ its SEG and SR are in Orthanc, against the issue's 15 s after the last instance.
     python benchmarks/end_to_end.py [--rounds 3] [--stable-seconds 3]
 
 Starts Orthanc (Debian package) as the PACS and `dicom-node serve` with a throw-away storage area
-(SQLite index), the shipped defaults otherwise (default routes, one job worker, the stability
-monitor's check interval) bar `study.stable_seconds` and `results.destinations: [pacs]`. Each round
-copies the CT under new Study, Series and SOP Instance UIDs (pixels untouched, JPEG lossless as
-shared), so every round is a new study, sends it with dcmsend, and times from dcmsend's end (the
-last instance's C-STORE answered and the association released):
+(SQLite index), the shipped defaults otherwise (default routes, two receiving processes, one job
+worker, the stability monitor's 1 s check interval) bar `study.stable_seconds` and
+`results.destinations: [pacs]`. Each round copies the CT under new Study, Series and SOP Instance
+UIDs (pixels untouched, JPEG lossless as shared), so every round is a new study, sends it with
+dcmsend, and times from dcmsend's end (the last instance's C-STORE answered and the association
+released):
 
 - stability wait: until the monitor found the study complete and wrote its job row (the
   configured quiet time plus the monitor's check interval);
-- queue: until a job worker claimed the job (round 1 includes starting the worker);
-- job: until the job finished (its notes, with their seconds into the job, say where the time went);
+- queue: until the node claimed the job for its job worker;
+- job: until the job finished (round 1 includes starting the worker process and loading the
+  model); its notes are printed with their seconds into the job, and `benchmarks/ct_job.py`
+  splits the job itself into its steps;
 - delivery: until the last result was acknowledged by Orthanc (the outbox rows' sent times), and
   until Orthanc's REST API lists the SEG and SR series in the study (polled every 0.1 s).
 
 The job and outbox times are the node's own (`time.time()` in its index); the first round is the
-one a node meets after its start (worker start, model loading).
+one a node meets after its start, so the medians are of the later rounds.
 """
 
 from __future__ import annotations
@@ -156,7 +159,8 @@ def main() -> None:
         f"sqlite:///{work / 'index.sqlite'}",
         peers={"pacs": orthanc.peer},
         results={"destinations": ["pacs"]},
-        # the shipped check interval, not the tests' 0.2 s
+        # the shipped receivers and check interval, not the tests' one and 0.2 s
+        dicom={"workers": 2},
         study={"stable_seconds": args.stable_seconds, "check_interval_seconds": 1.0},
         logging={"level": "WARNING"},
     )
