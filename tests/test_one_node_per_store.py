@@ -1,13 +1,20 @@
 """A second `serve` on a storage area a live node holds stops at once, says who holds it, and
-touches nothing: the live node's metrics, files and index stay as they are."""
+touches nothing: the live node's metrics, files and index stay as they are. Where only the
+receiving processes of a node whose main process died still hold it (finishing their
+associations), a new node waits for them instead of recovering the files they still write."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
+
+from dicom_node.store.lock import LOCK_NAME, StorageLock, StorageLocked, take_lock
 
 from .conftest import free_port
 from .test_durability import send_new_study
@@ -45,3 +52,62 @@ def test_a_second_node_on_the_same_storage_is_refused_and_touches_nothing(make_n
     node.stop(signal.SIGKILL)
     node.start()
     assert len(stored_rows(node)) == len(rows_before) + 2
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_the_receiving_processes_hold_the_storage_lock(make_node):
+    node = make_node(dicom={"workers": 3})
+    node.start()
+    lock_file = (node.storage / LOCK_NAME).resolve()
+    holding = [
+        child
+        for child in _children(node.process.pid)
+        if any(
+            os.path.realpath(f"/proc/{child}/fd/{fd}") == str(lock_file)
+            for fd in os.listdir(f"/proc/{child}/fd")
+        )
+    ]
+    assert len(holding) == 2  # the two receiving processes beside the main one
+
+
+# A node's main process that dies (os._exit) while its receiving process (spawned, holding the
+# lock's share) still finishes its work.
+_DYING_NODE = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+from dicom_node.store.lock import StorageLock
+
+def finish_associations(share, seconds):
+    time.sleep(seconds)
+
+if __name__ == "__main__":
+    lock = StorageLock(Path(sys.argv[1]))
+    child = multiprocessing.get_context("spawn").Process(
+        target=finish_associations, args=(lock.share(), float(sys.argv[2]))
+    )
+    child.start()
+    os._exit(0)
+"""
+
+
+def test_a_node_waits_for_the_receiving_processes_of_a_node_that_died(tmp_path):
+    script = tmp_path / "dying_node.py"
+    script.write_text(_DYING_NODE)
+    storage = tmp_path / "storage"
+    subprocess.run([sys.executable, str(script), str(storage), "4"], check=True, timeout=60)
+    with pytest.raises(StorageLocked) as refused:
+        StorageLock(storage)
+    assert refused.value.main_process_gone()
+    take_lock(storage, patience=60).release()  # once the receiving process is gone
+
+
+def test_a_live_nodes_lock_is_refused_at_once(tmp_path):
+    held = StorageLock(tmp_path)
+    with pytest.raises(StorageLocked) as refused:
+        take_lock(tmp_path, patience=60)
+    assert not refused.value.main_process_gone()
+    assert f"pid {os.getpid()}" in str(refused.value)
+    held.release()

@@ -33,7 +33,7 @@ from ..config import ConfigError, NodeConfig
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
 from ..statuses import SUCCESS
-from ..store.lock import StorageLock, StorageLocked
+from ..store.lock import LockShare, StorageLocked, take_lock
 from ..store.recovery import reconcile
 from ..store.storage import NAMES_AHEAD, StorageArea
 
@@ -48,13 +48,14 @@ class SharedState:
     """What the receiving processes share: the listening sockets (plain DICOM, DICOM over
     TLS; either may be off), their open connections and requested associations, and on SQLite
     a lock queueing their index commits (SQLite's busy handler sleeps for milliseconds at a
-    time)."""
+    time), and the storage area's lock, which each holds while it lives."""
 
     plain_socket: socket.socket | None
     tls_socket: socket.socket | None
     loads: SynchronizedArray
     associations: SynchronizedArray
     index_lock: LockType | None
+    storage_lock: LockShare
 
 
 class Receiver:
@@ -222,7 +223,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     (the file and its local override)."""
     storage = StorageArea(config.storage.path)
     try:
-        lock = StorageLock(storage.root)
+        lock = take_lock(storage.root, patience=_DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5)
     except StorageLocked as error:
         raise ConfigError(str(error)) from None
     storage.prepare()
@@ -263,6 +264,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         loads=context.Array("i", config.dicom.workers),
         associations=context.Array("i", config.dicom.workers),
         index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
+        storage_lock=lock.share(),
     )
     stop = _stop_on_signal()
     receiver = Receiver(config, shared, 0)

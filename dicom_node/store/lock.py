@@ -1,21 +1,53 @@
 """One node per storage area: `serve` takes an exclusive lock on a file in the area before it
 touches anything (metrics folder, crash recovery, index), so a second node started with the same
 configuration stops at once and says who holds the area, instead of "recovering" the files a
-live node is writing. The kernel drops the lock when the holder dies, however it dies."""
+live node is writing. The kernel drops the lock when the holder dies, however it dies.
+
+The receiving processes hold the lock too (`LockShare`: the same open file, handed over when they
+start): a main process killed outright leaves them finishing their associations for up to their
+drain time, still writing files and rows, and a node started meanwhile must not recover (remove)
+what they write. That node waits for them (`take_lock`) rather than refusing, as its operator or
+supervisor restarts it at once; a live node's lock is refused at once."""
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import re
 import socket
 import time
+from multiprocessing.reduction import DupFd
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "node.lock"
 
 
+_HOLDER = re.compile(r"pid (\d+) on (\S+),")
+
+
 class StorageLocked(Exception):
-    """Another live process holds the storage area."""
+    """Another process holds the storage area."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    def main_process_gone(self) -> bool:
+        """Whether the node holding the lock lost its main process (on this host), so that only
+        its receiving processes, which stop by themselves, still hold it."""
+        found = _HOLDER.match(self.holder)
+        if found is None or found.group(2) != socket.gethostname():
+            return False
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
 
 
 class StorageLock:
@@ -32,7 +64,8 @@ class StorageLock:
             os.close(self._fd)
             raise StorageLocked(
                 f"storage.path {root} is in use by another node ({holder or 'unknown process'}); "
-                "stop it first, or give this node its own storage.path"
+                "stop it first, or give this node its own storage.path",
+                holder,
             ) from None
         os.ftruncate(self._fd, 0)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -40,6 +73,46 @@ class StorageLock:
             self._fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode(), 0
         )
 
+    def share(self) -> LockShare:
+        """The lock for a child process to hold as long as it lives."""
+        return LockShare(self._fd)
+
     def release(self) -> None:
         os.ftruncate(self._fd, 0)
         os.close(self._fd)
+
+
+class LockShare:
+    """The lock's open file as a child process (spawned) receives it: pickled for the child as
+    a duplicate of the descriptor (as multiprocessing hands over sockets), so the lock is held
+    until the child, too, is gone."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self):
+        return _share_in_child, (DupFd(self.fd),)
+
+
+def _share_in_child(duplicate) -> LockShare:
+    return LockShare(duplicate.detach())
+
+
+def take_lock(root: Path, patience: float) -> StorageLock:
+    """The storage area's lock; waits up to `patience` seconds where only the receiving
+    processes of a node whose main process died still hold it."""
+    deadline = time.monotonic() + patience
+    waiting = False
+    while True:
+        try:
+            return StorageLock(root)
+        except StorageLocked as error:
+            if not error.main_process_gone() or time.monotonic() > deadline:
+                raise
+            if not waiting:
+                log.warning(
+                    "waiting for the receiving processes of a node that died (%s) to finish",
+                    error.holder,
+                )
+                waiting = True
+        time.sleep(0.2)

@@ -58,10 +58,16 @@ def reconcile(engine: Engine, storage: StorageArea, window: float = WINDOW_SECON
     for path in recent:
         storage.drop_metadata(path)
     orphans = [path for path in recent if path not in owned]
+    unused = [path for path in orphans if _size(storage.path(path)) == 0]
     for path in orphans:
         storage.remove(path)
-    if orphans:
-        log.warning("removed %d stored file(s) without an index row after a crash", len(orphans))
+    if len(orphans) > len(unused):
+        log.warning(
+            "removed %d stored file(s) without an index row after a crash",
+            len(orphans) - len(unused),
+        )
+    if unused:
+        log.info("removed %d empty file(s) created ahead and not used before a stop", len(unused))
 
 
 def _size(path: os.PathLike) -> int | None:
