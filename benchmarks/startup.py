@@ -33,6 +33,9 @@ from pynetdicom import AE
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from soak import process_tree  # noqa: E402
+
 #: (what the job does, the file sent); each becomes a study of its own
 JOBS = (
     ("no model", DATA / "dicom_transfer_syntaxes_pydicom" / "CT_small.dcm"),
@@ -72,16 +75,6 @@ def check_config(tree: Path) -> float:
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - started
-
-
-def process_tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            todo += [int(child) for child in task.read_text().split()]
-    return found
 
 
 def resident_mib(pid: int) -> dict[int, float]:
