@@ -143,19 +143,21 @@ def reduced_jpeg2000(ds: pydicom.Dataset) -> np.ndarray | None:
     level = jpeg2000_reduction(int(ds.Rows), int(ds.Columns))
     if level == 0:
         return None
-    codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
-    parameters = openjpeg.get_parameters(codestream)
-    if parameters["is_signed"] or int(parameters["precision"]) > 16:
-        return None
-    with Image.open(io.BytesIO(codestream)) as image:
-        image.reduce = level
-        try:
-            image.load()
-        except OSError:  # fewer levels in the codestream than asked for, or a damaged one
+    try:
+        codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+        parameters = openjpeg.get_parameters(codestream)
+        if parameters["is_signed"] or int(parameters["precision"]) > 16:
             return None
-        # Pillow scales samples up to its mode's 8 or 16 bits; shift back to the stored values.
-        bits = 8 if image.mode == "L" else 16
-        return np.asarray(image) >> (bits - int(parameters["precision"]))
+        with Image.open(io.BytesIO(codestream)) as image:
+            image.reduce = level
+            image.load()
+            # Pillow scales samples up to its mode's 8 or 16 bits; back to the stored values.
+            bits = 8 if image.mode == "L" else 16
+            return np.asarray(image) >> (bits - int(parameters["precision"]))
+    except (OSError, RuntimeError, ValueError, StopIteration):
+        # fewer levels in the codestream than asked for, or a damaged one: the full decode
+        # then says what is wrong
+        return None
 
 
 def image_file_pixels(path: Path) -> np.ndarray:
