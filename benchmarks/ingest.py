@@ -49,7 +49,7 @@ STORESCP = "/usr/bin/storescp"
 SMALL_SIDE = 64
 
 
-def load_template_slices(small: bool) -> list:
+def load_template_slices(small: bool = False) -> list:
     files = sorted(CT_SERIES.glob("*.dcm"))
     if not files:
         sys.exit(f"no CT found in {CT_SERIES}")
@@ -105,7 +105,9 @@ def send(port: int, called_ae: str, folders: list[Path]) -> tuple[float, bool]:
     return time.perf_counter() - started, ok
 
 
-def start_node(work: Path, workers: int, database: str | None) -> tuple[subprocess.Popen, int, int]:
+def start_node(
+    work: Path, workers: int, database: str | None = None
+) -> tuple[subprocess.Popen, int, int]:
     """The node on fresh ports: (process, DICOM port, HTTP port)."""
     port, http = free_port(), free_port()
     config = work / "node.yaml"
