@@ -15,6 +15,7 @@ from ..config import (
     NodeConfig,
     PeerConfig,
     config_files,
+    config_source,
     load_config,
     parse_config,
     read_document,
@@ -59,7 +60,7 @@ def _check_secrets(document: object, config: NodeConfig) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    sources = " + ".join(map(str, config_files(args.path)))
+    sources = config_source(args.path)
     document = read_document(args.path)
     config = parse_config(document, sources)
     _check_secrets(document, config)
