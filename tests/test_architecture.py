@@ -23,6 +23,7 @@ TYPED = [
     "dicom_node/cli",
     "dicom_node/dimse",
     "dicom_node/dicomweb",
+    "dicom_node/console",
     "fhir_bridge",
 ]
 

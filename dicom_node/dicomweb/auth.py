@@ -133,6 +133,7 @@ def authorizer(settings: DicomwebAuth) -> Callable[[Request], None]:
             record(denied)
             raise
         request.state.user = grant.who
+        request.state.can_write = grant.write
         writing = request.method == "POST"
         if not (grant.write if writing else grant.read):
             action = "store" if writing else "read"

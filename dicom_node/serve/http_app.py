@@ -14,6 +14,8 @@ from sqlalchemy import Engine
 
 from .. import metrics
 from ..config import ConfigError, HttpConfig
+from ..console.app import mount_console
+from ..console.context import ConsoleContext
 from ..dicomweb.app import mount_dicomweb
 from ..dicomweb.auth import AuthSetupError, load_jwks
 from ..dicomweb.context import DicomwebContext
@@ -35,11 +37,15 @@ def create_app(
     http: HttpConfig,
     ingest: Ingest | None,
     dicom_listening: Callable[[], bool] | None = None,
+    console: ConsoleContext | None = None,
 ) -> FastAPI:
     """The node's HTTP application; `ingest` stores what STOW-RS receives, `dicom_listening`
-    says whether the DICOM listener still accepts associations."""
+    says whether the DICOM listener still accepts associations; `console` adds the web console
+    at `/ui/`."""
     app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
     mount_dicomweb(app, DicomwebContext(engine, storage, ingest, http.dicomweb))
+    if console is not None:
+        mount_console(app, console)
 
     def health_problems() -> list[str]:
         """What keeps the node from storing: the index or the storage area refusing a write

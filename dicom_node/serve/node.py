@@ -239,6 +239,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
+    from ..console.context import ConsoleContext
     from ..dimse.tls import client_args, server_context
     from ..index.statistics import StatisticsRefresher
     from ..jobs.runner import JobRunner
@@ -294,6 +295,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
             config.http,
             receiver.ingest,
             dicom_listening=receiver.listening,
+            console=ConsoleContext(config, engine, storage, box, receiver.ingest),
         ),
         config.http,
     )

@@ -1,0 +1,31 @@
+"""The web console at `/ui/`: served by `dicom-node serve`, behind the DICOMweb credentials."""
+
+from __future__ import annotations
+
+import requests
+
+READER = {"username": "reader", "password": "reader-password"}
+WRITER = {"username": "writer", "password": "writer-password", "write": True}
+
+
+def test_the_console_asks_for_the_dicomweb_credentials_and_says_who_may_write(make_node):
+    node = make_node(http={"dicomweb": {"auth": {"basic_users": [READER, WRITER]}}})
+    node.start()
+    base = f"http://127.0.0.1:{node.http_port}/ui"
+
+    refused = requests.get(f"{base}/", timeout=10)
+    assert refused.status_code == 401
+    assert "Basic" in refused.headers["WWW-Authenticate"]
+
+    reader = (READER["username"], READER["password"])
+    page = requests.get(f"{base}/", auth=reader, timeout=10)
+    assert page.status_code == 200
+    assert '<main id="main"' in page.text
+    script = requests.get(f"{base}/static/console.js", timeout=10)
+    assert script.status_code == 200
+    assert "javascript" in script.headers["Content-Type"]
+
+    session = requests.get(f"{base}/api/session", auth=reader, timeout=10).json()
+    assert session == {"user": "reader", "can_write": False, "ae_title": "AI_NODE"}
+    writer = (WRITER["username"], WRITER["password"])
+    assert requests.get(f"{base}/api/session", auth=writer, timeout=10).json()["can_write"]
