@@ -41,8 +41,7 @@ function filesPart(main, loaded, session) {
       output.textContent = "Reloading…";
       try {
         const outcome = await api("config/reload", { method: "POST" });
-        showOutcome(output, outcome.message, true);
-        await render(main, session, output.textContent);
+        await render(main, session, outcome.message); // the page as now configured
       } catch (error) {
         showOutcome(output, error.message, false);
       } finally {
@@ -66,8 +65,10 @@ function peersPart(main, peers, session) {
   for (const title of ["Name", "AE title", "Address", "TLS", "DICOMweb", "Receives", "C-ECHO", "Answer"]) {
     head.append(element("th", title, { scope: "col" }));
   }
-  table.append(element("thead")).append(head);
-  const body = table.appendChild(element("tbody"));
+  const thead = element("thead");
+  thead.append(head);
+  const body = element("tbody");
+  table.append(thead, body);
   for (const peer of peers) {
     const row = element("tr", undefined, { "data-peer": peer.name });
     const receives = [peer.result_destination && "results", peer.research_destination && "research copies"];
