@@ -14,12 +14,14 @@ import pytest
 import yaml
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from sqlalchemy import select
 
-from dicom_node.index.schema import OUTBOX_SENT
+from dicom_node.index.schema import JOB_DONE, JOB_RUNNING, OUTBOX_SENT, jobs
 
-from .conftest import CT_SERIES, dcmsend
+from .conftest import CR_CHEST, CT_SERIES, dcmsend
 from .test_durability import wait_until
 from .test_research_forwarding import outbox_rows, research_peer  # noqa: F401 (a fixture)
+from .test_results_delivery import job_states
 
 # What a reload changes does not depend on the index's database: SQLite alone.
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"])
@@ -96,23 +98,31 @@ def test_a_broken_file_is_refused_with_check_configs_message_and_the_node_keeps_
     assert node.process is not None and node.process.poll() is None
 
 
-def test_a_new_route_sends_the_next_study_to_a_new_destination(
+def test_a_new_route_sends_the_next_study_to_a_new_destination_while_a_job_runs(
     make_node,
     tmp_path,
     research_peer,  # noqa: F811 (the fixture imported above)
 ):
     port, received, start_peer = research_peer
     start_peer()
+    radiograph_route = {"name": "cr", "models": ["cxr_pneumonia"], "modality": ["CR"]}
     node = make_node(
         study={"stable_seconds": 1, "check_interval_seconds": 0.2},
-        inference={"routes": []},
+        inference={"routes": [radiograph_route]},
     )
     node.start()
+    radiograph = tmp_path / "radiograph"
+    radiograph.mkdir()
+    (radiograph / "cr.dcm").write_bytes(CR_CHEST.read_bytes())
+    assert dcmsend(node.port, radiograph).returncode == 0
+    wait_until(lambda: job_states(node) == [JOB_RUNNING], timeout=60)
+
+    # Reloaded while the classifier runs: a research peer and a route for CT series to it.
     node.settings["peers"] = {
         "research": {"ae_title": "RESEARCH", "host": "127.0.0.1", "port": port}
     }
     route = {"name": "ct-research", "modality": ["CT"], "research_destinations": ["research"]}
-    node.settings["inference"]["routes"] = [route]
+    node.settings["inference"]["routes"] = [radiograph_route, route]
     reload(node, node.settings)
     wait_until(lambda: "changed inference.routes, peers.research" in node.log())
 
@@ -121,5 +131,12 @@ def test_a_new_route_sends_the_next_study_to_a_new_destination(
     for source in sorted(CT_SERIES.glob("*.dcm"))[:2]:
         (study / source.name).write_bytes(source.read_bytes())
     assert dcmsend(node.port, study).returncode == 0
-    wait_until(lambda: [s for s, _, _ in outbox_rows(node)] == [OUTBOX_SENT] * 2, timeout=90)
+    wait_until(lambda: [s for s, _, _ in outbox_rows(node)] == [OUTBOX_SENT] * 2, timeout=120)
     assert len(list(received.iterdir())) == 2
+    # The job that ran across the reload ended in its first attempt, with its results.
+    wait_until(lambda: job_states(node) == [JOB_DONE, JOB_DONE], timeout=120)
+    log = node.log()
+    assert log.index("configuration reloaded") < log.index("job 1 done")
+    with node.engine().connect() as connection:
+        attempts = connection.execute(select(jobs.c.attempts).order_by(jobs.c.id)).scalars()
+        assert list(attempts) == [1, 1]

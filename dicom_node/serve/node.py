@@ -263,6 +263,7 @@ def _record_configuration(config_paths: Sequence[Path]) -> None:
 def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     """Run the node until SIGTERM/SIGINT; `config_paths` are the files `config` was read from
     (the file and its local override), read again on SIGHUP."""
+    reload_requested = _reload_on_signal()  # before anything: SIGHUP's default is to end
     storage = StorageArea(config.storage.path)
     try:
         lock = take_lock(storage.root, patience=_DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5)
@@ -309,7 +310,6 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         storage_lock=lock.share(),
     )
     stop = _stop_on_signal()
-    reload_requested = _reload_on_signal()
     live = LiveConfiguration(config_paths[0] if config_paths else "", config, checked_config)
     receiver = Receiver(config, shared, 0)
     children = {
