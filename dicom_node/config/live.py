@@ -31,6 +31,8 @@ LIVE_KEYS = (
     "results.destinations",
 )
 
+_REFUSED = "configuration reload refused, the running configuration stays"
+
 #: checks a configuration file as `check-config` does; raises ConfigError
 Check = Callable[[Path], NodeConfig]
 
@@ -126,11 +128,10 @@ class LiveConfiguration:
             # needs the TLS port that may only come with a restart).
             running = parse_config(_with_live_settings(self.config, loaded), source)
         except ConfigError as error:
-            return ReloadOutcome(
-                False,
-                f"configuration reload refused, the running configuration stays: "
-                f"configuration error: {error}",
-            )
+            return ReloadOutcome(False, f"{_REFUSED}: configuration error: {error}")
+        except Exception as error:  # a check's own failure must not end the node
+            log.exception("checking the configuration failed")
+            return ReloadOutcome(False, f"{_REFUSED}: the check failed: {error!r}")
         for listener in self._listeners if changed else []:
             try:
                 listener(running)
