@@ -17,9 +17,6 @@ from ..config import (
     config_files,
     config_source,
     load_config,
-    parse_config,
-    read_document,
-    secret_findings,
 )
 from ..deid.settings import DeidentificationOptions
 
@@ -44,28 +41,15 @@ def _peer_address(peer: PeerConfig) -> str:
     return ", ".join(parts)
 
 
-def _check_secrets(document: object, config: NodeConfig) -> None:
-    """Warn about each secret written in the file; refuse key and secret files others may read."""
-    found = secret_findings(document)
-    if config.deidentification.key_file is None:
-        found.check_file("deidentification.key_file (default)", config.pseudonym_key_file)
-    for key in found.inline:
-        print(
-            f"warning: {key} is written in the configuration file: "
-            f"give {key.rsplit('.', 1)[-1]}_file or {key.rsplit('.', 1)[-1]}_env instead",
-            file=sys.stderr,
-        )
-    if found.readable_by_others:
-        raise ConfigError("; ".join(found.readable_by_others))
-
-
 def _check_config(args: argparse.Namespace) -> int:
-    sources = config_source(args.path)
-    document = read_document(args.path)
-    config = parse_config(document, sources)
-    _check_secrets(document, config)
+    from ..serve.config_check import check_configuration
+
+    checked = check_configuration(args.path)
+    config = checked.config
+    for warning in checked.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     peers = ", ".join(f"{name} ({_peer_address(p)})" for name, p in config.peers.items()) or "none"
-    print(f"{sources}: valid")
+    print(f"{config_source(args.path)}: valid")
     print(
         f"  AE title {config.ae_title}, DICOM {config.dicom.host} port {config.dicom.port or 'off'}"
         f", TLS port {config.dicom.tls.port or 'off'}, HTTP {config.http.host}:{config.http.port}"
@@ -73,20 +57,13 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  storage {config.storage.path}, index {config.storage.database_url}")
     print(f"  peers: {peers}")
     fhir = config.fhir
-    from ..outbox.destinations.fhir_server import open_fhir_client
-
-    open_fhir_client(config)  # reads the private key, if any
     if fhir.enabled:
         print(f"  FHIR: {fhir.base_url} ({fhir.version.value}, auth {fhir.auth.method.value})")
     else:
         print("  FHIR: off")
-    from ..serve.http_app import check_http
-
-    print(f"  {check_http(config.http)}")
-    from ..jobs.bundles import load_bundles
-
-    bundles = load_bundles(config.inference)
-    print("  models: " + ", ".join(f"{b.name} {b.version} ({b.task})" for b in bundles.values()))
+    print(f"  {checked.http}")
+    bundles = checked.bundles.values()
+    print("  models: " + ", ".join(f"{b.name} {b.version} ({b.task})" for b in bundles))
     print(f"  routes: {', '.join(rule.name for rule in config.inference.routes)}")
     return 0
 

@@ -7,12 +7,13 @@ environment variable). They are resolved in the loaded document before validatio
 section sees plain values and no section needs to know where a value came from.
 
 `check-config` uses `findings` to warn about secrets written inline and to refuse key and secret
-files that group or others may read.
+files that group or others may read; the console shows the configuration through `masked`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,3 +97,23 @@ def findings(data: object, location: str = "", found: Findings | None = None) ->
             else:
                 findings(value, where, found)
     return found
+
+
+#: what the console shows in place of a secret
+MASK = "********"
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@")
+
+
+def masked(data: object) -> object:
+    """`data` (a configuration as loaded) with every secret's value, and the password of every
+    URL that carries one (a database's, a broker's), replaced by `MASK`: what may be shown."""
+    if isinstance(data, list):
+        return [masked(item) for item in data]
+    if isinstance(data, dict):
+        return {
+            key: MASK if key in SECRET_KEYS and value else masked(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", data)
+    return data

@@ -1,5 +1,5 @@
-"""What the console's pages share: the node's configuration as loaded, the index, the storage area,
-the outbox and the ingest path."""
+"""What the console's pages share: the node's configuration as loaded (replaced by a reload),
+the index, the storage area, the outbox and the ingest path."""
 
 from __future__ import annotations
 
@@ -8,16 +8,23 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from ..config import NodeConfig
+from ..config.live import LiveConfiguration
 from ..outbox.queue import Outbox
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea
 
 
-@dataclass(frozen=True)
+@dataclass
 class ConsoleContext:
+    #: the running configuration: a reload replaces it (`reconfigure`)
     config: NodeConfig
     engine: Engine
     storage: StorageArea
     box: Outbox
     #: None where this process does not store (then uploads answer 503)
     ingest: Ingest | None
+    #: the running configuration's files and reloads (None: not reloadable, e.g. in a test)
+    live: LiveConfiguration | None = None
+
+    def reconfigure(self, config: NodeConfig) -> None:
+        self.config = config

@@ -73,13 +73,25 @@ class NodeAE(AE):
         limit: int,
         connections: Connections,
         max_dataset_bytes: int,
-        pinned: tls.PinnedPeers,
     ) -> None:
         super().__init__(ae_title)
         self._limit = limit
         self.connections = connections
         self._max_dataset_bytes = max_dataset_bytes
-        self._pinned = pinned
+        self._pinned = tls.PinnedPeers({})
+
+    def apply_access_rules(self, config: NodeConfig) -> None:
+        """Who may associate: the called AE title, the known callers, the peers pinned to a
+        certificate. Set at start and again by a reload of the configuration; an association
+        already accepted keeps going."""
+        dicom = config.dicom
+        self.require_called_aet = dicom.require_called_ae
+        self.require_calling_aet = (
+            [peer.address.ae_title for peer in config.peers.values() if peer.address is not None]
+            if dicom.require_known_calling_ae
+            else []
+        )
+        self._pinned = tls.PinnedPeers(config.peers)
 
     @property
     def maximum_associations(self) -> int:
@@ -229,17 +241,12 @@ def build_ae(
         dicom.max_associations,
         connections,
         dicom.max_dataset_bytes,
-        tls.PinnedPeers(config.peers),
     )
     ae.maximum_pdu_size = dicom.max_pdu_size
     ae.network_timeout = dicom.network_timeout
     ae.acse_timeout = dicom.acse_timeout
     ae.dimse_timeout = dicom.dimse_timeout
-    ae.require_called_aet = dicom.require_called_ae
-    if dicom.require_known_calling_ae:
-        ae.require_calling_aet = [
-            peer.address.ae_title for peer in config.peers.values() if peer.address is not None
-        ]
+    ae.apply_access_rules(config)
     ae.add_supported_context(Verification)
     for sop_class in _QUERY_RETRIEVE:
         ae.add_supported_context(sop_class)

@@ -91,7 +91,8 @@ class MoveHandler:
     def __init__(self, engine: Engine, storage: StorageArea, config: NodeConfig) -> None:
         self._engine = engine
         self._sender = _Sender(storage)
-        self._config = config
+        #: the peers C-MOVE may send to; replaced by a reload of the configuration
+        self.config = config
 
     def __call__(self, event: Event) -> Iterator:
         destination = event.move_destination
@@ -100,7 +101,7 @@ class MoveHandler:
         if isinstance(destination, bytes):
             destination = destination.decode("ascii", "replace")
         destination = destination.strip()
-        peer = self._config.peer_by_ae_title(destination)
+        peer = self.config.peer_by_ae_title(destination)
         if peer is None:
             metrics.FAILURES.labels(reason="move_unknown_destination").inc()
             log.warning("C-MOVE to unknown destination AE %r refused (0xA801)", destination)
@@ -126,7 +127,7 @@ class MoveHandler:
             peer.port,
             {
                 "contexts": storage_contexts(rows) or None,
-                "tls_args": client_args(self._config, peer),
+                "tls_args": client_args(self.config, peer),
             },
         )
         yield len(rows)

@@ -68,6 +68,7 @@ def _die_with_the_node(node_pid: int) -> None:
 def _start_worker(config: NodeConfig, node_pid: int) -> None:
     global _context, _cannot_start
     _die_with_the_node(node_pid)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the node's to handle (a reload)
     collect_garbage_for_jobs()
     configure_logging(config.logging.level)
     open_trail(config.audit, config.audit_file, config.ae_title)
@@ -107,6 +108,7 @@ class JobRunner:
         #: each running job, and the pool (by generation) its worker belongs to
         self._running: dict[Future, tuple[Job, int]] = {}
         self._generation = 0
+        self._reconfigured = threading.Event()
 
     def start(self) -> None:
         requeued = requeue_interrupted(self._engine)
@@ -131,6 +133,13 @@ class JobRunner:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Run the next jobs with a reloaded configuration (routes, destinations): workers are
+        given theirs when they start, so a new pool takes the next jobs while the running ones
+        finish in the old pool, with the configuration they started with."""
+        self._config = config
+        self._reconfigured.set()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
@@ -139,6 +148,11 @@ class JobRunner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._reconfigured.is_set():
+                self._reconfigured.clear()
+                assert self._pool is not None
+                self._pool.shutdown(wait=False)  # its running jobs end and are recorded
+                self._pool = self._new_pool()
             try:
                 self._fill()
             except Exception as error:  # a database outage must not end the runner

@@ -27,6 +27,12 @@ class OutboxSender(PeriodicThread):
         self._fhir = fhir
         self._destinations: dict[str, Destination] = {}
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Send to the peers of a reloaded configuration from the next round on (a peer's new
+        address, a new destination)."""
+        self._config = config
+        self._destinations = {}
+
     def _destination(self, name: str) -> Destination:
         if name not in self._destinations:
             self._destinations[name] = open_destination(self._config, name, self._fhir)

@@ -3,7 +3,10 @@
 The main process prepares storage and index, then runs one receiver, the monitor and HTTP;
 `dicom.workers - 1` more receivers run in child processes on the same port, started again if
 they die. SIGTERM or SIGINT stops accepting associations, lets open ones finish (bounded), and
-exits.
+exits. SIGHUP reloads the configuration (`config.live`): the main process reads and checks the
+files, then hands the checked configuration to its parts and sends it down a pipe to each
+receiving child, so every process runs the very configuration that was checked (a child reading
+the files itself could read a later, unchecked edit).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
 from pathlib import Path
@@ -30,6 +34,7 @@ from pynetdicom import evt
 
 from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, NodeConfig
+from ..config.live import LiveConfiguration
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
 from ..statuses import SUCCESS
@@ -89,12 +94,13 @@ class Receiver:
         )
         self.ae = build_ae(config, shared.loads, shared.associations, slot)
         store = StoreHandler(self.ingest)
+        self._move = MoveHandler(self.engine, storage, config)
         handlers = access_handlers(self.ae) + [
             (evt.EVT_C_ECHO, lambda _event: SUCCESS),
             (evt.EVT_C_STORE, store),
             (evt.EVT_CONN_CLOSE, store.association_closed),
             (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
-            (evt.EVT_C_MOVE, MoveHandler(self.engine, storage, config)),
+            (evt.EVT_C_MOVE, self._move),
             (evt.EVT_C_GET, GetHandler(self.engine, storage)),
         ]
         listeners: list[tuple[socket.socket | None, ssl.SSLContext | None]] = [
@@ -121,6 +127,11 @@ class Receiver:
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
+
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Take over a reloaded configuration's peers and AE rules for the next associations."""
+        self.ae.apply_access_rules(config)
+        self._move.config = config
 
     def listening(self) -> bool:
         """Whether this receiver still accepts associations (its listener threads run)."""
@@ -163,10 +174,27 @@ def open_audit_trail(config: NodeConfig) -> None:
     open_trail(config.audit, config.audit_file, config.ae_title)
 
 
-def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
+def _reload_on_signal() -> threading.Event:
+    """An event set by SIGHUP (the supervision loop reloads: a signal handler must not wait
+    for the lock a console reload may hold in another thread)."""
+    requested = threading.Event()
+
+    def _handler(_signum, _frame) -> None:
+        log.info("received SIGHUP: reloading the configuration")
+        requested.set()
+
+    signal.signal(signal.SIGHUP, _handler)
+    return requested
+
+
+def _child_receiver(
+    config: NodeConfig, shared: SharedState, slot: int, updates: Connection
+) -> None:
     configure_logging(config.logging.level)
     open_audit_trail(config)
     stop = _stop_on_signal()
+    # A SIGHUP to the whole process group is the main process's to handle; it sends the result.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     receiver = Receiver(config, shared, slot)
     receiver.start()
     # A main process killed outright must not leave receivers holding the port.
@@ -176,22 +204,30 @@ def _child_receiver(config: NodeConfig, shared: SharedState, slot: int) -> None:
         if not parent.is_alive():
             log.warning("the node's main process is gone: stopping this receiver")
             break
+        while updates.poll():
+            receiver.reconfigure(updates.recv())
+            log.info("receiving process %d: reloaded configuration applied", slot)
     receiver.stop()
     close_trail()
 
 
 def _start_receiver(context, config: NodeConfig, shared: SharedState, slot: int):
+    """The child process and the end of its pipe that sends it reloaded configurations."""
+    receiving, sending = context.Pipe(duplex=False)
     process = context.Process(
-        target=_child_receiver, args=(config, shared, slot), name=f"receiver-{slot}"
+        target=_child_receiver, args=(config, shared, slot, receiving), name=f"receiver-{slot}"
     )
     process.start()
-    return process
+    receiving.close()
+    return process, sending
 
 
-def _replace_if_dead(process, context, config: NodeConfig, shared: SharedState, slot: int):
+def _replace_if_dead(child, context, config: NodeConfig, shared: SharedState, slot: int):
     """A receiving process that died (killed, out of memory) is started again."""
+    process, sending = child
     if process.is_alive():
-        return process
+        return child
+    sending.close()
     log.error("receiving process %s exited with code %s: starting it again", slot, process.exitcode)
     for counts in (shared.loads, shared.associations):
         with counts.get_lock():
@@ -218,9 +254,16 @@ def _listen(host: str, port: int | None, key: str) -> socket.socket | None:
         raise ConfigError(f"{key}: cannot listen on {host}:{port}: {error.strerror}") from None
 
 
+def _record_configuration(config_paths: Sequence[Path]) -> None:
+    for config_path in config_paths:
+        digest = hashlib.sha256(config_path.read_bytes()).digest()
+        record(messages.configuration_loaded(str(config_path.resolve()), digest))
+
+
 def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     """Run the node until SIGTERM/SIGINT; `config_paths` are the files `config` was read from
-    (the file and its local override)."""
+    (the file and its local override), read again on SIGHUP."""
+    reload_requested = _reload_on_signal()  # before anything: SIGHUP's default is to end
     storage = StorageArea(config.storage.path)
     try:
         lock = take_lock(storage.root, patience=_DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5)
@@ -233,9 +276,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         raise ConfigError(
             f"audit.file: cannot open {config.audit_file}: {error.strerror}"
         ) from None
-    for config_path in config_paths:
-        digest = hashlib.sha256(config_path.read_bytes()).digest()
-        record(messages.configuration_loaded(str(config_path.resolve()), digest))
+    _record_configuration(config_paths)
     if config.dicom.workers > 1:
         # Must precede the first import of prometheus_client in this process.
         _prepare_metrics_folder(storage.root)
@@ -247,6 +288,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     from ..outbox.destinations.fhir_server import open_fhir_client
     from ..outbox.queue import open_outbox
     from ..outbox.sender import OutboxSender
+    from .config_check import checked_config
     from .http_app import HttpServer, check_http, create_app
 
     fhir = open_fhir_client(config)
@@ -268,11 +310,23 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         storage_lock=lock.share(),
     )
     stop = _stop_on_signal()
+    live = LiveConfiguration(config_paths[0] if config_paths else "", config, checked_config)
     receiver = Receiver(config, shared, 0)
     children = {
         slot: _start_receiver(context, config, shared, slot)
         for slot in range(1, config.dicom.workers)
     }
+    #: held while a child is replaced or sent a configuration, so none starts with a stale one
+    children_lock = threading.Lock()
+
+    def send_to_children(new: NodeConfig) -> None:
+        with children_lock:
+            for process, sending in children.values():
+                try:
+                    sending.send(new)
+                except OSError:  # it died: replaced, with the new configuration, shortly
+                    log.warning("receiving process %s is gone: not reconfigured", process.name)
+
     receiver.start()
     monitor = StabilityMonitor(
         engine, config.study.stable_seconds, config.study.check_interval_seconds
@@ -286,6 +340,16 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     sender.start()
     runner = JobRunner(config, engine)
     runner.start()
+    console = ConsoleContext(config, engine, storage, box, receiver.ingest, live)
+    for listener in (
+        lambda _new: _record_configuration(live.files),
+        receiver.reconfigure,
+        send_to_children,
+        runner.reconfigure,
+        sender.reconfigure,
+        console.reconfigure,
+    ):
+        live.subscribe(listener)
     http = HttpServer(
         create_app(
             engine,
@@ -295,7 +359,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
             config.http,
             receiver.ingest,
             dicom_listening=receiver.listening,
-            console=ConsoleContext(config, engine, storage, box, receiver.ingest),
+            console=console,
         ),
         config.http,
     )
@@ -314,9 +378,13 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         engine.url.render_as_string(hide_password=True),
     )
     while not stop.wait(_SUPERVISION_SECONDS):
-        for slot, child in children.items():
-            children[slot] = _replace_if_dead(child, context, config, shared, slot)
-    for child in children.values():
+        if reload_requested.is_set() and config_paths:
+            reload_requested.clear()
+            live.reload()
+        with children_lock:
+            for slot, child in children.items():
+                children[slot] = _replace_if_dead(child, context, live.config, shared, slot)
+    for child, _sending in children.values():
         if child.is_alive():
             child.terminate()  # SIGTERM: the child drains its associations
     receiver.stop()
@@ -325,7 +393,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     runner.stop()
     sender.stop()
     http.stop()
-    for child in children.values():
+    for child, _sending in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)
     engine.dispose()
     record(messages.application_activity(False, getpass.getuser()))
