@@ -1,8 +1,9 @@
 // The console's shell: the session line, the page list and a hash router. Each page is an ES
 // module in pages/ exporting {slug, title, render(main, session)}; list it in PAGES to show it.
 import { api } from "./api.js";
+import predict from "./pages/predict.js";
 
-const PAGES = [];
+const PAGES = [predict];
 
 function current() {
   const slug = location.hash.replace(/^#\/?/, "").split("/")[0];

@@ -1,0 +1,109 @@
+"""The pictures of a result, drawn by the node from the stored objects for the console under
+`/ui/api/predict/studies/{study}`: the classified image and its explanation SEG as a transparent
+layer of the same size (the page lays one over the other with an opacity slider), a CT's SEG as
+a 3D mesh, and its slices with the segments blended in. The images are rendered by WADO-RS's
+rendered-resource code (modality LUT, window, MONOCHROME1 inverted), so the console shows what a
+DICOMweb viewer asking for a rendered image gets."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from PIL import Image
+from pydicom import Dataset
+
+from ..dicomweb.context import DicomwebContext
+from ..dicomweb.instances import read_stored, stored_instances, undecodable
+from ..dicomweb.rendered import render
+from .context import ConsoleContext
+from .ct3d import along_normal, referenced_sources, segment_meshes
+from .overlay import blended, overlay_png, png, read_segmentation
+
+#: the longest side of an image drawn for the page, in pixels
+DISPLAY_SIDE = 768
+PNG = "image/png"
+_NO_STORE = {"Cache-Control": "private, max-age=3600"}
+
+
+def display_size(columns: int, rows: int) -> tuple[int, int]:
+    """The (width, height) an image and its overlay are drawn at: the image's own aspect,
+    at most ``DISPLAY_SIDE`` on its longest side."""
+    scale = min(1.0, DISPLAY_SIDE / max(columns, rows))
+    return max(1, round(columns * scale)), max(1, round(rows * scale))
+
+
+def router(context: ConsoleContext) -> APIRouter:
+    routes = APIRouter(prefix="/predict/studies/{study}", tags=["console: result pictures"])
+    dicomweb = DicomwebContext(
+        context.engine, context.storage, context.ingest, context.config.http.dicomweb
+    )
+    #: each CT SEG's source slices, feet to head
+    slices: dict[str, list[str]] = {}
+
+    def instance(study: str, uid: str) -> dict:
+        (row,) = stored_instances(dicomweb, study, None, uid)
+        return row
+
+    def rendered(row: dict, request: Request) -> Image.Image:
+        dataset: Dataset = read_stored(dicomweb, row, "a rendered image")
+        try:
+            image = render(dataset, 0, request, None)
+        except HTTPException:
+            raise
+        except Exception as error:  # pixel decoders raise many types
+            raise undecodable(row, "a rendered image", error) from None
+        return image.resize(display_size(image.width, image.height), Image.Resampling.LANCZOS)
+
+    def segmentation(study: str, uid: str):
+        return read_segmentation(context.storage.path(instance(study, uid)["path"]))
+
+    @routes.get("/images/{image}", response_class=Response)
+    def image(study: str, image: str, request: Request) -> Response:
+        """The classified image as a PNG (`window=center,width` as for WADO-RS rendered)."""
+        picture = rendered(instance(study, image), request)
+        return Response(png(picture), media_type=PNG, headers=_NO_STORE)
+
+    @routes.get("/explanations/{seg}/{image}", response_class=Response)
+    def explanation(study: str, seg: str, image: str) -> Response:
+        """The segments of the explanation SEG on the image, as a transparent PNG of the size
+        `images/{image}` is drawn at."""
+        row = instance(study, image)
+        size = display_size(row["columns"] or 1, row["rows"] or 1)
+        return Response(overlay_png(segmentation(study, seg), image, size), media_type=PNG)
+
+    @routes.get("/ct/{seg}/mesh", response_class=Response)
+    def mesh(study: str, seg: str) -> Response:
+        """The SEG's segments as surfaces (the binary mesh `ct3d` describes)."""
+        path = context.storage.path(instance(study, seg)["path"])
+        return Response(
+            segment_meshes(path), media_type="application/octet-stream", headers=_NO_STORE
+        )
+
+    def ordered(study: str, seg: str) -> list[str]:
+        if seg not in slices:
+            sources = referenced_sources(context.storage.path(instance(study, seg)["path"]))
+            headers = {
+                uid: read_stored(
+                    dicomweb, instance(study, uid), "slice order", stop_before_pixels=True
+                )
+                for uid in sources
+            }
+            slices[seg] = along_normal(headers)
+        return slices[seg]
+
+    @routes.get("/ct/{seg}/slices")
+    def slice_count(study: str, seg: str) -> dict[str, int]:
+        """How many slices the SEG was made on."""
+        return {"slices": len(ordered(study, seg))}
+
+    @routes.get("/ct/{seg}/slices/{number}", response_class=Response)
+    def slice_view(study: str, seg: str, number: int, request: Request) -> Response:
+        """Slice ``number`` (0 = the lowest) with the segments blended in."""
+        sources = ordered(study, seg)
+        if not 0 <= number < len(sources):
+            raise HTTPException(404, f"slice {number}: the SEG lies on {len(sources)} slices")
+        picture = rendered(instance(study, sources[number]), request)
+        drawn = blended(picture, segmentation(study, seg), sources[number])
+        return Response(png(drawn), media_type=PNG, headers=_NO_STORE)
+
+    return routes
