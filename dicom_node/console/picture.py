@@ -125,7 +125,7 @@ def picture_to_dicom(data: bytes, details: PictureDetails, uploaded_by: str) -> 
         patient_orientation=("L", "F"),  # required by highdicom; emptied below
     )
     # Type 2 (2C): empty where unknown, as for any uploaded picture (never guessed)
-    image.PatientOrientation = ""
+    image.PatientOrientation = []
     image.Laterality = ""
     image.ConversionType = "WSD"  # made at a workstation, not by a modality's interface
     if details.study_description:

@@ -64,7 +64,7 @@ def complete_with_models(engine: Engine, study_uid: str, models: list[str], now:
 def _insert_job(
     connection: Connection, study_uid: str, now: float, models: str | None = None
 ) -> int:
-    return connection.execute(
+    inserted = connection.execute(
         jobs.insert().values(
             study_instance_uid=study_uid,
             state=JOB_PENDING,
@@ -74,4 +74,6 @@ def _insert_job(
             error="",
             models=models,
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key
+    assert inserted is not None  # an insert of one row has its key
+    return int(inserted[0])

@@ -40,7 +40,7 @@ function finding(study, item) {
   const canvas = element("canvas", { className: "explained", "data-image": item.image,
     "aria-label": `The image with the model's explanation (Grad-CAM) over it` });
   const id = `opacity-${item.explanation}`;
-  const slider = element("input", { type: "range", id, min: 0, max: 100, value: 60 });
+  const slider = element("input", { type: "range", id, min: 0, max: 100, value: 50 });
   const base = `api/predict/studies/${study}`;
   const draw = (image, overlay) => {
     canvas.width = image.naturalWidth;
@@ -140,7 +140,7 @@ async function view3d(base, seg, holder) {
   canvas.dataset.ready = "true";
 }
 
-async function measurements(study, item) {
+function measurements(study, item) {
   const base = `api/predict/studies/${study}`;
   const rows = item.volumes.map((v) => [v.name, v.volume_ml.toFixed(1),
     v.mean_hu === null ? "—" : v.mean_hu.toFixed(0), v.std_hu === null ? "—" : v.std_hu.toFixed(0)]);
@@ -167,7 +167,7 @@ export function showResults(results, job) {
       "Open the study in the viewer")));
   }
   for (const item of job.findings || []) section.append(finding(job.study, item));
-  for (const item of job.measurements || []) measurements(job.study, item).then((part) => section.append(part));
+  for (const item of job.measurements || []) section.append(measurements(job.study, item));
   if (!(job.findings || []).length && !(job.measurements || []).length) {
     section.append(element("p", {}, "No result was stored. What the job noted:"));
   }

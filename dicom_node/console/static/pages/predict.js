@@ -136,7 +136,7 @@ export default {
     }
     const submit = element("button", { type: "submit", disabled: !session.can_write }, "Upload and predict");
     const form = element("form", { id: "predict-form" },
-      element("p", {}, element("label", { htmlFor: "predict-models" }, "Models"), " ", select),
+      element("p", {}, element("label", { htmlFor: "predict-models" }, "Models (Ctrl or Shift for several)"), " ", select),
       cards, drop, details, submit);
     const status = element("p", { id: "predict-status", role: "status" });
     const results = element("section", { id: "predict-results", "aria-label": "Results" });
