@@ -22,7 +22,7 @@ from PIL import Image
 
 from dicom_node.index.contents import instance_path
 
-from .conftest import CR_CHEST, CT_SERIES, SHARED_DATA
+from .conftest import CR_CHEST, CT_SERIES, SHARED_DATA, dciodvfy_errors
 
 KERMANY = SHARED_DATA / "chest_xray_kermany_224" / "train"
 PNEUMONIA_JPEG = sorted((KERMANY / "PNEUMONIA").glob("*.jpeg"))[0]
@@ -147,7 +147,9 @@ def test_a_picture_and_a_cr_are_classified_with_their_explanation(node_and_api):
         f"http://viewer.example/viewer?StudyInstanceUIDs={state['study']}"
     )
     finding = check_finding(api, state)
-    stored = pydicom.dcmread(node.storage / instance_path(node.engine(), finding["image"]))
+    stored_path = node.storage / instance_path(node.engine(), finding["image"])
+    assert dciodvfy_errors(stored_path) == set()
+    stored = pydicom.dcmread(stored_path)
     assert stored.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert stored.ConversionType == "WSD"
     assert stored.PatientName == "Doe^Jane" and stored.PatientID == "CONSOLE-1"

@@ -37,6 +37,20 @@ def _blocks(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
     return tuple(max(1, round(TARGET_VOXEL_MM / s)) for s in spacing)  # type: ignore[return-value]
 
 
+def _surface(
+    mask: np.ndarray, blocks: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The surface of ``mask`` averaged into ``blocks`` and smoothed: its vertices (in voxel
+    indices of ``mask``) and triangles; None where too little of it is left to draw."""
+    occupancy = block_reduce(mask, blocks, np.mean).astype(np.float32)
+    occupancy = np.pad(gaussian_filter(occupancy, SMOOTHING_SIGMA), 1)
+    if occupancy.max() < 0.5:
+        return None
+    vertices, triangles, _, _ = marching_cubes(occupancy, 0.5)
+    # back to voxel indices: the block's centre, less the padding
+    return (vertices - 1) * np.array(blocks) + (np.array(blocks) - 1) / 2, triangles
+
+
 @lru_cache(maxsize=4)
 def segment_meshes(path: Path) -> bytes:
     """The binary mesh of the SEG stored at ``path`` (computed once per SEG)."""
@@ -53,15 +67,10 @@ def segment_meshes(path: Path) -> bytes:
     header: list[dict[str, object]] = []
     blobs: list[bytes] = []
     for number, name in names.items():
-        occupancy = block_reduce(labels == number, blocks, np.mean).astype(np.float32)
-        if occupancy.max() < 0.5:
+        surface = _surface(labels == number, blocks)
+        if surface is None:
             continue
-        occupancy = np.pad(gaussian_filter(occupancy, SMOOTHING_SIGMA), 1)
-        if occupancy.max() < 0.5:
-            continue
-        vertices, triangles, _, _ = marching_cubes(occupancy, 0.5)
-        # back to voxel indices: the block's centre, less the padding
-        voxels = (vertices - 1) * np.array(blocks) + (np.array(blocks) - 1) / 2
+        voxels, triangles = surface
         patient = voxels @ to_patient[:3, :3].T + to_patient[:3, 3] - centre
         shown = (patient @ view.T).astype("<f4")
         header.append(

@@ -106,21 +106,23 @@ async def _picture_form(request: Request, limit: int) -> tuple[bytes, PictureDet
             413, f"the upload is larger than http.dicomweb.max_stow_part_bytes ({limit} bytes)"
         )
     try:
-        form = await request.form(max_files=1, max_fields=len(_DETAILS) + 16)
+        async with request.form(max_files=1, max_fields=len(_DETAILS) + 16) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(400, "the form has no file field named 'file'")
+            fields = {k: str(form[k]) for k in _DETAILS if k in form}
+            models = [str(m) for m in form.getlist("models")]
+            data = await upload.read()
     except HTTPException:
         raise
     except Exception as error:  # python-multipart's and starlette's parse errors
         raise HTTPException(400, f"the form cannot be read: {error}") from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise HTTPException(400, "the form has no file field named 'file'")
     try:
-        details = PictureDetails(**{k: str(form[k]) for k in _DETAILS if k in form})
+        details = PictureDetails(**fields)
     except ValidationError as error:
         problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
         raise HTTPException(422, problems) from None
-    models = [str(m) for m in form.getlist("models")]
-    return await upload.read(), details, models
+    return data, details, models
 
 
 def router(context: ConsoleContext) -> APIRouter:

@@ -7,6 +7,8 @@ DICOMweb viewer asking for a rendered image gets."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from PIL import Image
@@ -22,7 +24,7 @@ from .overlay import blended, overlay_png, png, read_segmentation
 #: the longest side of an image drawn for the page, in pixels
 DISPLAY_SIDE = 768
 PNG = "image/png"
-_NO_STORE = {"Cache-Control": "private, max-age=3600"}
+_CACHED = {"Cache-Control": "private, max-age=3600"}
 
 
 def display_size(columns: int, rows: int) -> tuple[int, int]:
@@ -37,8 +39,6 @@ def router(context: ConsoleContext) -> APIRouter:
     dicomweb = DicomwebContext(
         context.engine, context.storage, context.ingest, context.config.http.dicomweb
     )
-    #: each CT SEG's source slices, feet to head
-    slices: dict[str, list[str]] = {}
 
     def instance(study: str, uid: str) -> dict:
         (row,) = stored_instances(dicomweb, study, None, uid)
@@ -61,7 +61,7 @@ def router(context: ConsoleContext) -> APIRouter:
     def image(study: str, image: str, request: Request) -> Response:
         """The classified image as a PNG (`window=center,width` as for WADO-RS rendered)."""
         picture = rendered(instance(study, image), request)
-        return Response(png(picture), media_type=PNG, headers=_NO_STORE)
+        return Response(png(picture), media_type=PNG, headers=_CACHED)
 
     @routes.get("/explanations/{seg}/{image}", response_class=Response)
     def explanation(study: str, seg: str, image: str) -> Response:
@@ -76,20 +76,18 @@ def router(context: ConsoleContext) -> APIRouter:
         """The SEG's segments as surfaces (the binary mesh `ct3d` describes)."""
         path = context.storage.path(instance(study, seg)["path"])
         return Response(
-            segment_meshes(path), media_type="application/octet-stream", headers=_NO_STORE
+            segment_meshes(path), media_type="application/octet-stream", headers=_CACHED
         )
 
+    @lru_cache(maxsize=8)
     def ordered(study: str, seg: str) -> list[str]:
-        if seg not in slices:
-            sources = referenced_sources(context.storage.path(instance(study, seg)["path"]))
-            headers = {
-                uid: read_stored(
-                    dicomweb, instance(study, uid), "slice order", stop_before_pixels=True
-                )
-                for uid in sources
-            }
-            slices[seg] = along_normal(headers)
-        return slices[seg]
+        """The CT SEG's source slices, feet to head (read once per SEG)."""
+        sources = referenced_sources(context.storage.path(instance(study, seg)["path"]))
+        headers = {
+            uid: read_stored(dicomweb, instance(study, uid), "slice order", stop_before_pixels=True)
+            for uid in sources
+        }
+        return along_normal(headers)
 
     @routes.get("/ct/{seg}/slices")
     def slice_count(study: str, seg: str) -> dict[str, int]:
@@ -104,6 +102,6 @@ def router(context: ConsoleContext) -> APIRouter:
             raise HTTPException(404, f"slice {number}: the SEG lies on {len(sources)} slices")
         picture = rendered(instance(study, sources[number]), request)
         drawn = blended(picture, segmentation(study, seg), sources[number])
-        return Response(png(drawn), media_type=PNG, headers=_NO_STORE)
+        return Response(png(drawn), media_type=PNG, headers=_CACHED)
 
     return routes

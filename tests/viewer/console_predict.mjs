@@ -119,6 +119,7 @@ for (const [index, upload] of uploads.entries()) {
     await section.locator('canvas.ct-3d[data-ready="true"]').waitFor({ timeout: 120000 });
     shown.volumes = await tableRows(section.locator("table").first());
     shown.before = await canvas3d(section);
+    await section.locator("canvas.ct-3d").scrollIntoViewIfNeeded();
     const box = await section.locator("canvas.ct-3d").boundingBox();
     await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
     await page.mouse.down();
@@ -129,7 +130,6 @@ for (const [index, upload] of uploads.entries()) {
     await slice.waitFor({ timeout: 60000 });
     await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await slice.elementHandle());
     shown.slice = await slice.evaluate((img) => ({ width: img.naturalWidth, height: img.naturalHeight }));
-    await section.locator("canvas.ct-3d").scrollIntoViewIfNeeded();
   }
   shown.screenshot = join(out, `${index + 1}_${upload.name}.png`);
   await section.screenshot({ path: shown.screenshot });
