@@ -147,6 +147,15 @@ def test_a_picture_and_a_cr_are_classified_with_their_explanation(node_and_api):
         f"http://viewer.example/viewer?StudyInstanceUIDs={state['study']}"
     )
     finding = check_finding(api, state)
+    base = f"{api}/studies/{state['study']}/explanations"
+    for seg, image in (
+        (finding["report"], finding["image"]),
+        (finding["explanation"], finding["report"]),
+    ):
+        assert requests.get(f"{base}/{seg}/{image}", auth=READ, timeout=30).status_code == 422
+    assert (
+        requests.get(f"{base}/1.2.3/{finding['image']}", auth=READ, timeout=30).status_code == 404
+    )
     stored_path = node.storage / instance_path(node.engine(), finding["image"])
     assert dciodvfy_errors(stored_path) == set()
     stored = pydicom.dcmread(stored_path)

@@ -87,16 +87,6 @@ def segment_meshes(path: Path) -> bytes:
     return b"".join([struct.pack("<I", len(text) + len(padding)), text, padding, *blobs])
 
 
-def referenced_sources(seg_path: Path) -> list[str]:
-    """The SOP Instance UIDs of the images the SEG was made on."""
-    seg = read_segmentation(seg_path)
-    return [
-        str(item.ReferencedSOPInstanceUID)
-        for series in seg.ReferencedSeriesSequence
-        for item in series.ReferencedInstanceSequence
-    ]
-
-
 def along_normal(headers: dict[str, Dataset]) -> list[str]:
     """The UIDs of these slices' headers from the feet to the head: by position along the
     normal of their plane, not by file name or instance number."""

@@ -47,9 +47,21 @@ def coloured(labels: np.ndarray, colours: dict[int, tuple[int, int, int]]) -> np
     return table[np.clip(labels, 0, len(table) - 1)]
 
 
+def sources(seg: hd.seg.Segmentation) -> list[str]:
+    """The SOP Instance UIDs of the images the SEG was made on."""
+    return [
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    ]
+
+
 def labels_on(seg: hd.seg.Segmentation, source_uid: str) -> np.ndarray:
     """The map of segment numbers of ``seg`` on the source image ``source_uid`` (zeros where
-    the SEG has no frame for it: it leaves empty frames out)."""
+    the SEG has no frame for it: it leaves empty frames out); ValueError for an image the SEG
+    was not made on."""
+    if source_uid not in sources(seg):
+        raise ValueError(f"the segmentation was not made on image {source_uid}")
     return seg.get_pixels_by_source_instance(
         [source_uid], combine_segments=True, assert_missing_frames_are_empty=True
     )[0]

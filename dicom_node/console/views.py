@@ -7,8 +7,10 @@ DICOMweb viewer asking for a rendered image gets."""
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
+import highdicom as hd
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from PIL import Image
@@ -18,8 +20,10 @@ from ..dicomweb.context import DicomwebContext
 from ..dicomweb.instances import read_stored, stored_instances, undecodable
 from ..dicomweb.rendered import render
 from .context import ConsoleContext
-from .ct3d import along_normal, referenced_sources, segment_meshes
-from .overlay import blended, overlay_png, png, read_segmentation
+from .ct3d import along_normal, segment_meshes
+from .overlay import blended, overlay_png, png, read_segmentation, sources
+
+log = logging.getLogger(__name__)
 
 #: the longest side of an image drawn for the page, in pixels
 DISPLAY_SIDE = 768
@@ -32,6 +36,11 @@ def display_size(columns: int, rows: int) -> tuple[int, int]:
     at most ``DISPLAY_SIDE`` on its longest side."""
     scale = min(1.0, DISPLAY_SIDE / max(columns, rows))
     return max(1, round(columns * scale)), max(1, round(rows * scale))
+
+
+def _unusable(what: str, error: Exception) -> HTTPException:
+    log.warning("console: %s: %s: %s", what, type(error).__name__, error)
+    return HTTPException(422, what)
 
 
 def router(context: ConsoleContext) -> APIRouter:
@@ -54,8 +63,14 @@ def router(context: ConsoleContext) -> APIRouter:
             raise undecodable(row, "a rendered image", error) from None
         return image.resize(display_size(image.width, image.height), Image.Resampling.LANCZOS)
 
-    def segmentation(study: str, uid: str):
-        return read_segmentation(context.storage.path(instance(study, uid)["path"]))
+    def segmentation(study: str, uid: str) -> hd.seg.Segmentation:
+        path = context.storage.path(instance(study, uid)["path"])
+        try:
+            return read_segmentation(path)
+        except Exception as error:  # not a SEG, or one highdicom cannot read
+            raise _unusable(
+                f"instance {uid} is not a segmentation the console can draw", error
+            ) from None
 
     @routes.get("/images/{image}", response_class=Response)
     def image(study: str, image: str, request: Request) -> Response:
@@ -69,23 +84,30 @@ def router(context: ConsoleContext) -> APIRouter:
         `images/{image}` is drawn at."""
         row = instance(study, image)
         size = display_size(row["columns"] or 1, row["rows"] or 1)
-        return Response(overlay_png(segmentation(study, seg), image, size), media_type=PNG)
+        found = segmentation(study, seg)
+        try:
+            drawn = overlay_png(found, image, size)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise _unusable(f"the segmentation {seg} cannot be drawn on {image}", error) from None
+        return Response(drawn, media_type=PNG)
 
     @routes.get("/ct/{seg}/mesh", response_class=Response)
     def mesh(study: str, seg: str) -> Response:
         """The SEG's segments as surfaces (the binary mesh `ct3d` describes)."""
+        segmentation(study, seg)  # a SEG highdicom reads, else 422
         path = context.storage.path(instance(study, seg)["path"])
-        return Response(
-            segment_meshes(path), media_type="application/octet-stream", headers=_CACHED
-        )
+        try:
+            mesh = segment_meshes(path)
+        except (ValueError, KeyError, RuntimeError) as error:  # not a volume
+            raise _unusable(f"the segmentation {seg} is not a volume", error) from None
+        return Response(mesh, media_type="application/octet-stream", headers=_CACHED)
 
     @lru_cache(maxsize=8)
     def ordered(study: str, seg: str) -> list[str]:
         """The CT SEG's source slices, feet to head (read once per SEG)."""
-        sources = referenced_sources(context.storage.path(instance(study, seg)["path"]))
         headers = {
             uid: read_stored(dicomweb, instance(study, uid), "slice order", stop_before_pixels=True)
-            for uid in sources
+            for uid in sources(segmentation(study, seg))
         }
         return along_normal(headers)
 
@@ -97,11 +119,11 @@ def router(context: ConsoleContext) -> APIRouter:
     @routes.get("/ct/{seg}/slices/{number}", response_class=Response)
     def slice_view(study: str, seg: str, number: int, request: Request) -> Response:
         """Slice ``number`` (0 = the lowest) with the segments blended in."""
-        sources = ordered(study, seg)
-        if not 0 <= number < len(sources):
-            raise HTTPException(404, f"slice {number}: the SEG lies on {len(sources)} slices")
-        picture = rendered(instance(study, sources[number]), request)
-        drawn = blended(picture, segmentation(study, seg), sources[number])
+        slices = ordered(study, seg)
+        if not 0 <= number < len(slices):
+            raise HTTPException(404, f"slice {number}: the SEG lies on {len(slices)} slices")
+        picture = rendered(instance(study, slices[number]), request)
+        drawn = blended(picture, segmentation(study, seg), slices[number])
         return Response(png(drawn), media_type=PNG, headers=_CACHED)
 
     return routes
