@@ -26,9 +26,11 @@ from ..audit import messages, record
 from ..dicomweb.context import http_user
 from ..index import jobs
 from ..index.contents import received_series
+from ..index.rows import InstanceAttributes
+from ..index.schema import JOB_DONE, JOB_FAILED
 from ..index.studies import complete_with_models
 from ..jobs.bundles import load_bundles
-from ..store.ingest import StoreFailure
+from ..store.ingest import Ingest, StoreFailure
 from ..store.own_instances import encode_instance
 from .context import ConsoleContext
 from .picture import PictureDetails, PictureRefused, picture_to_dicom
@@ -125,6 +127,22 @@ async def _picture_form(request: Request, limit: int) -> tuple[bytes, PictureDet
     return data, details, models
 
 
+def _store_picture(
+    ingest: Ingest, data: bytes, details: PictureDetails, user: str
+) -> InstanceAttributes:
+    """The picture wrapped and stored through the ingest path (as STOW-RS stores a part)."""
+    encoded = encode_instance(picture_to_dicom(data, details, user), "")
+    attributes = encoded.item.attributes
+    ingest.store(
+        encoded.chunks[1],
+        UID(encoded.item.transfer_syntax_uid),
+        attributes.sop_class_uid,
+        attributes.sop_instance_uid,
+        "",
+    )
+    return attributes
+
+
 def router(context: ConsoleContext) -> APIRouter:
     routes = APIRouter(prefix="/predict", tags=["console: upload and predict"])
     bundles = usable_bundles(context)
@@ -144,21 +162,12 @@ def router(context: ConsoleContext) -> APIRouter:
         chosen = _chosen(chosen, bundles)
         user = getattr(request.state, "user", None) or "anonymous"
         try:
-            dataset = await run_in_threadpool(picture_to_dicom, data, details, user)
+            attributes = await run_in_threadpool(
+                _store_picture, context.ingest, data, details, user
+            )
         except PictureRefused as refused:
             log.warning("console: picture refused (%d): %s", refused.status, refused.reason)
             raise HTTPException(refused.status, refused.reason) from None
-        encoded = encode_instance(dataset, "")
-        attributes = encoded.item.attributes
-        try:
-            await run_in_threadpool(
-                context.ingest.store,
-                encoded.chunks[1],
-                UID(encoded.item.transfer_syntax_uid),
-                attributes.sop_class_uid,
-                attributes.sop_instance_uid,
-                "",
-            )
         except StoreFailure as failure:
             log.warning("console: picture not stored (%s): %s", failure.reason, failure.comment)
             raise HTTPException(409, f"the picture was not stored: {failure.comment}") from None
@@ -168,9 +177,9 @@ def router(context: ConsoleContext) -> APIRouter:
         study.add(attributes.sop_class_uid)
         record(messages.instances_stored(http_user(request, messages.SOURCE), [study]))
         log.info(
-            "console: a %d x %d picture stored as a secondary capture",
-            dataset.Columns,
-            dataset.Rows,
+            "console: a %s x %s picture stored as a secondary capture",
+            attributes.columns,
+            attributes.rows,
         )
         return _start(context, attributes.study_instance_uid, chosen)
 
@@ -197,7 +206,7 @@ def router(context: ConsoleContext) -> APIRouter:
             "notes": jobs.notes(context.engine, job_id),
             "viewer_url": context.config.http.console.viewer_link(found.study_instance_uid),
         }
-        if found.state in ("done", "failed"):
+        if found.state in (JOB_DONE, JOB_FAILED):
             results = study_results(
                 context.engine,
                 context.storage,
