@@ -276,3 +276,13 @@ def test_a_ct_uploaded_gets_its_volumes_mesh_and_slices(make_node):
     pixels = np.asarray(middle.convert("RGB")).astype(int)
     assert (np.ptp(pixels, axis=2) > 40).mean() > 0.05  # segments blended in colour
     assert requests.get(f"{base}/slices/{len(paths)}", auth=READ, timeout=60).status_code == 404
+
+
+def test_the_viewer_url_must_name_the_study():
+    from dicom_node.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"http.console.viewer_url: .*\{study\}"):
+        parse_config({"http": {"console": {"viewer_url": "https://ohif.example/viewer"}}})
+    settings = parse_config({"http": {"console": {"viewer_url": "/ohif/viewer?s={study}"}}})
+    assert settings.http.console.viewer_link("1.2.3") == "/ohif/viewer?s=1.2.3"
+    assert parse_config({}).http.console.viewer_link("1.2.3") is None
