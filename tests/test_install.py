@@ -12,6 +12,11 @@ SETUP = (ROOT / "README.md").read_text().split("## Set-up: two commands")[1].spl
 #: the indented command lines of the README's set-up section, in order
 COMMANDS = [line[4:] for line in SETUP.splitlines() if line.startswith("    ") and line[4] != "#"]
 CI = (ROOT / ".ci" / "run").read_text().splitlines()
+#: the console's three.js bundle, built from npm before the node starts
+FRONTEND = [
+    "npm ci --prefix dicom_node/console/frontend",
+    "npm run build --prefix dicom_node/console/frontend",
+]
 
 
 def pinned_torch() -> str:
@@ -28,7 +33,11 @@ def test_the_first_command_makes_a_venv_installs_cpu_pytorch_then_starts_the_nod
     assert steps[2] == (
         f"pip install torch=={pinned_torch()} --index-url https://download.pytorch.org/whl/cpu"
     )
-    assert steps[3:] == ["pip install -e .", "dicom-node serve --config config/node.yaml"]
+    assert steps[3:] == [
+        "pip install -e .",
+        *FRONTEND,
+        "dicom-node serve --config config/node.yaml",
+    ]
     assert gpu.split(" && ") == steps[:2] + steps[3:]  # the same without the CPU build
 
 
@@ -38,3 +47,5 @@ def test_ci_runs_the_readme_test_command_with_the_pinned_cpu_pytorch():
     assert CI[-1] == test_command
     assert f"pip install -q torch=={pinned_torch()}" in CI
     assert CI.index("python3 -m venv .venv") < CI.index(". .venv/bin/activate")
+    for step in FRONTEND:  # before the tests, which show the console's 3D view
+        assert any(line.startswith(step) for line in CI[: CI.index(". .venv/bin/activate")])

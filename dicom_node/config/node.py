@@ -27,6 +27,7 @@ from fhir_bridge.settings import FhirAuthSettings, FhirSettings
 
 from ..audit.settings import AuditSettings
 from ..deid.settings import DeidentificationOptions
+from .console import ConsoleSettings
 from .dicomweb import DicomwebSettings
 from .secrets import resolve_secrets
 
@@ -229,6 +230,7 @@ class HttpConfig(_Section):
     #: open connections (and requests in progress) beyond which requests are answered 503
     max_connections: int = Field(default=1000, ge=1)
     dicomweb: DicomwebSettings = DicomwebSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     def model_post_init(self, __context: object) -> None:
         if (self.tls_certificate_file is None) != (self.tls_key_file is None):

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..dicomweb.auth import authorizer
+from . import predict, views
 from .configuration import configuration_api
 from .context import ConsoleContext
 from .guard import same_origin_only
@@ -42,6 +43,8 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
             "ae_title": context.config.ae_title,
         }
 
+    api.include_router(predict.router(context))
+    api.include_router(views.router(context))
     api.include_router(configuration_api(context))
     app.include_router(pages)
     app.include_router(api)

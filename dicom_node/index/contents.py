@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, func, select
 
 from .removal import remove_instance
-from .rows import SeriesCount, SeriesFiles, StoredFile
+from .rows import OwnInstance, SeriesCount, SeriesFiles, StoredFile
 from .schema import instances, series
 
 
@@ -28,6 +28,25 @@ def received_series(engine: Engine, study_uid: str, own_ae_title: str) -> list[S
         for series_uid, relative in connection.execute(statement):
             grouped.setdefault(series_uid, []).append(relative)
     return [SeriesFiles(uid, paths) for uid, paths in grouped.items()]
+
+
+def own_instances(engine: Engine, study_uid: str, own_ae_title: str) -> list[OwnInstance]:
+    """The node's own results in the study (what ``received_series`` leaves out), by series
+    number."""
+    statement = (
+        select(
+            instances.c.sop_instance_uid,
+            instances.c.sop_class_uid,
+            series.c.series_number,
+            instances.c.path,
+        )
+        .join(series, series.c.series_instance_uid == instances.c.series_instance_uid)
+        .where(series.c.study_instance_uid == study_uid)
+        .where(instances.c.calling_ae_title == own_ae_title)
+        .order_by(series.c.series_number, instances.c.instance_number)
+    )
+    with engine.connect() as connection:
+        return [OwnInstance(*row) for row in connection.execute(statement)]
 
 
 def indexed_uids(engine: Engine, uids: list[str]) -> set[str]:

@@ -8,6 +8,7 @@ job found running at start was interrupted by a stop or crash: it is pending aga
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -144,6 +145,14 @@ def recent(engine: Engine, limit: int = 50) -> list[Job]:
     with engine.connect() as connection:
         rows = connection.execute(select(*_COLUMNS).order_by(jobs.c.id.desc()).limit(limit))
         return [Job(*row) for row in rows]
+
+
+def chosen_models(engine: Engine, job_id: int) -> list[str] | None:
+    """The models a person chose for the job (`studies.complete_with_models`); None when the
+    routing rules choose."""
+    with engine.connect() as connection:
+        text = connection.execute(select(jobs.c.models).where(jobs.c.id == job_id)).scalar()
+    return None if text is None else list(json.loads(text))
 
 
 def pending_job(engine: Engine, study_uid: str) -> int | None:

@@ -79,3 +79,13 @@ class OutboxRow:
     attempts: int
     next_attempt_at: float
     last_error: str
+
+
+@dataclass(frozen=True)
+class OwnInstance:
+    """One of the node's own results in a study, and its stored file."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_number: int | None
+    path: str

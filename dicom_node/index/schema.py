@@ -131,6 +131,9 @@ jobs = Table(
     Column("updated_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("error", Text, nullable=False, default=""),
+    #: the models a person chose for this job (a JSON list of bundle names, e.g. an upload in the
+    #: console); NULL: the routing rules choose, series by series
+    Column("models", Text),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_study", "study_instance_uid"),
 )

@@ -9,7 +9,9 @@ is still receiving never looks quiet."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, and_, select, update
+import json
+
+from sqlalchemy import Connection, Engine, and_, select, update
 
 from .schema import JOB_PENDING, STUDY_COMPLETE, STUDY_RECEIVING, jobs, studies
 
@@ -40,15 +42,38 @@ def complete_quiet_studies(engine: Engine, cutoff: float, now: float) -> list[st
                 )
             ).first()
             if pending is None:
-                connection.execute(
-                    jobs.insert().values(
-                        study_instance_uid=study_uid,
-                        state=JOB_PENDING,
-                        created_at=now,
-                        updated_at=now,
-                        attempts=0,
-                        error="",
-                    )
-                )
+                _insert_job(connection, study_uid, now)
         completed.append(study_uid)
     return completed
+
+
+def complete_with_models(engine: Engine, study_uid: str, models: list[str], now: float) -> int:
+    """The study complete now, with a pending job that runs ``models`` on every series whatever
+    the routing rules say (an upload: complete when its request ends, models chosen by a
+    person); returns the job's id. The stability monitor then leaves the study alone, unless
+    new instances make it receiving again."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(studies)
+            .where(studies.c.study_instance_uid == study_uid)
+            .values(state=STUDY_COMPLETE)
+        )
+        return _insert_job(connection, study_uid, now, json.dumps(models))
+
+
+def _insert_job(
+    connection: Connection, study_uid: str, now: float, models: str | None = None
+) -> int:
+    inserted = connection.execute(
+        jobs.insert().values(
+            study_instance_uid=study_uid,
+            state=JOB_PENDING,
+            created_at=now,
+            updated_at=now,
+            attempts=0,
+            error="",
+            models=models,
+        )
+    ).inserted_primary_key
+    assert inserted is not None  # an insert of one row has its key
+    return int(inserted[0])

@@ -23,7 +23,7 @@ from ..config import RouteConfig
 from ..deid.burned_in import burned_in_text
 from ..deid.deidentify import DeidentificationError
 from ..index.contents import received_series
-from ..index.jobs import add_note
+from ..index.jobs import add_note, chosen_models
 from ..outbox.destinations.audited import destination as audit_destination
 from .context import StoredSeries, StudyJobContext, StudyJobError
 from .routing import SeriesFacts, matching_routes
@@ -47,9 +47,16 @@ def _read(path: Path, headers_only: bool) -> Dataset:
         raise StudyJobError(f"stored file {path.name} cannot be read: {error}") from None
 
 
+def chosen_route(models: list[str]) -> RouteConfig:
+    """The route of a job whose models a person chose (an upload in the console): those models
+    on every series, burned-in text allowed, since the person sent these very pixels to them."""
+    return RouteConfig(name="chosen in the console", models=models, allow_burned_in_text=True)
+
+
 def run_study_job(context: StudyJobContext, job_id: int, study_uid: str) -> None:
     """Process every series of the study; raises StudyJobError when a file defeats it."""
     found = stored_series(context, study_uid)
+    chosen = chosen_models(context.engine, job_id)
     if not found:
         add_note(context.engine, job_id, "the study has no stored instance (removed?)")
     for stored in found:
@@ -57,7 +64,10 @@ def run_study_job(context: StudyJobContext, job_id: int, study_uid: str) -> None
         facts = SeriesFacts.from_headers(headers)
         label = f"series {headers[0].get('SeriesNumber', '?')} ({facts.modality or '-'}, "
         label += f"{len(headers)} instance(s))"
-        routes = matching_routes(context.config.inference.routes, facts)
+        if chosen is not None:
+            routes = [chosen_route(chosen)]
+        else:
+            routes = matching_routes(context.config.inference.routes, facts)
         if not routes:
             add_note(
                 context.engine, job_id, f"{label}: no routing rule matches ({facts.describe()})"

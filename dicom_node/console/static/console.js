@@ -1,9 +1,10 @@
 // The console's shell: the session line, the page list and a hash router. Each page is an ES
 // module in pages/ exporting {slug, title, render(main, session)}; list it in PAGES to show it.
 import { api } from "./api.js";
+import predict from "./pages/predict.js";
 import config from "./pages/config.js";
 
-const PAGES = [config];
+const PAGES = [predict, config];
 
 function current() {
   const slug = location.hash.replace(/^#\/?/, "").split("/")[0];

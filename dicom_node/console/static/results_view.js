@@ -1,0 +1,177 @@
+// A job's results on the predict page: a classifier's finding (label, probability, the model's
+// threshold) with its explanation drawn over the image (opacity slider), a CT segmentation's
+// volumes with its segments in 3D (three.js, bundled at install time) and its slices with the
+// segments blended in. Text from the node goes in as textContent only.
+
+/** A DOM element with properties (attributes for names with a dash) and children. */
+export function element(tag, properties = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(properties)) {
+    if (key.includes("-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+function loaded(url) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error(`cannot load ${url}`));
+    image.src = url;
+  });
+}
+
+function table(caption, head, rows) {
+  return element("table", {},
+    element("caption", {}, caption),
+    element("thead", {}, element("tr", {}, ...head.map((text) => element("th", { scope: "col" }, text)))),
+    element("tbody", {}, ...rows.map((row) => element("tr", {}, ...row.map((text) => element("td", {}, text))))));
+}
+
+function finding(study, item) {
+  const percent = (value) => `${(value * 100).toFixed(1)} %`;
+  const section = element("section", { className: "finding" },
+    element("h3", {}, `${item.model}: ${item.label}`),
+    table("Classification", ["label", "probability", "threshold"],
+      [[item.label, percent(item.probability), item.threshold === null ? "—" : percent(item.threshold)]]));
+  if (!item.explanation) return section;
+  const canvas = element("canvas", { className: "explained", "data-image": item.image,
+    "aria-label": `The image with the model's explanation (Grad-CAM) over it` });
+  const id = `opacity-${item.explanation}`;
+  const slider = element("input", { type: "range", id, min: 0, max: 100, value: 50 });
+  const base = `api/predict/studies/${study}`;
+  const draw = (image, overlay) => {
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.globalAlpha = 1;
+    context.drawImage(image, 0, 0);
+    context.globalAlpha = slider.value / 100;
+    context.drawImage(overlay, 0, 0, canvas.width, canvas.height);
+    canvas.dataset.opacity = slider.value;
+  };
+  Promise.all([loaded(`${base}/images/${item.image}`), loaded(`${base}/explanations/${item.explanation}/${item.image}`)])
+    .then(([image, overlay]) => {
+      draw(image, overlay);
+      slider.addEventListener("input", () => draw(image, overlay));
+      canvas.dataset.ready = "true";
+    })
+    .catch((error) => section.append(element("p", { className: "error" }, error.message)));
+  section.append(element("figure", {}, canvas,
+    element("figcaption", {}, element("label", { htmlFor: id }, "Explanation opacity"), " ", slider)));
+  return section;
+}
+
+async function sliceView(base, seg) {
+  const { slices } = await (await fetch(`${base}/ct/${seg}/slices`, { credentials: "same-origin" })).json();
+  const id = `slice-${seg}`;
+  const slider = element("input", { type: "range", id, min: 0, max: slices - 1, value: Math.floor(slices / 2) });
+  const picture = element("img", { className: "ct-slice", alt: "CT slice with the segments blended in" });
+  const label = element("span", {});
+  const show = () => {
+    picture.src = `${base}/ct/${seg}/slices/${slider.value}`;
+    label.textContent = `slice ${Number(slider.value) + 1} of ${slices}`;
+  };
+  slider.addEventListener("input", show);
+  show();
+  return element("figure", {}, picture,
+    element("figcaption", {}, element("label", { htmlFor: id }, "Slice"), " ", slider, " ", label));
+}
+
+function parseMesh(buffer) {
+  const length = new DataView(buffer).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, length)));
+  let offset = 4 + length;
+  return header.segments.map((segment) => {
+    const vertices = new Float32Array(buffer, offset, segment.vertices * 3);
+    offset += vertices.byteLength;
+    const triangles = new Uint32Array(buffer, offset, segment.triangles * 3);
+    offset += triangles.byteLength;
+    return { ...segment, vertices, triangles };
+  });
+}
+
+async function view3d(base, seg, holder) {
+  let THREE;
+  try {
+    THREE = await import("./vendor/three.js");
+  } catch {
+    holder.append(element("p", { className: "error" },
+      "The 3D view is not built: npm ci --prefix dicom_node/console/frontend && npm run build --prefix dicom_node/console/frontend"));
+    return;
+  }
+  const answer = await fetch(`${base}/ct/${seg}/mesh`, { credentials: "same-origin" });
+  const segments = parseMesh(await answer.arrayBuffer());
+  const canvas = element("canvas", { className: "ct-3d", tabIndex: 0, width: 640, height: 480,
+    "aria-label": "3D view of the segments: drag to turn, wheel to zoom, arrow keys to move" });
+  holder.append(canvas, element("ul", { className: "legend" }, ...segments.map((s) =>
+    element("li", {}, element("span", { className: "swatch", style: `background: rgb(${s.colour.join(",")})` }), s.name))));
+  const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
+  renderer.setClearColor(0x101418);
+  const scene = new THREE.Scene();
+  const group = new THREE.Group();
+  let radius = 1;
+  for (const segment of segments) {
+    const geometry = new THREE.BufferGeometry();
+    geometry.setAttribute("position", new THREE.BufferAttribute(segment.vertices, 3));
+    geometry.setIndex(new THREE.BufferAttribute(segment.triangles, 1));
+    geometry.computeVertexNormals();
+    geometry.computeBoundingSphere();
+    radius = Math.max(radius, geometry.boundingSphere.center.length() + geometry.boundingSphere.radius);
+    const colour = new THREE.Color(`rgb(${segment.colour.join(",")})`);
+    // The outer tissues see-through, so the lungs and bones inside them show.
+    const outer = /fat|soft|other|body/i.test(segment.name);
+    group.add(new THREE.Mesh(geometry, new THREE.MeshLambertMaterial({
+      color: colour, transparent: outer, opacity: outer ? 0.25 : 1, depthWrite: !outer })));
+  }
+  scene.add(group, new THREE.AmbientLight(0xffffff, 0.6));
+  const camera = new THREE.PerspectiveCamera(40, canvas.width / canvas.height, radius / 100, radius * 10);
+  camera.position.set(0, 0, radius * 2.6);
+  const light = new THREE.DirectionalLight(0xffffff, 1.6);
+  camera.add(light);
+  scene.add(camera);
+  const controls = new THREE.OrbitControls(camera, canvas);
+  controls.listenToKeyEvents(canvas);
+  const draw = () => renderer.render(scene, camera);
+  controls.addEventListener("change", draw);
+  draw();
+  canvas.dataset.ready = "true";
+}
+
+function measurements(study, item) {
+  const base = `api/predict/studies/${study}`;
+  const rows = item.volumes.map((v) => [v.name, v.volume_ml.toFixed(1),
+    v.mean_hu === null ? "—" : v.mean_hu.toFixed(0), v.std_hu === null ? "—" : v.std_hu.toFixed(0)]);
+  const section = element("section", { className: "measurements" },
+    element("h3", {}, `${item.model}: tissue volumes`),
+    table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows));
+  if (item.segmentation) {
+    const holder = element("div", { className: "ct-views" });
+    section.append(holder);
+    view3d(base, item.segmentation, holder)
+      .then(async () => holder.append(await sliceView(base, item.segmentation)))
+      .catch((error) => holder.append(element("p", { className: "error" }, error.message)));
+  }
+  return section;
+}
+
+/** Add the results of an ended job to ``results``. */
+export function showResults(results, job) {
+  const section = element("section", { className: "job-results", "data-job": job.id },
+    element("h2", {}, `Job ${job.id}: ${job.state}`));
+  if (job.error) section.append(element("p", { className: "error" }, job.error));
+  if (job.viewer_url) {
+    section.append(element("p", {}, element("a", { href: job.viewer_url, target: "_blank", rel: "noopener" },
+      "Open the study in the viewer")));
+  }
+  for (const item of job.findings || []) section.append(finding(job.study, item));
+  for (const item of job.measurements || []) section.append(measurements(job.study, item));
+  if (!(job.findings || []).length && !(job.measurements || []).length) {
+    section.append(element("p", {}, "No result was stored. What the job noted:"));
+  }
+  section.append(element("details", {}, element("summary", {}, "Job notes"),
+    element("ul", {}, ...job.notes.map((note) => element("li", {}, note)))));
+  results.append(section);
+}
