@@ -9,13 +9,12 @@ import sys
 import time
 
 import pydicom
-import pytest
 from lxml import etree
 from sqlalchemy import select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_PENDING, OUTBOX_SENT, jobs, outbox
 
-from .conftest import CT_SERIES, DCMTK, SHARED_DATA, TOOL_ENV, dcmsend, free_port, wait_for_port
+from .conftest import CT_SERIES, SHARED_DATA, dcmsend
 from .test_audit import audit_messages, of_event
 from .test_durability import wait_until
 
@@ -38,33 +37,6 @@ def outbox_rows(node) -> list:
 def cli(node, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "dicom_node", "--config", str(node.config_path), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=node.root)
-
-
-@pytest.fixture
-def research_peer(tmp_path):
-    """storescp on a free port, started on demand; files land in `folder`."""
-    folder = tmp_path / "research"
-    folder.mkdir()
-    port = free_port()
-    processes = []
-
-    def start():
-        command = [
-            str(DCMTK / "storescp"),
-            "-aet",
-            "RESEARCH",
-            "+xa",
-            "-od",
-            str(folder),
-            str(port),
-        ]
-        processes.append(subprocess.Popen(command, env=TOOL_ENV, stderr=subprocess.DEVNULL))
-        wait_for_port(port, processes[-1])
-
-    yield port, folder, start
-    for process in processes:
-        process.kill()
-        process.wait()
 
 
 def test_research_copies_are_de_identified_and_delivered_once(make_node, tmp_path, research_peer):

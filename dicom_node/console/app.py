@@ -13,6 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from ..dicomweb.auth import authorizer
 from .context import ConsoleContext
 from .guard import same_origin_only
+from .studies import studies_router
+from .work import work_router
 
 #: where the console lives under the node's HTTP root (DESIGN.md)
 ROOT = "/ui"
@@ -41,6 +43,8 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
             "ae_title": context.config.ae_title,
         }
 
+    api.include_router(studies_router(context))
+    api.include_router(work_router(context))
     app.include_router(pages)
     app.include_router(api)
 
