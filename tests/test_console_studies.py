@@ -6,7 +6,13 @@ delivery now) need the write right and the console's header, and work."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import pydicom
+import pytest
 import requests
 
 from dicom_node.index.schema import JOB_DONE
@@ -17,6 +23,8 @@ from .test_durability import wait_until
 from .test_research_forwarding import CT_NAMES, NIH_SC, job_rows, outbox_rows
 
 GUARD = {"X-Requested-By": "dicom-node-console"}
+VIEWER = Path(__file__).parent / "viewer"
+CHROMIUM = Path("/usr/bin/chromium")
 CT_PATIENT = str(pydicom.dcmread(CT_SERIES / CT_NAMES[0], stop_before_pixels=True).PatientID)
 CT_STUDY = str(pydicom.dcmread(CT_SERIES / CT_NAMES[0], stop_before_pixels=True).StudyInstanceUID)
 CR_STUDY = str(pydicom.dcmread(CR_CHEST, stop_before_pixels=True).StudyInstanceUID)
@@ -162,3 +170,45 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert any(e["text"] == f"job {job} started (attempt 2)" for e in events)
     # No patient identifier in the log at INFO.
     assert CT_PATIENT not in node.log()
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.is_file() or not (VIEWER / "node_modules" / "axe-core").is_dir(),
+    reason="needs /usr/bin/chromium and `npm ci --prefix tests/viewer`",
+)
+@pytest.mark.parametrize("database_kind", ["sqlite"])  # what the browser shows: SQLite alone
+def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
+    make_node, tmp_path, research_peer
+):
+    """Screenshots stay in the test's folder, or under $DICOM_NODE_TEST_ARTEFACTS."""
+    node, start_peer = node_with_studies(make_node, tmp_path, research_peer)
+    start_peer()  # back: the retry the engineer presses goes through
+    out = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console-studies"
+    out.mkdir(parents=True, exist_ok=True)
+    arguments = {
+        "url": f"http://127.0.0.1:{node.http_port}/ui/",
+        "user": WRITER["username"],
+        "password": WRITER["password"],
+        "patientId": CT_PATIENT,
+        "out": str(out),
+    }
+    run = subprocess.run(
+        ["node", str(VIEWER / "console_studies.mjs"), json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    assert report["errors"] == []
+    assert report["axe"] == {"search": [], "study": [], "work": []}
+    assert CT_PATIENT in report["found"] and "CT, DX" in report["found"]
+    for text in ("first instance received", "research forwarding", "held back", "job 1 done"):
+        assert text in report["timeline"]
+    assert "cannot reach peer 'research'" in report["timeline"]
+    assert "\tpending\t" in report["before"] and "\tsent\t" in report["after"]
+    assert "due now; done" in report["status"]
+    assert "Healthy" in report["work"] and "No job is running." in report["work"]
+    assert "research\t2\t1\t0" in report["work"]  # pending, sent (by the retry), failed
+    for name in ("1-search", "2-timeline", "3-retried", "4-work"):
+        assert (out / f"{name}.png").stat().st_size > 10_000

@@ -1,8 +1,10 @@
 // The console's shell: the session line, the page list and a hash router. Each page is an ES
 // module in pages/ exporting {slug, title, render(main, session)}; list it in PAGES to show it.
 import { api } from "./api.js";
+import * as studies from "./pages/studies.js";
+import * as work from "./pages/work.js";
 
-const PAGES = [];
+const PAGES = [studies, work];
 
 function current() {
   const slug = location.hash.replace(/^#\/?/, "").split("/")[0];
