@@ -20,7 +20,7 @@ from dicom_node.index.schema import JOB_DONE
 from .conftest import CR_CHEST, CT_SERIES, dcmsend
 from .test_console import READER, WRITER
 from .test_durability import wait_until
-from .test_research_forwarding import CT_NAMES, NIH_SC, job_rows, outbox_rows
+from .test_research_forwarding import CT_NAMES, ct_with_a_radiograph, job_rows, outbox_rows
 
 GUARD = {"X-Requested-By": "dicom-node-console"}
 VIEWER = Path(__file__).parent / "viewer"
@@ -36,12 +36,7 @@ def node_with_studies(make_node, tmp_path, research_peer):
     classifier ran). Its deliveries wait an hour between tries: only a retry sends them now."""
     port, _, start_peer = research_peer
     ct = tmp_path / "ct"
-    ct.mkdir()
-    for name in CT_NAMES:
-        (ct / name).write_bytes((CT_SERIES / name).read_bytes())
-    radiograph = pydicom.dcmread(NIH_SC)  # a secondary capture: may carry burned-in text
-    radiograph.StudyInstanceUID = CT_STUDY
-    radiograph.save_as(ct / "radiograph.dcm")
+    ct_with_a_radiograph(ct)
     cr = tmp_path / "cr"
     cr.mkdir()
     (cr / CR_CHEST.name).write_bytes(CR_CHEST.read_bytes())

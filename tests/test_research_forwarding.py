@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pydicom
 from lxml import etree
@@ -39,15 +40,21 @@ def cli(node, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=node.root)
 
 
-def test_research_copies_are_de_identified_and_delivered_once(make_node, tmp_path, research_peer):
-    port, received, start_peer = research_peer
-    study = tmp_path / "study"
+def ct_with_a_radiograph(study: Path) -> None:
+    """A study in the folder ``study`` (made): three slices of the shared chest CT and, in the
+    same study, a secondary capture radiograph (which may carry burned-in text)."""
     study.mkdir()
     for name in CT_NAMES:
         (study / name).write_bytes((CT_SERIES / name).read_bytes())
-    radiograph = pydicom.dcmread(NIH_SC)  # a secondary capture: may carry burned-in text
+    radiograph = pydicom.dcmread(NIH_SC)
     radiograph.StudyInstanceUID = pydicom.dcmread(CT_SERIES / CT_NAMES[0]).StudyInstanceUID
     radiograph.save_as(study / "radiograph.dcm")
+
+
+def test_research_copies_are_de_identified_and_delivered_once(make_node, tmp_path, research_peer):
+    port, received, start_peer = research_peer
+    study = tmp_path / "study"
+    ct_with_a_radiograph(study)
     route = {"research_destinations": ["research"]}
     node = make_node(
         peers={"research": {"ae_title": "RESEARCH", "host": "127.0.0.1", "port": port}},
