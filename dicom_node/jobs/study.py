@@ -105,15 +105,15 @@ def _apply_route(
             len(set(route.models) - models_run) + (1 if route.research_destinations else 0)
         )
         return
-    if route.models:
-        # The models' code (PyTorch, MONAI, highdicom's SEG/SR) loads with the first series a
-        # model runs on, so a worker whose jobs ran no model stays small.
-        from .results import run_model
     for model in route.models:
         if model not in models_run:
             models_run.add(model)
             bundle = context.bundles[model]
             with progress.unit(f"{label}: {bundle.name} {bundle.version}") as report:
+                # The models' code (PyTorch, MONAI, highdicom's SEG/SR) loads with the first
+                # series a model runs on, so a worker whose jobs ran no model stays small.
+                from .results import run_model
+
                 run_model(context, job_id, route, bundle, stored, headers, label, report)
     if route.research_destinations:
         with progress.unit(f"{label}: route {route.name}: research forwarding"):
