@@ -78,7 +78,7 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert requests.post(f"{base}/jobs/1/retry", headers=GUARD, timeout=10).status_code == 401
 
     # Search: the same matching as C-FIND (IDs exact, names case-insensitive, date ranges).
-    assert found() == [CR_STUDY, CT_STUDY]  # oldest first
+    assert found() == [CT_STUDY, CR_STUDY]  # newest first
     assert found(patient_id=CT_PATIENT) == [CT_STUDY]
     assert found(patient_id=CT_PATIENT[:-1]) == []
     assert found(patient_name="samples^rg") == [CR_STUDY]

@@ -131,7 +131,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
         date_to: str = "",
         limit: int = 50,
     ) -> dict[str, object]:
-        """The studies matching the form, oldest first, at most ``limit``."""
+        """The studies matching the form, newest first (study date and time), at most ``limit``."""
         limit = min(max(limit, 1), MAX_STUDIES)
         asked = identifier(patient_id, patient_name, accession_number, date_from, date_to)
         try:
@@ -140,7 +140,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
             raise HTTPException(400, str(error)) from None
         user = http_user(request, messages.SOURCE)
         record(messages.query(user, request.url.path, messages.URI, request.url.query.encode()))
-        rows = list(matching_rows(context.engine, query, limit + 1, ordered=True))
+        rows = list(matching_rows(context.engine, query, limit + 1, newest_first=True))
         counts = study_counts(context.engine, [row["study_instance_uid"] for row in rows[:limit]])
         found = []
         for row in rows[:limit]:
