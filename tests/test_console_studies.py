@@ -89,6 +89,7 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert bad.status_code == 400 and "date_from" in bad.json()["detail"]
     listed = requests.get(f"{base}/studies", auth=reader, timeout=10).json()["studies"]
     assert {s["study_instance_uid"]: s["modalities"] for s in listed}[CT_STUDY] == ["CT", "DX"]
+    assert [s["job"] for s in listed] == [JOB_DONE, JOB_DONE]
 
     # The CT's timeline: received, stable, forwarded (timed), held back and why, each delivery
     # with the peer's answer; in time order.

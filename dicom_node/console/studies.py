@@ -15,7 +15,7 @@ from ..audit import messages, record
 from ..config import FHIR_DESTINATION
 from ..dicomweb.context import http_user
 from ..index import jobs
-from ..index.history import JobHistory, StudyHistory, study_history
+from ..index.history import JobHistory, StudyHistory, last_job_states, study_history
 from ..index.query import Level, QueryError, build_query, matching_rows, study_counts
 from ..index.wildcard import has_wildcard
 from .context import ConsoleContext
@@ -141,13 +141,16 @@ def studies_router(context: ConsoleContext) -> APIRouter:
         user = http_user(request, messages.SOURCE)
         record(messages.query(user, request.url.path, messages.URI, request.url.query.encode()))
         rows = list(matching_rows(context.engine, query, limit + 1, newest_first=True))
-        counts = study_counts(context.engine, [row["study_instance_uid"] for row in rows[:limit]])
+        uids = [row["study_instance_uid"] for row in rows[:limit]]
+        counts = study_counts(context.engine, uids)
+        job_states = last_job_states(context.engine, uids)
         found = []
         for row in rows[:limit]:
             study: dict[str, object] = {name: row[name] for name in SHOWN}
             numbers = counts.get(row["study_instance_uid"])
             study["modalities"] = numbers.modalities if numbers else []
             study["instances"] = numbers.instances if numbers else 0
+            study["job"] = job_states.get(row["study_instance_uid"], "")
             found.append(study)
         return {"studies": found, "more": len(rows) > limit}
 

@@ -139,3 +139,19 @@ def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHis
         [JobHistory(*row, steps.get(row.id, []), notes.get(row.id, [])) for row in rows],
         deliveries,
     )
+
+
+def last_job_states(engine: Engine, study_uids: list[str]) -> dict[str, str]:
+    """The state of each study's latest job (studies without a job left out): what a list of
+    studies shows of the node's work on them."""
+    latest = (
+        select(func.max(jobs.c.id))
+        .where(jobs.c.study_instance_uid.in_(study_uids))
+        .group_by(jobs.c.study_instance_uid)
+    )
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(
+                select(jobs.c.study_instance_uid, jobs.c.state).where(jobs.c.id.in_(latest))
+            ).all()
+        )

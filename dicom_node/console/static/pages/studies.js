@@ -74,10 +74,11 @@ async function search(results) {
     study.modalities.join(", "),
     String(study.instances),
     study.state,
+    study.job || "none",
   ]);
   const caption = `${found.studies.length}${found.more ? " (more match: narrow the search)" : ""} studies`;
   results.replaceChildren(
-    table(caption, ["Study", "Patient name", "Patient ID", "Accession", "Modalities", "Instances", "State"], rows),
+    table(caption, ["Study", "Patient name", "Patient ID", "Accession", "Modalities", "Instances", "State", "Last job"], rows),
   );
 }
 
