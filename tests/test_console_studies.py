@@ -109,8 +109,10 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert forwarding["duration"] >= 0
     (held,) = [e for e in events if e["kind"] == "held back"]
     assert "route sc-research" in held["text"] and "secondary capture" in held["text"]
-    tried = [e for e in events if e["kind"] == "delivery" and "answered" in e["text"]]
-    assert len(tried) == 3 and all("cannot reach peer 'research'" in e["text"] for e in tried)
+    queued, tried = [e["text"] for e in events if e["kind"] == "delivery"]
+    assert queued == "3 object(s) queued for research"
+    assert tried.startswith("3 object(s) pending for research after up to 1 attempt(s); the peer")
+    assert "cannot reach peer 'research'" in tried
     assert len(shown["deliveries"]) == 3
     assert {d["state"] for d in shown["deliveries"]} == {"pending"}
 

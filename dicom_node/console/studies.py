@@ -15,8 +15,9 @@ from ..audit import messages, record
 from ..config import FHIR_DESTINATION
 from ..dicomweb.context import http_user
 from ..index import jobs
-from ..index.history import JobHistory, StudyHistory, last_job_states, study_history
+from ..index.history import Delivery, JobHistory, StudyHistory, last_job_states, study_history
 from ..index.query import Level, QueryError, build_query, matching_rows, study_counts
+from ..index.schema import OUTBOX_PENDING, OUTBOX_SENT
 from ..index.wildcard import has_wildcard
 from .context import ConsoleContext
 
@@ -91,6 +92,34 @@ def _job_events(job: JobHistory) -> list[Event]:
     return events
 
 
+def _delivery_events(deliveries: list[Delivery]) -> list[Event]:
+    """Deliveries by destination (a series forwarded to research is hundreds of objects): when
+    they were queued, and each outcome with its latest time and the peer's latest answer."""
+    events = []
+    by_destination: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        by_destination.setdefault(delivery.destination, []).append(delivery)
+    for destination, rows in by_destination.items():
+        fhir = destination == FHIR_DESTINATION
+        kind, what = ("fhir", "FHIR report(s)") if fhir else ("delivery", "object(s)")
+        first = min(row.created_at for row in rows)
+        events.append(Event(first, kind, f"{len(rows)} {what} queued for {destination}"))
+        by_state: dict[str, list[Delivery]] = {}
+        for row in rows:
+            if row.attempts or row.state != OUTBOX_PENDING:  # tried at least once
+                by_state.setdefault(row.state, []).append(row)
+        for state, same in by_state.items():
+            latest = max(same, key=lambda row: row.updated_at)
+            if state == OUTBOX_SENT:
+                text = f"{len(same)} {what} sent to {destination}"
+            else:
+                text = f"{len(same)} {what} {state} for {destination} after up to "
+                text += f"{max(row.attempts for row in same)} attempt(s); "
+                text += f"the peer answered: {latest.last_error}"
+            events.append(Event(latest.updated_at, kind, text))
+    return events
+
+
 def timeline(history: StudyHistory) -> list[Event]:
     """The study's events in time order, each with its time, kind and a line of text (and how
     long it took, for a job and its steps)."""
@@ -105,16 +134,7 @@ def timeline(history: StudyHistory) -> list[Event]:
     if history.results:
         text = f"{history.results.instances} result(s) stored in the study"
         events.append(Event(history.results.first_at, "results", text))
-    for delivery in history.deliveries:
-        what = "FHIR report" if delivery.destination == FHIR_DESTINATION else "delivery"
-        text = f"{what} of {delivery.sop_instance_uid} queued for {delivery.destination}"
-        kind = "fhir" if what == "FHIR report" else "delivery"
-        events.append(Event(delivery.created_at, kind, text))
-        if delivery.attempts or delivery.state != "pending":
-            text = f"{what} to {delivery.destination}: {delivery.state} after "
-            text += f"{delivery.attempts} attempt(s)"
-            text += f"; the peer answered: {delivery.last_error}" if delivery.last_error else ""
-            events.append(Event(delivery.updated_at, kind, text))
+    events.extend(_delivery_events(history.deliveries))
     return sorted(events, key=lambda event: event.at)
 
 
