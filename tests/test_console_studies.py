@@ -17,9 +17,10 @@ import requests
 
 from dicom_node.index.schema import JOB_DONE
 
-from .conftest import CR_CHEST, CT_SERIES, dcmsend
+from .conftest import CR_CHEST, CT_SERIES, dcmsend, free_port
 from .test_console import READER, WRITER
 from .test_durability import wait_until
+from .test_fhir_delivery import MRN
 from .test_research_forwarding import CT_NAMES, ct_with_a_radiograph, job_rows, outbox_rows
 
 GUARD = {"X-Requested-By": "dicom-node-console"}
@@ -45,6 +46,12 @@ def node_with_studies(make_node, tmp_path, research_peer):
         peers={"research": {"ae_title": "RESEARCH", "host": "127.0.0.1", "port": port}},
         study={"stable_seconds": 1, "check_interval_seconds": 0.2},
         outbox={"first_retry_seconds": 3600, "max_retry_seconds": 3600},
+        # the EHR's FHIR server is down too: the radiograph's report waits
+        fhir={
+            "base_url": f"http://127.0.0.1:{free_port()}/fhir",
+            "patient_identifier_system": MRN,
+            "retries": 0,
+        },
         inference={
             "routes": [
                 {"name": "ct-research", "modality": ["CT"], "research_destinations": ["research"]},
@@ -121,13 +128,20 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     (model,) = [e for e in events if e["kind"] == "step"]
     assert "cxr_pneumonia" in model["text"] and model["duration"] > 0
     assert any(e["kind"] == "results" and "2 result(s) stored" in e["text"] for e in events)
+    queued, tried = [e["text"] for e in events if e["kind"] == "fhir"]
+    assert queued == "1 FHIR report(s) queued for fhir"
+    assert tried.startswith("1 FHIR report(s) pending for fhir after up to 1 attempt(s)")
+    assert "FHIR server unreachable" in tried
     unknown = requests.get(f"{base}/studies/1.2.3.4", auth=reader, timeout=10)
     assert unknown.status_code == 404
 
     # The running work: nothing running now, the outbox by destination with the peer's answer.
     work = requests.get(f"{base}/work", auth=reader, timeout=10).json()
-    assert work["running"] == [] and work["deliveries"] == {"research": {"pending": 3}}
-    assert all("cannot reach" in row["last_error"] for row in work["not_delivered"])
+    assert work["running"] == []
+    assert work["deliveries"] == {"research": {"pending": 3}, "fhir": {"pending": 1}}
+    answers = {row["destination"]: row["last_error"] for row in work["not_delivered"]}
+    assert "cannot reach peer 'research'" in answers["research"]
+    assert "FHIR server unreachable" in answers["fhir"]
     status = requests.get(f"http://127.0.0.1:{node.http_port}/status", timeout=10).json()
     assert status["running"] == [] and status["jobs"] == {JOB_DONE: 2}
 
