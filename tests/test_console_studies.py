@@ -201,6 +201,8 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
         "url": f"http://127.0.0.1:{node.http_port}/ui/",
         "user": WRITER["username"],
         "password": WRITER["password"],
+        "reader": READER["username"],
+        "readerPassword": READER["password"],
         "patientId": CT_PATIENT,
         "out": str(out),
     }
@@ -222,5 +224,6 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     assert "due now; done" in report["status"]
     assert "Healthy" in report["work"] and "No job is running." in report["work"]
     assert "research\t2\t1\t0" in report["work"]  # pending, sent (by the retry), failed
-    for name in ("1-search", "2-timeline", "3-retried", "4-work"):
+    assert report["readerSession"] == "reader (read only)" and report["readerButtons"] == 0
+    for name in ("1-search", "2-timeline", "3-retried", "4-work", "5-read-only"):
         assert (out / f"{name}.png").stat().st_size > 10_000

@@ -2,15 +2,17 @@
 // by patient ID with the keyboard, open its timeline, press "retry" on a delivery that failed and
 // watch its state change, then open the running work. axe-core checks each page; screenshots and
 // the page's text are reported, with every console error, page error and HTTP error answer.
+// Last, a read-only user's view of the same study: no action buttons.
 // Usage: node console_studies.mjs '{"url": ".../ui/", "user": U, "password": P,
-//   "patientId": ID, "out": DIR}'
+//   "reader": U, "readerPassword": P, "patientId": ID, "out": DIR}'
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve("axe-core/axe.min.js");
-const { url, user, password, patientId, out, timeoutMs = 30000 } = JSON.parse(process.argv[2]);
+const { url, user, password, reader, readerPassword, patientId, out, timeoutMs = 30000 } =
+  JSON.parse(process.argv[2]);
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -56,6 +58,11 @@ async function shot(name) {
 }
 
 const report = { errors, axe: {}, axeMinor: {} };
+// A step that times out says why with what the page reported (a script error, a refusal).
+process.on("uncaughtException", (error) => {
+  console.error(`${error.message}\npage errors: ${JSON.stringify(errors)}`);
+  process.exit(1);
+});
 
 // The search, by keyboard: the field found by its label, Enter submits.
 await page.goto(`${url}#/studies`);
@@ -98,6 +105,20 @@ await page.locator("#health").waitFor();
 await axe("work");
 report.work = await page.locator("main").innerText();
 await shot("4-work");
+
+// A read-only user sees the study without a button to press.
+const readOnly = await browser.newContext({
+  viewport: { width: 1400, height: 1000 },
+  httpCredentials: { username: reader, password: readerPassword },
+});
+const other = await readOnly.newPage();
+const studyUrl = page.url().replace("#/work", "");
+await other.goto(`${studyUrl}#/studies`);
+await other.locator("#study-results tbody a").first().click();
+await other.getByRole("heading", { name: "Timeline" }).waitFor();
+report.readerSession = await other.locator("#session").innerText();
+report.readerButtons = await other.getByRole("button").count();
+await other.screenshot({ path: join(out, "5-read-only.png"), fullPage: true });
 
 await browser.close();
 console.log(JSON.stringify(report));

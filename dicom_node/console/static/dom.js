@@ -18,8 +18,12 @@ export function element(tag, props = {}, ...children) {
   return node;
 }
 
-/** A table with a caption, column headers and rows of cells (text or elements). */
+/** A table with a caption, column headers and rows of cells (text or elements); a column whose
+ * header is null (an action a read-only user may not take) is left out with its cells. */
 export function table(caption, headers, rows) {
+  const kept = headers.map((header) => header !== null);
+  headers = headers.filter((_, i) => kept[i]);
+  rows = rows.map((cells) => cells.filter((_, i) => kept[i]));
   return element(
     "table",
     {},

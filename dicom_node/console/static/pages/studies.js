@@ -127,6 +127,7 @@ function fill(body, session, shown, uid, status) {
       ),
     ),
   );
+  const actionColumn = session.can_write ? "Action" : null;
   const act = (label, path, enabled, settled) =>
     session.can_write
       ? element(
@@ -169,10 +170,10 @@ function fill(body, session, shown, uid, status) {
     element("h2", {}, "Timeline"),
     timeline.length ? events : element("p", {}, "Nothing recorded."),
     element("h2", {}, "Jobs"),
-    jobs.length ? table("Jobs of this study", ["Job", "State", "Attempts", "Error", "Action"], jobRows) : element("p", {}, "No job yet."),
+    jobs.length ? table("Jobs of this study", ["Job", "State", "Attempts", "Error", actionColumn], jobRows) : element("p", {}, "No job yet."),
     element("h2", {}, "Deliveries"),
     deliveries.length
-      ? table("Deliveries of this study's results and copies", ["Destination", "Object", "State", "Attempts", "Peer's last answer", "Action"], deliveryRows)
+      ? table("Deliveries of this study's results and copies", ["Destination", "Object", "State", "Attempts", "Peer's last answer", actionColumn], deliveryRows)
       : element("p", {}, "No delivery."),
   );
 }

@@ -95,7 +95,7 @@ function fill(body, session, status, work, health, refresh) {
       ? table("Deliveries by destination and state", ["Destination", ...STATES.map((s) => `${s[0].toUpperCase()}${s.slice(1)}`)], destinations)
       : element("p", {}, "Nothing was queued for delivery."),
     waiting.length
-      ? table("Tried and not through", ["Destination", "Object", "State", "Attempts", "Next try", "Peer's last answer", "Action"], waiting)
+      ? table("Tried and not through", ["Destination", "Object", "State", "Attempts", "Next try", "Peer's last answer", session.can_write ? "Action" : null], waiting)
       : destinations.length && element("p", {}, "Every delivery tried went through."),
   );
 }
