@@ -51,6 +51,7 @@ def test_a_running_jobs_step_and_percentage_show_everywhere(database_url, tmp_pa
     assert job is not None
     (claimed,) = running(engine)
     assert (claimed.step, claimed.percent, claimed.models) == ("waiting for a worker", 0, [])
+    assert claimed.started_at is None
 
     # Two units: a model with its own steps, then a series nothing applies to.
     progress = JobProgress(engine, job.id, units=2, models=["cxr_pneumonia"])
@@ -95,4 +96,4 @@ def test_a_running_jobs_step_and_percentage_show_everywhere(database_url, tmp_pa
     assert jobs.retry(engine, job.id)
     jobs.claim(engine)
     (again,) = running(engine)
-    assert (again.step, again.percent) == ("waiting for a worker", 0)
+    assert (again.step, again.percent, again.started_at) == ("waiting for a worker", 0, None)

@@ -87,6 +87,7 @@ def claim(engine: Engine) -> Job | None:
                     attempts=jobs.c.attempts + 1,
                     updated_at=time.time(),
                     # the last attempt's progress is not this one's (`index.progress`)
+                    started_at=None,
                     step=None,
                     percent=None,
                 )
