@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from dicom_node.index.schema import JOB_DONE
 
@@ -21,13 +22,21 @@ from .conftest import CR_CHEST, CT_SERIES, dcmsend, free_port
 from .test_console import READER, WRITER
 from .test_durability import wait_until
 from .test_fhir_delivery import MRN
-from .test_research_forwarding import CT_NAMES, ct_with_a_radiograph, job_rows, outbox_rows
+from .test_research_forwarding import (
+    CT_NAMES,
+    NIH_SC,
+    ct_with_a_radiograph,
+    job_rows,
+    outbox_rows,
+)
 
 GUARD = {"X-Requested-By": "dicom-node-console"}
 VIEWER = Path(__file__).parent / "viewer"
 CHROMIUM = Path("/usr/bin/chromium")
 CT_PATIENT = str(pydicom.dcmread(CT_SERIES / CT_NAMES[0], stop_before_pixels=True).PatientID)
 CT_STUDY = str(pydicom.dcmread(CT_SERIES / CT_NAMES[0], stop_before_pixels=True).StudyInstanceUID)
+#: a patient name and a study description that are markup: the pages must show them as text
+HOSTILE = {"name": "<b>Bold</b>^<i>Italic</i>", "description": '<img src=x onerror="pwned=1">'}
 CR_STUDY = str(pydicom.dcmread(CR_CHEST, stop_before_pixels=True).StudyInstanceUID)
 
 
@@ -195,6 +204,18 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     """Screenshots stay in the test's folder, or under $DICOM_NODE_TEST_ARTEFACTS."""
     node, start_peer = node_with_studies(make_node, tmp_path, research_peer)
     start_peer()  # back: the retry the engineer presses goes through
+    # A study whose patient name and description are markup.
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    image = pydicom.dcmread(NIH_SC)
+    image.PatientName = HOSTILE["name"]
+    image.StudyDescription = HOSTILE["description"]
+    image.StudyInstanceUID, image.SeriesInstanceUID, image.SOPInstanceUID = (
+        generate_uid() for _ in range(3)
+    )
+    image.save_as(hostile / "hostile.dcm")
+    assert dcmsend(node.port, hostile).returncode == 0
+    wait_until(lambda: [state for _, state in job_rows(node)] == [JOB_DONE] * 3, timeout=60)
     out = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console-studies"
     out.mkdir(parents=True, exist_ok=True)
     arguments = {
@@ -204,6 +225,7 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
         "reader": READER["username"],
         "readerPassword": READER["password"],
         "patientId": CT_PATIENT,
+        "hostile": ["<b>Bold</b>, <i>Italic</i>", HOSTILE["description"]],
         "out": str(out),
     }
     run = subprocess.run(
@@ -215,6 +237,7 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
     assert report["errors"] == []
+    assert report["hostile"] == {"ran": False, "elements": 0, "shown": True}
     assert report["axe"] == {"search": [], "study": [], "work": []}
     assert CT_PATIENT in report["found"] and "CT, DX" in report["found"]
     for text in ("first instance received", "research forwarding", "held back", "job 1 done"):
@@ -225,5 +248,5 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     assert "Healthy" in report["work"] and "No job is running." in report["work"]
     assert "research\t2\t1\t0" in report["work"]  # pending, sent (by the retry), failed
     assert report["readerSession"] == "reader (read only)" and report["readerButtons"] == 0
-    for name in ("1-search", "2-timeline", "3-retried", "4-work", "5-read-only"):
+    for name in ("0-studies", "1-search", "2-timeline", "3-retried", "4-work", "5-read-only"):
         assert (out / f"{name}.png").stat().st_size > 10_000

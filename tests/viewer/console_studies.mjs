@@ -4,15 +4,16 @@
 // the page's text are reported, with every console error, page error and HTTP error answer.
 // Last, a read-only user's view of the same study: no action buttons.
 // Usage: node console_studies.mjs '{"url": ".../ui/", "user": U, "password": P,
-//   "reader": U, "readerPassword": P, "patientId": ID, "out": DIR}'
+//   "reader": U, "readerPassword": P, "patientId": ID, "hostile": [TEXT...], "out": DIR}'
+// A study whose attributes are markup must be shown as that text (``hostile``), never parsed.
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve("axe-core/axe.min.js");
-const { url, user, password, reader, readerPassword, patientId, out, timeoutMs = 30000 } =
-  JSON.parse(process.argv[2]);
+const { url, user, password, reader, readerPassword, patientId, hostile, out,
+  timeoutMs = 30000 } = JSON.parse(process.argv[2]);
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -69,6 +70,13 @@ await page.goto(`${url}#/studies`);
 await page.getByRole("heading", { name: "Studies" }).waitFor();
 await page.getByRole("table").waitFor(); // every study, before any search
 await axe("search");
+const listed = await page.locator("#study-results").innerText();
+report.hostile = {
+  ran: await page.evaluate(() => window.pwned === 1),
+  elements: await page.locator("main :is(img, b, i)").count(),
+  shown: hostile.every((text) => listed.includes(text)),
+};
+await shot("0-studies");
 const field = page.getByLabel("Patient ID");
 await field.focus();
 await page.keyboard.type(patientId);

@@ -76,7 +76,9 @@ async function search(results) {
     study.state,
     study.job || "none",
   ]);
-  const caption = `${found.studies.length}${found.more ? " (more match: narrow the search)" : ""} studies`;
+  const count = found.studies.length;
+  const caption = `${count} ${count === 1 ? "study" : "studies"}` +
+    (found.more ? " (more match: narrow the search)" : "");
   results.replaceChildren(
     table(caption, ["Study", "Patient name", "Patient ID", "Accession", "Modalities", "Instances", "State", "Last job"], rows),
   );
