@@ -103,6 +103,8 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert found(date_from="2004-08-26", date_to="2004-08-26") == [CR_STUDY]
     bad = requests.get(f"{base}/studies", params={"date_from": "12/01/2004"}, auth=reader)
     assert bad.status_code == 400 and "date_from" in bad.json()["detail"]
+    nul = requests.get(f"{base}/studies", params={"patient_name": "a\x00b"}, auth=reader)
+    assert nul.status_code == 400 and "NUL" in nul.json()["detail"]
     listed = requests.get(f"{base}/studies", auth=reader, timeout=10).json()["studies"]
     assert {s["study_instance_uid"]: s["modalities"] for s in listed}[CT_STUDY] == ["CT", "DX"]
     assert [s["job"] for s in listed] == [JOB_DONE, JOB_DONE]
