@@ -382,3 +382,30 @@ def result_identity(series_number: int):
         "AI_NODE",
         generate_uid(),
     )
+
+
+@pytest.fixture
+def research_peer(tmp_path):
+    """storescp on a free port, started on demand; files land in `folder`."""
+    folder = tmp_path / "research"
+    folder.mkdir()
+    port = free_port()
+    processes = []
+
+    def start():
+        command = [
+            str(DCMTK / "storescp"),
+            "-aet",
+            "RESEARCH",
+            "+xa",
+            "-od",
+            str(folder),
+            str(port),
+        ]
+        processes.append(subprocess.Popen(command, env=TOOL_ENV, stderr=subprocess.DEVNULL))
+        wait_for_port(port, processes[-1])
+
+    yield port, folder, start
+    for process in processes:
+        process.kill()
+        process.wait()

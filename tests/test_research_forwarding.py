@@ -7,15 +7,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pydicom
-import pytest
 from lxml import etree
 from sqlalchemy import select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_PENDING, OUTBOX_SENT, jobs, outbox
 
-from .conftest import CT_SERIES, DCMTK, SHARED_DATA, TOOL_ENV, dcmsend, free_port, wait_for_port
+from .conftest import CT_SERIES, SHARED_DATA, dcmsend
 from .test_audit import audit_messages, of_event
 from .test_durability import wait_until
 
@@ -40,42 +40,21 @@ def cli(node, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=node.root)
 
 
-@pytest.fixture
-def research_peer(tmp_path):
-    """storescp on a free port, started on demand; files land in `folder`."""
-    folder = tmp_path / "research"
-    folder.mkdir()
-    port = free_port()
-    processes = []
-
-    def start():
-        command = [
-            str(DCMTK / "storescp"),
-            "-aet",
-            "RESEARCH",
-            "+xa",
-            "-od",
-            str(folder),
-            str(port),
-        ]
-        processes.append(subprocess.Popen(command, env=TOOL_ENV, stderr=subprocess.DEVNULL))
-        wait_for_port(port, processes[-1])
-
-    yield port, folder, start
-    for process in processes:
-        process.kill()
-        process.wait()
+def ct_with_a_radiograph(study: Path) -> None:
+    """A study in the folder ``study`` (made): three slices of the shared chest CT and, in the
+    same study, a secondary capture radiograph (which may carry burned-in text)."""
+    study.mkdir()
+    for name in CT_NAMES:
+        (study / name).write_bytes((CT_SERIES / name).read_bytes())
+    radiograph = pydicom.dcmread(NIH_SC)
+    radiograph.StudyInstanceUID = pydicom.dcmread(CT_SERIES / CT_NAMES[0]).StudyInstanceUID
+    radiograph.save_as(study / "radiograph.dcm")
 
 
 def test_research_copies_are_de_identified_and_delivered_once(make_node, tmp_path, research_peer):
     port, received, start_peer = research_peer
     study = tmp_path / "study"
-    study.mkdir()
-    for name in CT_NAMES:
-        (study / name).write_bytes((CT_SERIES / name).read_bytes())
-    radiograph = pydicom.dcmread(NIH_SC)  # a secondary capture: may carry burned-in text
-    radiograph.StudyInstanceUID = pydicom.dcmread(CT_SERIES / CT_NAMES[0]).StudyInstanceUID
-    radiograph.save_as(study / "radiograph.dcm")
+    ct_with_a_radiograph(study)
     route = {"research_destinations": ["research"]}
     node = make_node(
         peers={"research": {"ae_title": "RESEARCH", "host": "127.0.0.1", "port": port}},

@@ -166,7 +166,7 @@ def _when(timestamp: float) -> str:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from ..index import jobs
+    from ..index import jobs, progress
     from ..index.database import open_engine
 
     engine = open_engine(_config(args).storage.database_url)
@@ -184,12 +184,16 @@ def _jobs(args: argparse.Namespace) -> int:
         listed = [found]
     else:
         listed = jobs.recent(engine, args.limit)
+    in_progress = {job.id: job for job in progress.running(engine)}
     for job in listed:
         print(
             f"{job.id:>6}  {job.state:<8} attempts={job.attempts}  updated {_when(job.updated_at)}"
             f"  study {job.study_instance_uid}"
             + (f"\n        error: {job.error}" if job.error else "")
         )
+        if job.id in in_progress:
+            running = in_progress[job.id]
+            print(f"        {running.percent:>3}%  {running.step}")
         if args.action == "show":
             for note in jobs.notes(engine, job.id):
                 print(f"        {note}")

@@ -15,6 +15,8 @@ from . import predict, views
 from .configuration import configuration_api
 from .context import ConsoleContext
 from .guard import same_origin_only
+from .studies import studies_router
+from .work import work_router
 
 #: where the console lives under the node's HTTP root (DESIGN.md)
 ROOT = "/ui"
@@ -43,6 +45,8 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
             "ae_title": context.config.ae_title,
         }
 
+    api.include_router(studies_router(context))
+    api.include_router(work_router(context))
     api.include_router(predict.router(context))
     api.include_router(views.router(context))
     api.include_router(configuration_api(context))

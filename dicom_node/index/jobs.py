@@ -83,7 +83,15 @@ def claim(engine: Engine) -> Job | None:
             taken = connection.execute(
                 update(jobs)
                 .where(and_(jobs.c.id == candidate, jobs.c.state == JOB_PENDING))
-                .values(state=JOB_RUNNING, attempts=jobs.c.attempts + 1, updated_at=time.time())
+                .values(
+                    state=JOB_RUNNING,
+                    attempts=jobs.c.attempts + 1,
+                    updated_at=time.time(),
+                    # the last attempt's progress is not this one's (`index.progress`)
+                    started_at=None,
+                    step=None,
+                    percent=None,
+                )
             ).rowcount
             if taken:
                 row = connection.execute(select(*_COLUMNS).where(jobs.c.id == candidate)).one()

@@ -221,12 +221,14 @@ def matching_rows(
     limit: int | None = None,
     offset: int = 0,
     ordered: bool = False,
+    newest_first: bool = False,
 ) -> Iterator[dict]:
     """One dict per matching entity: the index columns of its level and the levels above, at
     most `limit`.
 
     When `ordered` (or with an `offset`) the entities come in a stable order (date, number,
-    UID), so that a client can page through them; otherwise in the index's order, which spares
+    UID), so that a client can page through them, or in the reverse order when `newest_first`
+    (a person looking at a node's recent work); otherwise in the index's order, which spares
     the database a sort of every match.
     """
     columns: list = list(studies.c)
@@ -247,8 +249,9 @@ def matching_rows(
         if query.level is Level.IMAGE:
             columns += list(instances.c)
         statement = _filtered(_base(query).add_columns(*columns), query)
-        if ordered or offset:
-            statement = statement.order_by(*_ORDER[query.level]).offset(offset)
+        if ordered or offset or newest_first:
+            order = [c.desc() if newest_first else c for c in _ORDER[query.level]]
+            statement = statement.order_by(*order).offset(offset)
         statement = statement.limit(limit)
     with engine.connect() as connection:
         for row in connection.execute(statement):

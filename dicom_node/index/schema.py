@@ -134,6 +134,13 @@ jobs = Table(
     #: the models a person chose for this job (a JSON list of bundle names, e.g. an upload in the
     #: console); NULL: the routing rules choose, series by series
     Column("models", Text),
+    #: where the running attempt is (`index.progress`): when it started, the models it runs
+    #: (comma-separated), its step and how far it got; NULL for a job that has not run since
+    #: the index had them
+    Column("started_at", Float),
+    Column("running_models", Text),
+    Column("step", Text),
+    Column("percent", Integer),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_study", "study_instance_uid"),
 )
@@ -158,6 +165,20 @@ job_notes = Table(
     Column("at", Float, nullable=False),
     Column("text", Text, nullable=False),
     Index("ix_job_notes_job", "job_id"),
+)
+
+#: The timed steps of a job's attempts (a model on a series, forwarding to research), so a
+#: study's timeline says what ran when and for how long.
+job_steps = Table(
+    "job_steps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    #: NULL while the step runs, or when its attempt was interrupted
+    Column("finished_at", Float),
+    Index("ix_job_steps_job", "job_id"),
 )
 
 #: Outbox states: `pending` until the destination acknowledged the object (`sent`), or until it

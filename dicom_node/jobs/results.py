@@ -42,6 +42,7 @@ from ..index.jobs import add_note
 from ..store.own_instances import encode_instance, store_own_instance
 from .context import StoredSeries, StudyJobContext
 from .fhir_report import queue_report
+from .progress import StepReport
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,10 @@ def run_model(
     stored: StoredSeries,
     headers: list[Dataset],
     label: str,
+    report: StepReport,
 ) -> None:
-    """Make, keep and queue ``bundle``'s results for one series; every outcome is a job note.
+    """Make, keep and queue ``bundle``'s results for one series; every outcome is a job note,
+    and ``report`` follows its steps (the job's progress).
 
     A series the model cannot take (a volume with gaps, an image it cannot read) is noted and
     skipped; anything else propagates and fails the job, which can then be retried.
@@ -186,6 +189,7 @@ def run_model(
             f"{head}: {len(uids)} result(s) stored by an earlier run; {queued} queued now",
         )
         return
+    report("de-identify", 0.0)
     deidentify = context.deidentifier(route)
     pseudonymous = [deidentify(header) for header in headers]
     # Durable before the model runs: whatever it makes can always be mapped back.
@@ -197,11 +201,13 @@ def run_model(
         )
     )
     run = _run_segmentation if bundle.task == "segmentation" else _run_classifier
+    report("infer and encode", 0.1)
     try:
         made = run(bundle, stored.paths, pseudonymous, plans)
     except UnsuitableInput as error:  # not what the model takes (its message says why)
         add_note(context.engine, job_id, f"{head}: not run: {error}")
         return
+    report("re-identify, store and queue", 0.9)
     stored_now = queued = 0
     for plan, result in zip(plans, made, strict=True):
         original = reidentify(result, context.mapping, headers[plan.source_index])

@@ -26,6 +26,7 @@ from ..index.contents import received_series
 from ..index.jobs import add_note, chosen_models
 from ..outbox.destinations.audited import destination as audit_destination
 from .context import StoredSeries, StudyJobContext, StudyJobError
+from .progress import JobProgress
 from .routing import SeriesFacts, matching_routes
 
 log = logging.getLogger(__name__)
@@ -59,22 +60,37 @@ def run_study_job(context: StudyJobContext, job_id: int, study_uid: str) -> None
     chosen = chosen_models(context.engine, job_id)
     if not found:
         add_note(context.engine, job_id, "the study has no stored instance (removed?)")
+    planned = []
     for stored in found:
         headers = [_read(path, headers_only=True) for path in stored.paths]
         facts = SeriesFacts.from_headers(headers)
-        label = f"series {headers[0].get('SeriesNumber', '?')} ({facts.modality or '-'}, "
-        label += f"{len(headers)} instance(s))"
         if chosen is not None:
             routes = [chosen_route(chosen)]
         else:
             routes = matching_routes(context.config.inference.routes, facts)
+        planned.append((stored, headers, facts, routes))
+    models = sorted({model for *_, routes in planned for route in routes for model in route.models})
+    units = sum(_units(routes) for *_, routes in planned)
+    progress = JobProgress(context.engine, job_id, units, models)
+    for stored, headers, facts, routes in planned:
+        label = f"series {headers[0].get('SeriesNumber', '?')} ({facts.modality or '-'}, "
+        label += f"{len(headers)} instance(s))"
         if not routes:
             add_note(
                 context.engine, job_id, f"{label}: no routing rule matches ({facts.describe()})"
             )
+            progress.skipped()
         models_run: set[str] = set()
         for route in routes:
-            _apply_route(context, job_id, route, stored, headers, label, models_run)
+            _apply_route(context, job_id, route, stored, headers, label, models_run, progress)
+    progress.finished()
+
+
+def _units(routes: list[RouteConfig]) -> int:
+    """The units of work of one series (`JobProgress`): its models, once each, and its
+    forwardings; one for a series nothing applies to."""
+    models = {model for route in routes for model in route.models}
+    return max(1, len(models) + sum(1 for route in routes if route.research_destinations))
 
 
 def _apply_route(
@@ -85,6 +101,7 @@ def _apply_route(
     headers: list[Dataset],
     label: str,
     models_run: set[str],
+    progress: JobProgress,
 ) -> None:
     reasons = {reason for h in headers if (reason := burned_in_text(h))}
     if reasons and not route.allow_burned_in_text:
@@ -94,17 +111,23 @@ def _apply_route(
             f"{label}: route {route.name}: held back from models and research destinations: "
             f"{'; '.join(sorted(reasons))} (allow_burned_in_text is false for this route)",
         )
+        progress.skipped(
+            len(set(route.models) - models_run) + (1 if route.research_destinations else 0)
+        )
         return
-    if route.models:
-        # The models' code (PyTorch, MONAI, highdicom's SEG/SR) loads with the first series a
-        # model runs on, so a worker whose jobs ran no model stays small.
-        from .results import run_model
     for model in route.models:
         if model not in models_run:
             models_run.add(model)
-            run_model(context, job_id, route, context.bundles[model], stored, headers, label)
+            bundle = context.bundles[model]
+            with progress.unit(f"{label}: {bundle.name} {bundle.version}") as report:
+                # The models' code (PyTorch, MONAI, highdicom's SEG/SR) loads with the first
+                # series a model runs on, so a worker whose jobs ran no model stays small.
+                from .results import run_model
+
+                run_model(context, job_id, route, bundle, stored, headers, label, report)
     if route.research_destinations:
-        queued, already = _forward(context, job_id, route, stored)
+        with progress.unit(f"{label}: route {route.name}: research forwarding"):
+            queued, already = _forward(context, job_id, route, stored)
         text = f"{label}: route {route.name}: {queued} de-identified instance(s) queued for "
         text += ", ".join(route.research_destinations)
         if already:

@@ -16,6 +16,7 @@ from .. import metrics
 from ..config import ConfigError, HttpConfig
 from ..console.app import mount_console
 from ..console.context import ConsoleContext
+from ..console.work import work_summary
 from ..dicomweb.app import mount_dicomweb
 from ..dicomweb.auth import AuthSetupError, load_jwks
 from ..dicomweb.context import DicomwebContext
@@ -84,24 +85,11 @@ def create_app(
 
     @app.get("/status")
     def status() -> dict:
-        """Jobs by state, deliveries by destination and state, and the deliveries that were
-        tried and are not through (with the peer's last answer): what `dicom-node jobs` and
-        `dicom-node outbox` show, for a monitoring system."""
-        return {
-            "jobs": jobs.counts(engine),
-            "deliveries": box.counts(),
-            "not_delivered": [
-                {
-                    "id": row.id,
-                    "destination": row.destination,
-                    "sop_instance_uid": row.sop_instance_uid,
-                    "state": row.state,
-                    "attempts": row.attempts,
-                    "last_error": row.last_error,
-                }
-                for row in box.waiting(limit=100)
-            ],
-        }
+        """Jobs by state, the running ones with their step and percentage, deliveries by
+        destination and state, and the deliveries that were tried and are not through (with the
+        peer's last answer): what `dicom-node jobs` and `dicom-node outbox` show, for a
+        monitoring system."""
+        return {"jobs": jobs.counts(engine), **work_summary(engine, box)}
 
     @app.get("/metrics")
     def prometheus() -> Response:

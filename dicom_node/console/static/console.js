@@ -1,10 +1,12 @@
 // The console's shell: the session line, the page list and a hash router. Each page is an ES
 // module in pages/ exporting {slug, title, render(main, session)}; list it in PAGES to show it.
 import { api } from "./api.js";
+import * as studies from "./pages/studies.js";
+import * as work from "./pages/work.js";
 import predict from "./pages/predict.js";
 import config from "./pages/config.js";
 
-const PAGES = [predict, config];
+const PAGES = [studies, work, predict, config];
 
 function current() {
   const slug = location.hash.replace(/^#\/?/, "").split("/")[0];
