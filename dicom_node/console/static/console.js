@@ -13,7 +13,7 @@ function current() {
   return PAGES.find((page) => page.slug === slug) || PAGES[0];
 }
 
-async function show(session) {
+async function show(session, moved) {
   const main = document.getElementById("main");
   const page = current();
   for (const link of document.querySelectorAll("#pages a")) {
@@ -32,6 +32,8 @@ async function show(session) {
     message.textContent = `${page.title}: ${error.message}`;
     main.replaceChildren(message);
   }
+  // A keyboard or screen-reader user lands on the page they chose, not back on the nav.
+  if (moved) main.focus();
 }
 
 async function start() {
@@ -49,7 +51,7 @@ async function start() {
     item.append(link);
     list.append(item);
   }
-  window.addEventListener("hashchange", () => show(session));
+  window.addEventListener("hashchange", () => show(session, true));
   await show(session);
 }
 
