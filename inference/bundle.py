@@ -41,6 +41,8 @@ class Bundle:
     config_files: list[Path] = field(repr=False)
     #: the ids the configuration files define at their top level
     config_ids: frozenset[str] = field(repr=False)
+    #: the PyTorch device the network runs on (`inference.device`), set before first use
+    device: str = "cpu"
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -112,7 +114,7 @@ class Bundle:
 
         script = self.path / "models" / "model.ts"
         if "network_def" not in self.config_ids:
-            return torch.jit.load(str(script), map_location="cpu").eval()
+            return torch.jit.load(str(script), map_location=self.device).eval()
         network = self.parser.get_parsed_content("network_def")
         weights = self.path / "models" / "model.pt"
         if weights.is_file():
@@ -122,7 +124,7 @@ class Bundle:
             raise BundleError(
                 f"bundle {self.path}: the network has parameters but models/model.pt is missing"
             )
-        return network.eval()
+        return network.to(self.device).eval()
 
     @cached_property
     def preprocessing(self) -> Any:

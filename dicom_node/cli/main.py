@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from ..config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
+    JobEngine,
     NodeConfig,
     PeerConfig,
     config_files,
@@ -22,6 +24,9 @@ from ..config import (
     secret_findings,
 )
 from ..deid.settings import DeidentificationOptions
+
+#: the password of a URL (``scheme://user:password@host``), kept out of what is printed
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -59,6 +64,23 @@ def _check_secrets(document: object, config: NodeConfig) -> None:
         raise ConfigError("; ".join(found.readable_by_others))
 
 
+def _describe_jobs(config: NodeConfig) -> str:
+    """Where jobs run and on which device the models run (as this host sees it: a GPU worker's
+    configuration checked on a receiver's host says so, it is not an error here)."""
+    from ..jobs.bundles import model_device
+
+    jobs = config.jobs
+    where = f"local pool of {jobs.workers} worker(s)"
+    if jobs.engine == JobEngine.CELERY:
+        broker = _PASSWORD.sub(r"\1***@", jobs.broker_url or "")
+        where = f"celery workers, broker {broker}"
+    try:
+        device = model_device(config.inference)
+    except ConfigError as error:
+        device = f"{config.inference.device}, not on this host ({error})"
+    return f"jobs: {where}; models on {device}"
+
+
 def _check_config(args: argparse.Namespace) -> int:
     sources = config_source(args.path)
     document = read_document(args.path)
@@ -87,6 +109,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
     bundles = load_bundles(config.inference)
     print("  models: " + ", ".join(f"{b.name} {b.version} ({b.task})" for b in bundles.values()))
+    print(f"  {_describe_jobs(config)}")
     print(f"  routes: {', '.join(rule.name for rule in config.inference.routes)}")
     return 0
 

@@ -29,7 +29,7 @@ from pydicom import config as pydicom_config
 from pynetdicom import evt
 
 from ..audit import close_trail, messages, open_trail, record
-from ..config import ConfigError, NodeConfig
+from ..config import ConfigError, JobEngine, NodeConfig
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
 from ..statuses import SUCCESS
@@ -236,9 +236,9 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     for config_path in config_paths:
         digest = hashlib.sha256(config_path.read_bytes()).digest()
         record(messages.configuration_loaded(str(config_path.resolve()), digest))
-    if config.dicom.workers > 1:
-        # Must precede the first import of prometheus_client in this process.
-        _prepare_metrics_folder(storage.root)
+    # Must precede the first import of prometheus_client in this process; the receiving
+    # processes and the job workers inherit it.
+    _prepare_metrics_folder(storage.root)
     from ..dimse.tls import client_args, server_context
     from ..index.statistics import StatisticsRefresher
     from ..jobs.runner import JobRunner
@@ -250,6 +250,11 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
 
     fhir = open_fhir_client(config)
     check_http(config.http)
+    local = config.jobs.engine == JobEngine.LOCAL
+    if local and config.inference.device.startswith("cuda"):  # a GPU this host lacks: stop
+        from ..jobs.bundles import model_device
+
+        model_device(config.inference)
     engine = open_engine(config.storage.database_url, create=True)
     reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
