@@ -43,6 +43,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from ..logging_setup import configure_logging
+    from ..serve.worker import DEFAULT_QUEUES, run_worker
+
+    config = _config(args)
+    configure_logging(config.logging.level)
+    queues = [q for item in args.queues or DEFAULT_QUEUES for q in item.split(",") if q]
+    run_worker(config, queues, args.concurrency)
+    return 0
+
+
 def _peer_address(peer: PeerConfig) -> str:
     parts = [f"{a.ae_title}@{a.host}:{a.port}"] if (a := peer.address) else []
     parts += [f"STOW-RS {peer.dicomweb_url}"] if peer.dicomweb_url else []
@@ -272,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the node")
     serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker for jobs and deliveries (jobs.engine: celery)"
+    )
+    worker.add_argument(
+        "--queues",
+        action="append",
+        help="queues to take work from, comma-separated or repeated (default: jobs,outbox; "
+        "e.g. gpu for the routes that name it)",
+    )
+    worker.add_argument("--concurrency", type=int, help="job processes (default: jobs.workers)")
+    worker.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    worker.set_defaults(run=_worker)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
     check.set_defaults(run=_check_config)

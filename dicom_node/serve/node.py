@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
+from ..periodic import PeriodicThread
 from ..statuses import SUCCESS
-from ..store.lock import LockShare, StorageLocked, take_lock
+from ..store.lock import LockShare, StorageLocked, join_cluster, take_lock
 from ..store.recovery import reconcile
 from ..store.storage import NAMES_AHEAD, StorageArea
 
@@ -222,8 +224,13 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     """Run the node until SIGTERM/SIGINT; `config_paths` are the files `config` was read from
     (the file and its local override)."""
     storage = StorageArea(config.storage.path)
+    cluster = config.jobs.engine == JobEngine.CELERY
+    patience = _DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5
     try:
-        lock = take_lock(storage.root, patience=_DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5)
+        if cluster:
+            lock, alone = join_cluster(storage.root, patience)
+        else:
+            lock, alone = take_lock(storage.root, patience), True
     except StorageLocked as error:
         raise ConfigError(str(error)) from None
     storage.prepare()
@@ -237,8 +244,10 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         digest = hashlib.sha256(config_path.read_bytes()).digest()
         record(messages.configuration_loaded(str(config_path.resolve()), digest))
     # Must precede the first import of prometheus_client in this process; the receiving
-    # processes and the job workers inherit it.
-    _prepare_metrics_folder(storage.root)
+    # processes and the job workers inherit it. A cluster's nodes each keep their own.
+    _prepare_metrics_folder(
+        Path(tempfile.mkdtemp(prefix="dicom-node-")) if cluster else storage.root
+    )
     from ..dimse.tls import client_args, server_context
     from ..index.statistics import StatisticsRefresher
     from ..jobs.runner import JobRunner
@@ -256,7 +265,8 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
 
         model_device(config.inference)
     engine = open_engine(config.storage.database_url, create=True)
-    reconcile(engine, storage)
+    if alone:  # other nodes of a cluster may be writing files their rows do not name yet
+        reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
     # A certificate, key or CA file that cannot be loaded stops the node here, named.
     if config.dicom.tls.port is not None:
@@ -285,11 +295,17 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     statistics = StatisticsRefresher(engine)
     statistics.start()
     box = open_outbox(config, engine)
-    box.recover()
-    sender = OutboxSender(config, box, fhir)
-    sender.start()
-    runner = JobRunner(config, engine)
-    runner.start()
+    if alone:
+        box.recover()
+    if cluster:  # the workers run jobs and deliveries; this node publishes them
+        from ..jobs.publisher import JobPublisher
+
+        lock.share_with_cluster()
+        background: list[PeriodicThread | JobRunner] = [JobPublisher(config, engine, storage, box)]
+    else:
+        background = [OutboxSender(config, box, fhir), JobRunner(config, engine)]
+    for worker in background:
+        worker.start()
     http = HttpServer(
         create_app(
             engine,
@@ -325,8 +341,8 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     receiver.stop()
     monitor.stop()
     statistics.stop()
-    runner.stop()
-    sender.stop()
+    for worker in reversed(background):
+        worker.stop()
     http.stop()
     for child in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)
