@@ -83,8 +83,15 @@ def register_tasks(app: Celery, config: NodeConfig) -> WorkerState:
         context = state.context
         outcome, job = claim_job(context.engine, job_id)
         if outcome is Claim.BUSY:
+            log.info(
+                "job %d: its study is being processed by another worker: looked at again in "
+                "%.0f s",
+                job_id,
+                BUSY_RETRY_SECONDS,
+            )
             raise task.retry(countdown=BUSY_RETRY_SECONDS)
         if job is None:
+            log.info("job %d: finished already (a message sent again)", job_id)
             return
         try:
             log.info("job %d started (attempt %d)", job.id, job.attempts)

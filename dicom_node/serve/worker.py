@@ -11,6 +11,7 @@ the models on ``inference.device`` with its first job. SIGTERM lets the jobs in 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 from collections.abc import Sequence
@@ -45,6 +46,9 @@ def run_worker(config: NodeConfig, queues: Sequence[str], concurrency: int | Non
 
     @worker_process_init.connect(weak=False)
     def _prepare_process(**_: object) -> None:
+        # Celery marks its pool processes daemonic, which multiprocessing forbids to start
+        # processes; the CT loader decodes slices in a pool of its own, joined before it returns.
+        multiprocessing.current_process().daemon = False
         collect_garbage_for_jobs()
         open_trail(config.audit, config.audit_file, config.ae_title)
 
