@@ -84,8 +84,7 @@ def register_tasks(app: Celery, config: NodeConfig) -> WorkerState:
         outcome, job = claim_job(context.engine, job_id)
         if outcome is Claim.BUSY:
             log.info(
-                "job %d: its study is being processed by another worker: looked at again in "
-                "%.0f s",
+                "job %d: its study is being processed by another worker: looked at again in %.0f s",
                 job_id,
                 BUSY_RETRY_SECONDS,
             )
