@@ -13,20 +13,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, func, literal, select, text, update
+from sqlalchemy import Connection, Engine, delete, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
+from .clock import database_time
 from .schema import JOB_PENDING, JOB_RUNNING, job_dispatch, jobs
 
 #: the first key of the node's advisory locks (the second is the study's hash)
 _LOCK_SPACE = 1919
-
-
-def database_time(connection: Connection) -> float:
-    """Now, by the database's clock (seconds since the epoch): one clock for every host."""
-    return float(
-        connection.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one()
-    )
 
 
 def jobs_to_publish(engine: Engine, republish_seconds: float) -> list[tuple[int, str]]:

@@ -20,7 +20,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
@@ -28,9 +28,11 @@ from pathlib import Path
 
 from pydicom import config as pydicom_config
 from pynetdicom import evt
+from sqlalchemy import Engine
 
 from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
+from ..index.clock import DatabaseClock
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
 from ..periodic import PeriodicThread
@@ -87,7 +89,11 @@ class Receiver:
         )
         #: the durable store path, shared by C-STORE and (in the main process) STOW-RS
         self.ingest = Ingest(
-            storage, self.writer, config.storage.duplicates, config.dicom.inflated_limit
+            storage,
+            self.writer,
+            config.storage.duplicates,
+            config.dicom.inflated_limit,
+            clock=node_clock(config, self.engine),
         )
         self.ae = build_ae(config, shared.loads, shared.associations, slot)
         store = StoreHandler(self.ingest)
@@ -145,6 +151,12 @@ class Receiver:
         self.writer.close()
         self.storage.close()
         self.engine.dispose()
+
+
+def node_clock(config: NodeConfig, engine: Engine) -> Callable[[], float]:
+    """The clock that stamps received instances and decides that a study is quiet: this
+    host's, or in a cluster the database's, one clock for every receiver."""
+    return DatabaseClock(engine) if config.jobs.engine == JobEngine.CELERY else time.time
 
 
 def _stop_on_signal() -> threading.Event:
@@ -289,7 +301,10 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     }
     receiver.start()
     monitor = StabilityMonitor(
-        engine, config.study.stable_seconds, config.study.check_interval_seconds
+        engine,
+        config.study.stable_seconds,
+        config.study.check_interval_seconds,
+        clock=node_clock(config, engine),
     )
     monitor.start()
     statistics = StatisticsRefresher(engine)
