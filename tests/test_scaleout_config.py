@@ -1,17 +1,25 @@
 """Scale-out settings: `jobs.engine`, `jobs.broker_url` and `inference.device`, checked at start
-with the key at fault named, and the choice of the models' device as PyTorch sees this host (a
-GPU host is played on the CPU by answering for torch.cuda)."""
+with the key at fault named; the choice of the models' device as PyTorch sees this host (a
+GPU host is played on the CPU by answering for torch.cuda); the queue a route sends jobs to."""
 
 from __future__ import annotations
 
+import pydicom
 import pytest
 import torch
 import yaml
 
-from dicom_node.config import ConfigError, JobEngine, parse_config
+from dicom_node.config import ConfigError, DuplicatePolicy, JobEngine, parse_config
+from dicom_node.index.database import open_engine
+from dicom_node.index.writer import IndexWriter
 from dicom_node.jobs.bundles import load_bundles, model_device
+from dicom_node.jobs.celery_app import JOBS_QUEUE
+from dicom_node.jobs.publisher import job_queue
+from dicom_node.store.ingest import Ingest
+from dicom_node.store.storage import StorageArea
 from inference.device import DeviceUnavailable, choose_device
 
+from .conftest import CR_CHEST
 from .test_cli import dicom_node
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/dicom_node"
@@ -131,3 +139,35 @@ def test_the_models_run_on_the_gpu_where_there_is_one():
     bundles = load_bundles(inference, device=model_device(inference))
     network = bundles["cxr_pneumonia"].network
     assert {parameter.device.type for parameter in network.parameters()} == {"cuda"}
+
+
+def stored_study(tmp_path, source) -> tuple:
+    """An index and storage area holding the file ``source``, as a receiver stores it."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    storage = StorageArea(tmp_path / "storage")
+    storage.prepare()
+    writer = IndexWriter(engine, DuplicatePolicy.KEEP_FIRST)
+    data = source.read_bytes()
+    meta = pydicom.dcmread(source, stop_before_pixels=True).file_meta
+    raw = data[144 + meta.FileMetaInformationGroupLength :]
+    try:
+        attributes = Ingest(storage, writer, DuplicatePolicy.KEEP_FIRST, 1 << 28).store(
+            raw,
+            meta.TransferSyntaxUID,
+            meta.MediaStorageSOPClassUID,
+            meta.MediaStorageSOPInstanceUID,
+            "MODALITY",
+        )
+    finally:
+        writer.close()
+    return engine, storage, attributes.study_instance_uid
+
+
+@pytest.mark.parametrize(
+    "modality, queue", [(["CR", "DX"], "gpu"), (["CT"], JOBS_QUEUE)], ids=["routed", "not"]
+)
+def test_a_route_naming_a_queue_sends_the_jobs_of_its_studies_there(tmp_path, modality, queue):
+    engine, storage, study_uid = stored_study(tmp_path, CR_CHEST)
+    routes = [{"name": "on-gpu", "models": ["cxr_pneumonia"], "modality": modality, "queue": "gpu"}]
+    config = parse_config({"inference": {"routes": routes}})
+    assert job_queue(config, engine, storage, study_uid) == queue
