@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import RunningNode, configured_node
+from .conftest import RunningNode, configured_node, free_port
 
 RABBITMQCTL = "/usr/sbin/rabbitmqctl"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
@@ -67,12 +67,17 @@ class Worker:
 
     config_path: Path
     log_path: Path
+    #: where it serves its metrics (`--metrics-port`)
+    metrics_port: int
     process: subprocess.Popen | None = field(default=None)
 
     def start(self) -> None:
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_node", "--config", str(self.config_path), "worker"],
+            [
+                *(sys.executable, "-m", "dicom_node", "--config", str(self.config_path)),
+                *("worker", "--metrics-port", str(self.metrics_port)),
+            ],
             cwd=self.config_path.parent,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -142,7 +147,7 @@ class Cluster:
         settings = yaml.safe_load(config.read_text())
         settings["jobs"]["workers"] = 1
         config.write_text(yaml.safe_dump(settings))
-        worker = Worker(config, folder / "worker.log")
+        worker = Worker(config, folder / "worker.log", free_port())
         worker.start()
         self.workers.append(worker)
         return worker

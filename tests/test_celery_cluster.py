@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, job_notes, jobs, outbox
@@ -192,6 +193,13 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
     assert any("ct_tissue 1.0.0 on cpu" in text for text in notes), notes
     workers_logs = "".join(worker.log() for worker in rabbit_cluster.workers)
     assert workers_logs.count(" done") == 2
+    # Each worker's /metrics says which models its processes ran, and where.
+    metrics = "".join(
+        requests.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=10).text
+        for worker in rabbit_cluster.workers
+    )
+    for model in ("ct_tissue", "cxr_pneumonia"):
+        assert f'dicom_node_model_run_seconds_count{{device="cpu",model="{model}"}} 1.0' in metrics
 
 
 def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(

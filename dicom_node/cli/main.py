@@ -45,12 +45,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from ..logging_setup import configure_logging
-    from ..serve.worker import DEFAULT_QUEUES, run_worker
+    from ..serve.worker_metrics import prepare_worker_metrics
 
     config = _config(args)
     configure_logging(config.logging.level)
+    if args.metrics_port is not None:
+        prepare_worker_metrics()  # before prometheus_client is imported
+    from ..serve.worker import DEFAULT_QUEUES, run_worker
+
     queues = [q for item in args.queues or DEFAULT_QUEUES for q in item.split(",") if q]
-    run_worker(config, queues, args.concurrency)
+    run_worker(config, queues, args.concurrency, args.metrics_port)
     return 0
 
 
@@ -293,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. gpu for the routes that name it)",
     )
     worker.add_argument("--concurrency", type=int, help="job processes (default: jobs.workers)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics (where each model ran) on this port",
+    )
     worker.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
     check = commands.add_parser("check-config", help="validate a configuration file")

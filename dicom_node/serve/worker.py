@@ -25,14 +25,21 @@ from ..jobs.celery_app import JOBS_QUEUE, OUTBOX_QUEUE, celery_app
 from ..jobs.celery_tasks import register_tasks
 from ..jobs.runner import collect_garbage_for_jobs
 from ..store.lock import StorageLock, StorageLocked
+from .worker_metrics import serve_worker_metrics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUES = (JOBS_QUEUE, OUTBOX_QUEUE)
 
 
-def run_worker(config: NodeConfig, queues: Sequence[str], concurrency: int | None) -> None:
-    """Run a Celery worker on ``queues`` until SIGTERM; configuration errors before it starts."""
+def run_worker(
+    config: NodeConfig,
+    queues: Sequence[str],
+    concurrency: int | None,
+    metrics_port: int | None = None,
+) -> None:
+    """Run a Celery worker on ``queues`` until SIGTERM; configuration errors before it starts.
+    With ``metrics_port``, its metrics are served there (`worker_metrics`)."""
     if config.jobs.engine != JobEngine.CELERY:
         raise ConfigError("jobs.engine: a worker needs the celery engine (jobs.engine: celery)")
     # asks NVML, not the CUDA runtime, so that the pool processes forked later can use CUDA
@@ -52,6 +59,11 @@ def run_worker(config: NodeConfig, queues: Sequence[str], concurrency: int | Non
         collect_garbage_for_jobs()
         open_trail(config.audit, config.audit_file, config.ae_title)
 
+    if metrics_port is not None:
+        try:
+            serve_worker_metrics(metrics_port)
+        except OSError as error:
+            raise ConfigError(f"--metrics-port {metrics_port}: {error.strerror}") from None
     app = celery_app(config)
     register_tasks(app, config)
     log.info(
