@@ -13,7 +13,7 @@ from dicom_node.index import clock as clock_module
 from dicom_node.index.clock import DatabaseClock
 from dicom_node.index.cluster_jobs import Claim, claim_job, jobs_to_publish, not_published
 from dicom_node.index.database import open_engine
-from dicom_node.index.jobs import finish
+from dicom_node.index.jobs import finish, retry
 from dicom_node.index.outbox import OutboxTable
 from dicom_node.index.schema import JOB_PENDING, jobs, studies
 
@@ -109,6 +109,10 @@ def test_each_job_is_published_by_one_publisher_and_again_when_the_broker_lost_i
     assert [job_id for job_id, _ in jobs_to_publish(engine, 300)] == ids
     assert jobs_to_publish(engine, 300) == []  # another receiver, at the same time
     not_published(engine, ids[:1])  # the broker was down
+    assert [job_id for job_id, _ in jobs_to_publish(engine, 300)] == ids[:1]
+    finish(engine, ids[0])
+    assert jobs_to_publish(engine, 300) == []
+    retry(engine, ids[0])  # `dicom-node jobs retry`: published again at once
     assert [job_id for job_id, _ in jobs_to_publish(engine, 300)] == ids[:1]
     finish(engine, ids[0])
     time.sleep(0.1)

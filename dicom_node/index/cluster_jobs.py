@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, literal, select, text, update
+from sqlalchemy import Connection, Engine, and_, delete, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
 from .clock import database_time
@@ -24,11 +24,21 @@ _LOCK_SPACE = 1919
 
 
 def jobs_to_publish(engine: Engine, republish_seconds: float) -> list[tuple[int, str]]:
-    """The jobs not done that were never published, or not for ``republish_seconds``, marked
-    published now; (job id, study UID) each. Several publishers (receivers) may call it at
-    once: a job is returned to one of them."""
+    """The jobs not done that were never published, or not for ``republish_seconds``, or made
+    pending again since they were, marked published now; (job id, study UID) each. Several
+    publishers (receivers) may call it at once: a job is returned to one of them."""
     with engine.begin() as connection:
         now = database_time(connection)
+        # made pending again since it was published (`dicom-node jobs retry`): publish at once
+        connection.execute(
+            delete(job_dispatch).where(
+                and_(
+                    job_dispatch.c.job_id == jobs.c.id,
+                    jobs.c.state == JOB_PENDING,
+                    jobs.c.updated_at > job_dispatch.c.published_at,
+                )
+            )
+        )
         waiting = select(jobs.c.id, literal(now)).where(
             jobs.c.state.in_([JOB_PENDING, JOB_RUNNING])
         )
