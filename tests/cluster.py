@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .conftest import RunningNode, configured_node, free_port
+from .netns import Host
 
 RABBITMQCTL = "/usr/sbin/rabbitmqctl"
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
@@ -67,14 +68,18 @@ class Worker:
 
     config_path: Path
     log_path: Path
-    #: where it serves its metrics (`--metrics-port`)
+    #: where it serves its metrics (`--metrics-port`, all addresses of its host)
     metrics_port: int
+    #: what it runs under (``ip netns exec NAME``: another "host"), and that host's address
+    prefix: list[str]
+    address: str
     process: subprocess.Popen | None = field(default=None)
 
     def start(self) -> None:
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 *(sys.executable, "-m", "dicom_node", "--config", str(self.config_path)),
                 *("worker", "--metrics-port", str(self.metrics_port)),
             ],
@@ -125,29 +130,49 @@ class Cluster:
     def storage(self) -> Path:
         return self.root / "shared-storage"
 
-    def receiver(self) -> RunningNode:
-        """A new receiver (started)."""
+    def receiver(self, host: Host | None = None) -> RunningNode:
+        """A new receiver (started), on ``host`` or this machine's loopback."""
+        here = (lambda url: url) if host is None else host.reaching
+        settings = {
+            **self.settings,
+            "peers": {
+                name: {**peer, "host": here(peer["host"])}
+                for name, peer in self.settings.get("peers", {}).items()
+            },
+        }
+        if host is not None:
+            settings["dicom"] = {"host": host.address, "port": free_port(), "workers": 1}
+            settings["http"] = {"host": host.address, "port": free_port()}
         node = configured_node(
             self.root / f"receiver{len(self.receivers)}",
-            self.database_url,
-            storage={"path": str(self.storage), "database": self.database_url},
-            jobs={"engine": "celery", "broker_url": self.broker_url, "republish_seconds": 5},
-            **self.settings,
+            here(self.database_url),
+            storage={"path": str(self.storage), "database": here(self.database_url)},
+            jobs={"engine": "celery", "broker_url": here(self.broker_url), "republish_seconds": 5},
+            **settings,
         )
+        node.prefix = host.prefix if host is not None else []
         node.start()
         self.receivers.append(node)
         return node
 
-    def worker(self) -> Worker:
-        """A new worker (started), with the first receiver's configuration."""
+    def worker(self, receiver: RunningNode | None = None) -> Worker:
+        """A new worker (started) with the configuration of ``receiver`` (default: the first),
+        on its host."""
+        receiver = receiver or self.receivers[0]
         folder = self.root / f"worker{len(self.workers)}"
         folder.mkdir()
         config = folder / "node.yaml"
-        shutil.copy(self.receivers[0].config_path, config)
+        shutil.copy(receiver.config_path, config)
         settings = yaml.safe_load(config.read_text())
         settings["jobs"]["workers"] = 1
         config.write_text(yaml.safe_dump(settings))
-        worker = Worker(config, folder / "worker.log", free_port())
+        worker = Worker(
+            config,
+            folder / "worker.log",
+            free_port(),
+            receiver.prefix,
+            receiver.settings["dicom"]["host"],
+        )
         worker.start()
         self.workers.append(worker)
         return worker

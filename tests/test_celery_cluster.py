@@ -26,7 +26,8 @@ from sqlalchemy import func, select
 from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, job_notes, jobs, outbox
 
 from .cluster import RABBITMQCTL, REDIS_URL, Cluster, RabbitVhost, flush_redis
-from .conftest import CR_CHEST, CT_SERIES, new_database
+from .conftest import CR_CHEST, CT_SERIES, RunningNode, new_database
+from .netns import Hosts, unavailable
 from .orthanc import OrthancPeer
 from .test_durability import wait_until
 from .test_one_node_per_store import serve_beside
@@ -106,16 +107,17 @@ def ct_halves(tmp_path) -> tuple[list, str]:
     return folders, str(pydicom.dcmread(slices[0], stop_before_pixels=True).StudyInstanceUID)
 
 
-def send_together(sends: list[tuple[int, object]]) -> None:
-    """dcmsend each (port, folder or file) at the same time; each must succeed."""
+def send_together(sends: list[tuple[RunningNode, object]]) -> None:
+    """dcmsend each (receiver, folder or file) at the same time; each must succeed."""
     processes = [
         subprocess.Popen(
-            ["dcmsend", "-aec", "AI_NODE", "--scan-directories", "127.0.0.1", str(port), str(what)],
+            ["dcmsend", "-aec", "AI_NODE", "--scan-directories"]
+            + [node.settings["dicom"]["host"], str(node.port), str(what)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for port, what in sends
+        for node, what in sends
     ]
     for process in processes:
         output, _ = process.communicate(timeout=120)
@@ -159,20 +161,38 @@ def assert_results_exist_once(cluster: Cluster, engine, results: int) -> None:
     assert len(files) == indexed
 
 
+@pytest.fixture(params=["loopback", "network namespaces"])
+def hosts(request):
+    """Where the cluster's processes run: all on this machine's loopback, or each receiver and
+    its worker in a network namespace of its own (skipped, with the reason, where that cannot
+    be made)."""
+    if request.param == "loopback":
+        yield [None, None]
+        return
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    made = Hosts(forwarded_ports=[5432, 5672])
+    try:
+        yield [made.add(), made.add()]
+    finally:
+        made.remove()
+
+
 def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
-    rabbit_cluster, orthanc, tmp_path
+    rabbit_cluster, orthanc, tmp_path, hosts
 ):
-    first, second = rabbit_cluster.receiver(), rabbit_cluster.receiver()
-    rabbit_cluster.worker()
-    rabbit_cluster.worker()
+    first, second = (rabbit_cluster.receiver(host) for host in hosts)
+    rabbit_cluster.worker(first)
+    rabbit_cluster.worker(second)
     (half_1, half_2), ct_uid = ct_halves(tmp_path)
     # The CT in halves, one to each receiver, and the CR to both at once.
     send_together(
         [
-            (first.port, half_1),
-            (second.port, half_2),
-            (first.port, CR_CHEST),
-            (second.port, CR_CHEST),
+            (first, half_1),
+            (second, half_2),
+            (first, CR_CHEST),
+            (second, CR_CHEST),
         ]
     )
     # One receiver dies before the studies are quiet: the other completes and publishes them.
@@ -195,7 +215,7 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
     assert workers_logs.count(" done") == 2
     # Each worker's /metrics says which models its processes ran, and where.
     metrics = "".join(
-        requests.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=10).text
+        requests.get(f"http://{worker.address}:{worker.metrics_port}/metrics", timeout=10).text
         for worker in rabbit_cluster.workers
     )
     for model in ("ct_tissue", "cxr_pneumonia"):
@@ -211,7 +231,7 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     receiver = rabbit_cluster.receiver()
     doomed, survivor = rabbit_cluster.worker(), rabbit_cluster.worker()
     (half_1, half_2), ct_uid = ct_halves(tmp_path)
-    send_together([(receiver.port, half_1), (receiver.port, half_2)])
+    send_together([(receiver, half_1), (receiver, half_2)])
     engine = receiver.engine()
     # Whichever worker took the job is killed as soon as it started it.
     wait_until(lambda: "job 1 started" in doomed.log() + survivor.log(), timeout=60)
@@ -225,7 +245,7 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
 
     # The broker goes away: the receiver still acknowledges every C-STORE, the job waits.
     rabbit_vhost.delete()
-    send_together([(receiver.port, CR_CHEST)])
+    send_together([(receiver, CR_CHEST)])
     wait_until(lambda: "broker unavailable" in receiver.log(), timeout=30)
     assert sorted(s for states in jobs_by_study(engine).values() for s in states) == [
         JOB_DONE,
@@ -248,7 +268,7 @@ def test_on_redis_a_job_lost_with_the_broker_data_is_published_again(
     cluster = make_cluster(tmp_path, postgresql_url, redis_broker, orthanc)
     try:
         receiver = cluster.receiver()
-        send_together([(receiver.port, CR_CHEST)])
+        send_together([(receiver, CR_CHEST)])
         engine = receiver.engine()
         wait_until(lambda: "1 job(s) published" in receiver.log(), timeout=30)
         flush_redis()  # Redis restarted without its data: the message is gone
