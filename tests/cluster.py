@@ -6,7 +6,6 @@ PACS that receives the results."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -130,8 +129,9 @@ class Cluster:
     def storage(self) -> Path:
         return self.root / "shared-storage"
 
-    def receiver(self, host: Host | None = None) -> RunningNode:
-        """A new receiver (started), on ``host`` or this machine's loopback."""
+    def _configured(self, name: str, host: Host | None) -> RunningNode:
+        """A cluster node's configuration under ``root/name``, on ``host`` (its addresses, and
+        the loopback services as it reaches them) or on this machine's loopback."""
         here = (lambda url: url) if host is None else host.reaching
         settings = {
             **self.settings,
@@ -144,34 +144,33 @@ class Cluster:
             settings["dicom"] = {"host": host.address, "port": free_port(), "workers": 1}
             settings["http"] = {"host": host.address, "port": free_port()}
         node = configured_node(
-            self.root / f"receiver{len(self.receivers)}",
+            self.root / name,
             here(self.database_url),
             storage={"path": str(self.storage), "database": here(self.database_url)},
             jobs={"engine": "celery", "broker_url": here(self.broker_url), "republish_seconds": 5},
             **settings,
         )
         node.prefix = host.prefix if host is not None else []
+        return node
+
+    def receiver(self, host: Host | None = None) -> RunningNode:
+        """A new receiver (started), on ``host`` or this machine's loopback."""
+        node = self._configured(f"receiver{len(self.receivers)}", host)
         node.start()
         self.receivers.append(node)
         return node
 
-    def worker(self, receiver: RunningNode | None = None) -> Worker:
-        """A new worker (started) with the configuration of ``receiver`` (default: the first),
-        on its host."""
-        receiver = receiver or self.receivers[0]
-        folder = self.root / f"worker{len(self.workers)}"
-        folder.mkdir()
-        config = folder / "node.yaml"
-        shutil.copy(receiver.config_path, config)
-        settings = yaml.safe_load(config.read_text())
-        settings["jobs"]["workers"] = 1
-        config.write_text(yaml.safe_dump(settings))
+    def worker(self, host: Host | None = None) -> Worker:
+        """A new worker (started, one job process), on ``host`` or this machine's loopback."""
+        node = self._configured(f"worker{len(self.workers)}", host)
+        node.settings["jobs"]["workers"] = 1
+        node.config_path.write_text(yaml.safe_dump(node.settings))
         worker = Worker(
-            config,
-            folder / "worker.log",
+            node.config_path,
+            node.root / "worker.log",
             free_port(),
-            receiver.prefix,
-            receiver.settings["dicom"]["host"],
+            node.prefix,
+            node.settings["dicom"]["host"],
         )
         worker.start()
         self.workers.append(worker)

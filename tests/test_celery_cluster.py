@@ -183,8 +183,8 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
     rabbit_cluster, orthanc, tmp_path, hosts
 ):
     first, second = (rabbit_cluster.receiver(host) for host in hosts)
-    rabbit_cluster.worker(first)
-    rabbit_cluster.worker(second)
+    for host in hosts:
+        rabbit_cluster.worker(host)
     (half_1, half_2), ct_uid = ct_halves(tmp_path)
     # The CT in halves, one to each receiver, and the CR to both at once.
     send_together(
@@ -223,13 +223,10 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
 
 
 def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
-    rabbit_cluster,
-    rabbit_vhost,
-    orthanc,
-    tmp_path,
+    rabbit_cluster, rabbit_vhost, orthanc, tmp_path, hosts
 ):
-    receiver = rabbit_cluster.receiver()
-    doomed, survivor = rabbit_cluster.worker(), rabbit_cluster.worker()
+    receiver = rabbit_cluster.receiver(hosts[0])
+    doomed, survivor = (rabbit_cluster.worker(host) for host in hosts)
     (half_1, half_2), ct_uid = ct_halves(tmp_path)
     send_together([(receiver, half_1), (receiver, half_2)])
     engine = receiver.engine()
