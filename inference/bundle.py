@@ -41,7 +41,8 @@ class Bundle:
     config_files: list[Path] = field(repr=False)
     #: the ids the configuration files define at their top level
     config_ids: frozenset[str] = field(repr=False)
-    #: the PyTorch device the network runs on (`inference.device`), set before first use
+    #: the device the network runs on (`inference.device`); ``auto`` is settled when the network
+    #: loads, so that a process that runs no model never imports PyTorch
     device: str = "cpu"
 
     @classmethod
@@ -112,6 +113,9 @@ class Bundle:
         """The network in eval mode, with its weights, loaded once."""
         import torch
 
+        from inference.device import choose_device
+
+        self.device = choose_device(self.device)
         script = self.path / "models" / "model.ts"
         if "network_def" not in self.config_ids:
             return torch.jit.load(str(script), map_location=self.device).eval()

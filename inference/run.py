@@ -93,9 +93,10 @@ def classify(
     _require(bundle, "classification")
     # Plain tensors: MONAI's MetaTensor bookkeeping costs more than the network on a CPU.
     inputs = [convert_to_tensor(bundle.preprocessing(image), track_meta=False) for image in images]
+    network = bundle.network  # loaded first: it settles bundle.device
     batch = torch.stack(inputs).float().to(bundle.device)
     with torch.no_grad():
-        outputs = bundle.network(batch).cpu()
+        outputs = network(batch).cpu()
     names = [bundle.labels[i] for i in sorted(bundle.labels)]
     results = []
     for output in outputs:
@@ -159,8 +160,9 @@ def segment(bundle: Bundle, volume: CTVolume) -> Segmentation:
     HU)."""
     _require(bundle, "segmentation")
     image = torch.as_tensor(bundle.preprocessing(torch.from_numpy(volume.hu)[None]))
+    network = bundle.network  # loaded first: it settles bundle.device
     with torch.no_grad():
-        output = bundle.postprocessing(bundle.network(image[None].to(bundle.device))[0].cpu())
+        output = bundle.postprocessing(network(image[None].to(bundle.device))[0].cpu())
     labels = np.asarray(output)[0].astype(np.uint8)
     composites = {
         name: list(members)

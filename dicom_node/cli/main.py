@@ -80,8 +80,9 @@ def _check_secrets(document: object, config: NodeConfig) -> None:
 
 
 def _describe_jobs(config: NodeConfig) -> str:
-    """Where jobs run and on which device the models run (as this host sees it: a GPU worker's
-    configuration checked on a receiver's host says so, it is not an error here)."""
+    """Where jobs run and on which device the models run (a GPU asked for is checked as this
+    host sees it: a GPU worker's configuration checked on a receiver's host says so, it is not
+    an error here)."""
     from ..jobs.bundles import model_device
 
     jobs = config.jobs

@@ -16,8 +16,12 @@ def known_bundles(bundles: dict[str, Bundle]) -> str:
 
 
 def model_device(config: InferenceConfig) -> str:
-    """The PyTorch device the models run on in this process; a GPU that this host lacks is a
-    configuration error naming the key."""
+    """The device the models run on in this process; a GPU that this host lacks is a
+    configuration error naming the key. ``auto`` and ``cpu`` are left as they are, without
+    importing PyTorch: a process that runs no model never loads it (``auto`` is settled when a
+    network loads)."""
+    if config.device in ("auto", "cpu"):
+        return config.device
     try:
         return choose_device(config.device)
     except DeviceUnavailable as error:
