@@ -69,7 +69,6 @@ def _run(context: StudyJobContext, job: ClaimedJob) -> str:
     except StudyJobError as error:
         return str(error)
     except Exception as failure:  # a bug or an outage: the job says so, and can be retried
-        log.exception("job %d: unexpected error", job.id)
         return f"unexpected {type(failure).__name__}: {failure}"
     return ""
 
