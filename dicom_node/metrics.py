@@ -1,7 +1,8 @@
 """Prometheus metrics shared by the receiving processes and exposed at `GET /metrics`.
 
-When the node runs several receiving processes, `serve` sets PROMETHEUS_MULTIPROC_DIR before
-this module is imported, and the HTTP endpoint aggregates every process's values.
+`serve` sets PROMETHEUS_MULTIPROC_DIR before this module is imported, and the HTTP endpoint
+aggregates the values of every process: the receiving processes and the job workers (whose
+model runs are counted here).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ INDEX_BATCH = Histogram(
     "dicom_node_index_commit_batch_size",
     "Instances committed together by one index transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+MODEL_SECONDS = Histogram(
+    "dicom_node_model_run_seconds",
+    "Time a model took on one series (inference and encoding of its results), by model and by "
+    "the device it ran on (cpu, cuda:N)",
+    ["model", "device"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -13,8 +14,10 @@ class PeriodicThread:
     """Calls ``run_once(now)`` every ``interval`` seconds; an error (a database outage, say) is
     logged and the next round runs as usual."""
 
-    def __init__(self, name: str, interval: float) -> None:
+    def __init__(self, name: str, interval: float, clock: Callable[[], float] = time.time) -> None:
         self._name = name
+        #: the ``now`` each round is given
+        self._clock = clock
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -29,7 +32,7 @@ class PeriodicThread:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.run_once(time.time())
+                self.run_once(self._clock())
             except Exception as error:
                 log.error("%s round failed: %s", self._name, error)
 

@@ -41,6 +41,9 @@ class Bundle:
     config_files: list[Path] = field(repr=False)
     #: the ids the configuration files define at their top level
     config_ids: frozenset[str] = field(repr=False)
+    #: the device the network runs on (`inference.device`); ``auto`` is settled when the network
+    #: loads, so that a process that runs no model never imports PyTorch
+    device: str = "cpu"
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -110,9 +113,12 @@ class Bundle:
         """The network in eval mode, with its weights, loaded once."""
         import torch
 
+        from inference.device import choose_device
+
+        self.device = choose_device(self.device)
         script = self.path / "models" / "model.ts"
         if "network_def" not in self.config_ids:
-            return torch.jit.load(str(script), map_location="cpu").eval()
+            return torch.jit.load(str(script), map_location=self.device).eval()
         network = self.parser.get_parsed_content("network_def")
         weights = self.path / "models" / "model.pt"
         if weights.is_file():
@@ -122,7 +128,7 @@ class Bundle:
             raise BundleError(
                 f"bundle {self.path}: the network has parameters but models/model.pt is missing"
             )
-        return network.eval()
+        return network.to(self.device).eval()
 
     @cached_property
     def preprocessing(self) -> Any:

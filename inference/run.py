@@ -93,9 +93,10 @@ def classify(
     _require(bundle, "classification")
     # Plain tensors: MONAI's MetaTensor bookkeeping costs more than the network on a CPU.
     inputs = [convert_to_tensor(bundle.preprocessing(image), track_meta=False) for image in images]
-    batch = torch.stack(inputs).float()
+    network = bundle.network  # loaded first: it settles bundle.device
+    batch = torch.stack(inputs).float().to(bundle.device)
     with torch.no_grad():
-        outputs = bundle.network(batch)
+        outputs = network(batch).cpu()
     names = [bundle.labels[i] for i in sorted(bundle.labels)]
     results = []
     for output in outputs:
@@ -123,7 +124,7 @@ def gradcam(bundle: Bundle, batch: torch.Tensor, class_index: int) -> np.ndarray
     cam = GradCAM(nn_module=bundle.network, target_layers=layer)
     with torch.enable_grad():
         maps = cam(x=batch.clone().requires_grad_(True), class_idx=class_index)
-    return maps[:, 0].detach().numpy()
+    return maps[:, 0].detach().cpu().numpy()
 
 
 def measure(
@@ -159,8 +160,9 @@ def segment(bundle: Bundle, volume: CTVolume) -> Segmentation:
     HU)."""
     _require(bundle, "segmentation")
     image = torch.as_tensor(bundle.preprocessing(torch.from_numpy(volume.hu)[None]))
+    network = bundle.network  # loaded first: it settles bundle.device
     with torch.no_grad():
-        output = bundle.postprocessing(bundle.network(image[None])[0])
+        output = bundle.postprocessing(network(image[None].to(bundle.device))[0].cpu())
     labels = np.asarray(output)[0].astype(np.uint8)
     composites = {
         name: list(members)

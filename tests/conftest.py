@@ -41,13 +41,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout=30.0) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen | None = None, timeout=30.0, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before listening")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
@@ -154,6 +156,8 @@ class RunningNode:
     settings: dict
     process: subprocess.Popen | None = None
     log_path: Path = field(init=False)
+    #: what the command runs under (``ip netns exec NAME``: another "host")
+    prefix: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.log_path = self.root / "node.log"
@@ -180,13 +184,16 @@ class RunningNode:
         self.config_path.write_text(yaml.safe_dump(self.settings))
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_node", "--config", str(self.config_path), "serve"],
+            [*self.prefix, sys.executable, "-m", "dicom_node"]
+            + ["--config", str(self.config_path), "serve"],
             cwd=self.root,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for_port(self.port, self.process)
-        wait_for_port(self.http_port, self.process)
+        wait_for_port(self.port, self.process, host=self.settings["dicom"]["host"])
+        wait_for_port(
+            self.http_port, self.process, host=self.settings["http"].get("host", "127.0.0.1")
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

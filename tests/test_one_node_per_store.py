@@ -21,6 +21,25 @@ from .test_durability import send_new_study
 from .test_store import stored_rows
 
 
+def serve_beside(node, tmp_path, **changes) -> subprocess.CompletedProcess:
+    """`serve` with ``node``'s configuration (``changes`` replacing sections) on other ports,
+    so that only the storage area is shared; run until it exits."""
+    second = {
+        **node.settings,
+        "dicom": {**node.settings["dicom"], "port": free_port()},
+        "http": {**node.settings["http"], "port": free_port()},
+        **changes,
+    }
+    config = tmp_path / "second.yaml"
+    config.write_text(yaml.safe_dump(second))
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_node", "--config", str(config), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_second_node_on_the_same_storage_is_refused_and_touches_nothing(make_node, tmp_path):
     node = make_node(dicom={"workers": 2})
     node.start()
@@ -28,18 +47,7 @@ def test_a_second_node_on_the_same_storage_is_refused_and_touches_nothing(make_n
     metrics_before = sorted(p.name for p in (node.storage / "metrics").iterdir())
     rows_before = stored_rows(node)
 
-    # The same configuration, other ports (so only the storage area is shared).
-    second = dict(node.settings)
-    second["dicom"] = {**node.settings["dicom"], "port": free_port()}
-    second["http"] = {**node.settings["http"], "port": free_port()}
-    config = tmp_path / "second.yaml"
-    config.write_text(yaml.safe_dump(second))
-    result = subprocess.run(
-        [sys.executable, "-m", "dicom_node", "--config", str(config), "serve"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = serve_beside(node, tmp_path)
     assert result.returncode == 3  # a configuration error
     assert "is in use by another node" in result.stderr
     assert f"pid {node.process.pid}" in result.stderr

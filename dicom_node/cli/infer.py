@@ -21,7 +21,7 @@ from inference.image2d import IMAGE_SUFFIXES, load_image2d
 from inference.run import classify, segment
 
 from ..config import ConfigError, InferenceConfig
-from ..jobs.bundles import known_bundles, load_bundles
+from ..jobs.bundles import known_bundles, load_bundles, model_device
 from ..jobs.routing import SeriesFacts, route
 
 Result = dict[str, object]
@@ -44,7 +44,7 @@ class LocalInference:
 
     def __init__(self, config: InferenceConfig, model: str | None = None) -> None:
         self.config = config
-        self.bundles = load_bundles(config, encodes_results=False)
+        self.bundles = load_bundles(config, encodes_results=False, device=model_device(config))
         self.model = model
         if model:
             self.bundle(model)  # an unknown --model fails before any input is read

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ..config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
+    JobEngine,
     NodeConfig,
     PeerConfig,
     config_files,
@@ -19,6 +20,8 @@ from ..config import (
     load_config,
 )
 from ..deid.settings import DeidentificationOptions
+
+#: the password of a URL (``scheme://user:password@host``), kept out of what is printed
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -35,10 +38,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from ..logging_setup import configure_logging
+    from ..serve.worker_metrics import prepare_worker_metrics
+
+    config = _config(args)
+    configure_logging(config.logging.level)
+    if args.metrics_port is not None:
+        prepare_worker_metrics()  # before prometheus_client is imported
+    from ..serve.worker import DEFAULT_QUEUES, run_worker
+
+    queues = [q for item in args.queues or DEFAULT_QUEUES for q in item.split(",") if q]
+    run_worker(config, queues, args.concurrency, args.metrics_port)
+    return 0
+
+
 def _peer_address(peer: PeerConfig) -> str:
     parts = [f"{a.ae_title}@{a.host}:{a.port}"] if (a := peer.address) else []
     parts += [f"STOW-RS {peer.dicomweb_url}"] if peer.dicomweb_url else []
     return ", ".join(parts)
+
+
+def _describe_jobs(config: NodeConfig) -> str:
+    """Where jobs run and on which device the models run (a GPU asked for is checked as this
+    host sees it: a GPU worker's configuration checked on a receiver's host says so, it is not
+    an error here)."""
+    from ..config.secrets import masked
+    from ..jobs.bundles import model_device
+
+    jobs = config.jobs
+    where = f"local pool of {jobs.workers} worker(s)"
+    if jobs.engine == JobEngine.CELERY:
+        broker = masked(jobs.broker_url or "")
+        where = f"celery workers, broker {broker}"
+    try:
+        device = model_device(config.inference)
+    except ConfigError as error:
+        device = f"{config.inference.device}, not on this host ({error})"
+    return f"jobs: {where}; models on {device}"
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -64,6 +101,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  {checked.http}")
     bundles = checked.bundles.values()
     print("  models: " + ", ".join(f"{b.name} {b.version} ({b.task})" for b in bundles))
+    print(f"  {_describe_jobs(config)}")
     print(f"  routes: {', '.join(rule.name for rule in config.inference.routes)}")
     return 0
 
@@ -230,6 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the node")
     serve.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker for jobs and deliveries (jobs.engine: celery)"
+    )
+    worker.add_argument(
+        "--queues",
+        action="append",
+        help="queues to take work from, comma-separated or repeated (default: jobs,outbox; "
+        "e.g. gpu for the routes that name it)",
+    )
+    worker.add_argument("--concurrency", type=int, help="job processes (default: jobs.workers)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics (where each model ran) on this port",
+    )
+    worker.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    worker.set_defaults(run=_worker)
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH)
     check.set_defaults(run=_check_config)

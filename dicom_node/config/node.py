@@ -29,6 +29,7 @@ from ..audit.settings import AuditSettings
 from ..deid.settings import DeidentificationOptions
 from .console import ConsoleSettings
 from .dicomweb import DicomwebSettings
+from .jobs import JobEngine, JobsConfig
 from .secrets import resolve_secrets
 
 DEFAULT_CONFIG_PATH = Path("config/node.yaml")
@@ -284,6 +285,9 @@ class RouteConfig(_Section):
     description: str | None = None
     min_instances: int = Field(default=1, ge=1)
     max_instances: int | None = Field(default=None, ge=1)
+    #: the Celery queue of jobs this route matches (celery engine), e.g. ``gpu`` for workers
+    #: started with ``--queues gpu``; default: the jobs queue
+    queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     def model_post_init(self, __context: object) -> None:
         if not self.models and not self.research_destinations:
@@ -305,6 +309,9 @@ _CHEST_WORDS = r"(?i)chest|thora|lung|thx|cxr|pulm"
 
 
 class InferenceConfig(_Section):
+    #: where the models run: ``auto`` (the first GPU when PyTorch sees one, else the CPU),
+    #: ``cpu``, ``cuda`` or ``cuda:N``
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     #: folders holding MONAI bundles (one sub-folder per model); the first one wins a name clash
     bundles: list[Path] = [BUILTIN_BUNDLES]
     #: the model that PNG/JPEG files go to in `dicom-node infer` (they carry no DICOM attributes)
@@ -359,11 +366,6 @@ class OutboxConfig(_Section):
     max_refusals: int = Field(default=5, ge=1)
 
 
-class JobsConfig(_Section):
-    #: worker processes running jobs (de-identification, models) beside the receivers
-    workers: int = Field(default=1, ge=1, le=64)
-
-
 class LoggingConfig(_Section):
     level: str = "INFO"
 
@@ -413,6 +415,15 @@ class NodeConfig(_Section):
                 raise ValueError(
                     f"peers.{name}: a certificate_fingerprint or certificate_subject needs "
                     "dicom.tls.port (the peer is accepted over TLS only)"
+                )
+        if self.jobs.engine == JobEngine.CELERY:
+            if not self.jobs.broker_url:
+                raise ValueError("jobs.broker_url: the celery engine needs a broker URL")
+            if not self.storage.database_url.startswith("postgresql"):
+                raise ValueError(
+                    "storage.database: the celery engine needs a PostgreSQL index shared by "
+                    "every host (postgresql+psycopg://...), not "
+                    f"{self.storage.database_url.split(':', 1)[0]}"
                 )
         unknown = [name for name in self.results.destinations if name not in self.peers]
         if unknown:

@@ -81,6 +81,46 @@ class OutboxTable:
         condition = and_(outbox.c.state == OUTBOX_PENDING, outbox.c.next_attempt_at <= now)
         return self._select(condition, limit)
 
+    def take_due(
+        self, now: float, destination: str, limit: int, hold_seconds: float
+    ) -> list[OutboxRow]:
+        """The due rows of ``destination``, taken: not due again for ``hold_seconds``, by which
+        time the taker recorded its try, so senders on several hosts never send one object at
+        the same time. Rows another sender is taking right now are skipped (PostgreSQL)."""
+        chosen = (
+            select(outbox.c.id)
+            .where(
+                and_(
+                    outbox.c.destination == destination,
+                    outbox.c.state == OUTBOX_PENDING,
+                    outbox.c.next_attempt_at <= now,
+                )
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        columns = [outbox.c[f] for f in OutboxRow.__dataclass_fields__]
+        with self.engine.begin() as connection:
+            taken = connection.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(chosen))
+                .values(next_attempt_at=now + hold_seconds)
+                .returning(*columns)
+            )
+            rows = sorted((OutboxRow(*row) for row in taken), key=lambda row: row.id)
+        return rows
+
+    def due_destinations(self, now: float) -> list[str]:
+        """The destinations with rows due at ``now``."""
+        condition = and_(outbox.c.state == OUTBOX_PENDING, outbox.c.next_attempt_at <= now)
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    select(outbox.c.destination).where(condition).distinct()
+                ).scalars()
+            )
+
     def update(self, row_id: int, **values: Any) -> None:
         with self.engine.begin() as connection:
             connection.execute(

@@ -216,3 +216,14 @@ heartbeat = Table(
     Column("host", String(255), primary_key=True),
     Column("at", Float, nullable=False),
 )
+
+#: When each job was last published to the Celery broker (celery engine; the local engine
+#: never writes it): the job row stays the truth, this only says which jobs a broker may have
+#: lost (never published, or published long ago and not done), so the publishers send them
+#: again. Times are the database's clock, shared by every host.
+job_dispatch = Table(
+    "job_dispatch",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("published_at", Float, nullable=False),
+)

@@ -18,7 +18,7 @@ from ..index.database import open_engine
 from ..index.pseudonyms import PseudonymTable
 from ..outbox.queue import Outbox, open_outbox
 from ..store.storage import StorageArea
-from .bundles import load_bundles
+from .bundles import load_bundles, model_device
 
 
 class StudyJobError(Exception):
@@ -48,7 +48,7 @@ class StudyJobContext:
             outbox=open_outbox(config, engine),
             pseudonyms=Pseudonymizer(load_or_create_key(config.pseudonym_key_file)),
             mapping=PseudonymTable(engine),
-            bundles=load_bundles(config.inference),
+            bundles=load_bundles(config.inference, device=model_device(config.inference)),
         )
 
     def deidentifier(self, route: RouteConfig) -> Deidentifier:

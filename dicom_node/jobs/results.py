@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +24,7 @@ from pydicom import Dataset
 
 from inference.bundle import Bundle
 from inference.ct_series import load_ct_series
+from inference.device import device_label
 from inference.dicom_seg import (
     ResultIdentity,
     derived_uid,
@@ -34,6 +36,7 @@ from inference.errors import UnsuitableInput
 from inference.image2d import display_pixels
 from inference.run import classify, segment
 
+from .. import metrics
 from ..audit import messages, record
 from ..config import FHIR_DESTINATION, RouteConfig
 from ..deid.reidentify import reidentify
@@ -202,11 +205,15 @@ def run_model(
     )
     run = _run_segmentation if bundle.task == "segmentation" else _run_classifier
     report("infer and encode", 0.1)
+    started = time.perf_counter()
     try:
         made = run(bundle, stored.paths, pseudonymous, plans)
     except UnsuitableInput as error:  # not what the model takes (its message says why)
         add_note(context.engine, job_id, f"{head}: not run: {error}")
         return
+    seconds = time.perf_counter() - started
+    metrics.MODEL_SECONDS.labels(bundle.name, bundle.device).observe(seconds)
+    head += f" on {device_label(bundle.device)} ({seconds:.1f} s)"
     report("re-identify, store and queue", 0.9)
     stored_now = queued = 0
     for plan, result in zip(plans, made, strict=True):

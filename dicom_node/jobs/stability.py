@@ -8,6 +8,8 @@ quiet again it gets a new job, unless one is still pending.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -23,8 +25,14 @@ log = logging.getLogger(__name__)
 class StabilityMonitor(PeriodicThread):
     """Marks quiet studies complete and writes their job rows, in one transaction each."""
 
-    def __init__(self, engine: Engine, stable_seconds: float, interval: float) -> None:
-        super().__init__("study stability check", interval)
+    def __init__(
+        self,
+        engine: Engine,
+        stable_seconds: float,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__("study stability check", interval, clock)
         self._engine = engine
         self._stable_seconds = stable_seconds
 

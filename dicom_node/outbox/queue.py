@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 #: the most rows one round of the sender takes
 BATCH = 200
+#: how long rows a sender took (celery engine) wait for its outcome before another may take
+#: them: far longer than a batch takes, unless the sender died
+HOLD_SECONDS = 600.0
 
 __all__ = ["BATCH", "Outbox", "OutboxRow", "open_outbox", "retry_delay"]
 
@@ -74,6 +77,14 @@ class Outbox:
 
     def due(self, now: float) -> list[OutboxRow]:
         return self.table.due(now, BATCH)
+
+    def take_due(self, now: float, destination: str) -> list[OutboxRow]:
+        """Due rows of ``destination`` for this sender alone (several senders share the
+        outbox in the celery engine)."""
+        return self.table.take_due(now, destination, BATCH, HOLD_SECONDS)
+
+    def due_destinations(self, now: float) -> list[str]:
+        return self.table.due_destinations(now)
 
     def read(self, row: OutboxRow) -> bytes:
         """The object's bytes, as queued."""

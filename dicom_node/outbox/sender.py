@@ -1,5 +1,6 @@
 """The sender: a thread that takes the due outbox rows each round, groups them by destination
-and hands each group to its destination kind (`destinations`)."""
+and hands each group to its destination kind (`destinations`). Celery workers (celery engine)
+use it one destination at a time, on rows they took."""
 
 from __future__ import annotations
 
@@ -47,3 +48,9 @@ class OutboxSender(PeriodicThread):
             self._destination(name).deliver(self._outbox, rows, now)
             for name, rows in by_destination.items()
         )
+
+    def send_destination(self, name: str, now: float) -> int:
+        """Take the due rows of one destination and send them (a Celery worker; the rows are
+        this sender's alone); returns how many were delivered."""
+        rows = self._outbox.take_due(now, name)
+        return self._destination(name).deliver(self._outbox, rows, now) if rows else 0

@@ -20,9 +20,10 @@ import shutil
 import signal
 import socket
 import ssl
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -31,14 +32,17 @@ from pathlib import Path
 
 from pydicom import config as pydicom_config
 from pynetdicom import evt
+from sqlalchemy import Engine
 
 from ..audit import close_trail, messages, open_trail, record
-from ..config import ConfigError, NodeConfig
+from ..config import ConfigError, JobEngine, NodeConfig
 from ..config.live import LiveConfiguration
+from ..index.clock import DatabaseClock
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
+from ..periodic import PeriodicThread
 from ..statuses import SUCCESS
-from ..store.lock import LockShare, StorageLocked, take_lock
+from ..store.lock import LockShare, StorageLocked, join_cluster, take_lock
 from ..store.recovery import reconcile
 from ..store.storage import NAMES_AHEAD, StorageArea
 
@@ -90,7 +94,11 @@ class Receiver:
         )
         #: the durable store path, shared by C-STORE and (in the main process) STOW-RS
         self.ingest = Ingest(
-            storage, self.writer, config.storage.duplicates, config.dicom.inflated_limit
+            storage,
+            self.writer,
+            config.storage.duplicates,
+            config.dicom.inflated_limit,
+            clock=node_clock(config, self.engine),
         )
         self.ae = build_ae(config, shared.loads, shared.associations, slot)
         store = StoreHandler(self.ingest)
@@ -154,6 +162,12 @@ class Receiver:
         self.writer.close()
         self.storage.close()
         self.engine.dispose()
+
+
+def node_clock(config: NodeConfig, engine: Engine) -> Callable[[], float]:
+    """The clock that stamps received instances and decides that a study is quiet: this
+    host's, or in a cluster the database's, one clock for every receiver."""
+    return DatabaseClock(engine) if config.jobs.engine == JobEngine.CELERY else time.time
 
 
 def _stop_on_signal() -> threading.Event:
@@ -265,8 +279,13 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     (the file and its local override), read again on SIGHUP."""
     reload_requested = _reload_on_signal()  # before anything: SIGHUP's default is to end
     storage = StorageArea(config.storage.path)
+    cluster = config.jobs.engine == JobEngine.CELERY
+    patience = _DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5
     try:
-        lock = take_lock(storage.root, patience=_DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5)
+        if cluster:
+            lock, alone = join_cluster(storage.root, patience)
+        else:
+            lock, alone = take_lock(storage.root, patience), True
     except StorageLocked as error:
         raise ConfigError(str(error)) from None
     storage.prepare()
@@ -277,9 +296,11 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
             f"audit.file: cannot open {config.audit_file}: {error.strerror}"
         ) from None
     _record_configuration(config_paths)
-    if config.dicom.workers > 1:
-        # Must precede the first import of prometheus_client in this process.
-        _prepare_metrics_folder(storage.root)
+    # Must precede the first import of prometheus_client in this process; the receiving
+    # processes and the job workers inherit it. A cluster's nodes each keep their own.
+    _prepare_metrics_folder(
+        Path(tempfile.mkdtemp(prefix="dicom-node-")) if cluster else storage.root
+    )
     from ..console.context import ConsoleContext
     from ..dimse.tls import client_args, server_context
     from ..index.statistics import StatisticsRefresher
@@ -293,8 +314,14 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
 
     fhir = open_fhir_client(config)
     check_http(config.http)
+    local = config.jobs.engine == JobEngine.LOCAL
+    if local and config.inference.device.startswith("cuda"):  # a GPU this host lacks: stop
+        from ..jobs.bundles import model_device
+
+        model_device(config.inference)
     engine = open_engine(config.storage.database_url, create=True)
-    reconcile(engine, storage)
+    if alone:  # other nodes of a cluster may be writing files their rows do not name yet
+        reconcile(engine, storage)
     context = multiprocessing.get_context("spawn")
     # A certificate, key or CA file that cannot be loaded stops the node here, named.
     if config.dicom.tls.port is not None:
@@ -329,24 +356,37 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
 
     receiver.start()
     monitor = StabilityMonitor(
-        engine, config.study.stable_seconds, config.study.check_interval_seconds
+        engine,
+        config.study.stable_seconds,
+        config.study.check_interval_seconds,
+        clock=node_clock(config, engine),
     )
     monitor.start()
     statistics = StatisticsRefresher(engine)
     statistics.start()
     box = open_outbox(config, engine)
-    box.recover()
-    sender = OutboxSender(config, box, fhir)
-    sender.start()
-    runner = JobRunner(config, engine)
-    runner.start()
+    if alone:
+        box.recover()
+    #: what takes over a reloaded configuration besides the receivers and the console
+    reconfigurable: list[Callable[[NodeConfig], None]] = []
+    if cluster:  # the workers run jobs and deliveries; this node publishes them
+        from ..jobs.publisher import JobPublisher
+
+        lock.share_with_cluster()
+        background: list[PeriodicThread | JobRunner] = [JobPublisher(config, engine, storage, box)]
+    else:
+        sender = OutboxSender(config, box, fhir)
+        runner = JobRunner(config, engine)
+        background = [sender, runner]
+        reconfigurable = [runner.reconfigure, sender.reconfigure]
+    for worker in background:
+        worker.start()
     console = ConsoleContext(config, engine, storage, box, receiver.ingest, live)
     for listener in (
         lambda _new: _record_configuration(live.files),
         receiver.reconfigure,
         send_to_children,
-        runner.reconfigure,
-        sender.reconfigure,
+        *reconfigurable,
         console.reconfigure,
     ):
         live.subscribe(listener)
@@ -390,8 +430,8 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     receiver.stop()
     monitor.stop()
     statistics.stop()
-    runner.stop()
-    sender.stop()
+    for worker in reversed(background):
+        worker.stop()
     http.stop()
     for child, _sending in children.values():
         child.join(timeout=_DRAIN_SECONDS + 5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -62,7 +63,10 @@ class Ingest:
         writer: IndexWriter,
         duplicates: DuplicatePolicy,
         max_inflated_bytes: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        #: the time stamped on received instances (a cluster's: the database's clock)
+        self._clock = clock
         self._storage = storage
         self._writer = writer
         self._duplicates = duplicates
@@ -128,7 +132,7 @@ class Ingest:
             path=path,
             size=size,
             calling_ae_title=source,
-            received_at=time.time(),
+            received_at=self._clock(),
         )
         result = self._write_durably(item)
         if result.outcome in (Outcome.DUPLICATE_KEPT, Outcome.DUPLICATE_REJECTED):

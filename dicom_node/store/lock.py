@@ -7,7 +7,12 @@ The receiving processes hold the lock too (`LockShare`: the same open file, hand
 start): a main process killed outright leaves them finishing their associations for up to their
 drain time, still writing files and rows, and a node started meanwhile must not recover (remove)
 what they write. That node waits for them (`take_lock`) rather than refusing, as its operator or
-supervisor restarts it at once; a live node's lock is refused at once."""
+supervisor restarts it at once; a live node's lock is refused at once.
+
+The nodes of a cluster (celery engine: receivers and workers on one shared storage area) hold
+the lock shared instead: they exclude an embedded node, and it excludes them, but not each
+other. A cluster node that finds itself alone (the exclusive lock is free) recovers the area
+first, then shares the lock (`share_with_cluster`)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "node.lock"
+#: what a cluster node that holds the lock alone, to recover the area, adds to its holder line
+RECOVERING = "a cluster node recovering the area"
 
 
 _HOLDER = re.compile(r"pid (\d+) on (\S+),")
@@ -53,25 +60,35 @@ class StorageLocked(Exception):
 class StorageLock:
     """The held lock; released by `release` or by the end of the process."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, shared: bool = False, note: str = "") -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / LOCK_NAME
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self._fd, 512, 0).decode("utf-8", "replace").strip()
             os.close(self._fd)
             raise StorageLocked(
-                f"storage.path {root} is in use by another node ({holder or 'unknown process'}); "
+                f"storage.path {root} is in use by another node "
+                f"({holder or 'the nodes of a celery cluster, or an unknown process'}); "
                 "stop it first, or give this node its own storage.path",
                 holder,
             ) from None
+        if shared:
+            return
         os.ftruncate(self._fd, 0)
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         os.pwrite(
-            self._fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode(), 0
+            self._fd,
+            f"pid {os.getpid()} on {socket.gethostname()}, since {started}{note}\n".encode(),
+            0,
         )
+
+    def share_with_cluster(self) -> None:
+        """Hold the lock shared from now on: the other nodes of the cluster may start."""
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
 
     def share(self) -> LockShare:
         """The lock for a child process to hold as long as it lives."""
@@ -115,4 +132,22 @@ def take_lock(root: Path, patience: float) -> StorageLock:
                     error.holder,
                 )
                 waiting = True
+        time.sleep(0.2)
+
+
+def join_cluster(root: Path, patience: float) -> tuple[StorageLock, bool]:
+    """The lock of a cluster node, and whether this node is alone on the area (then it holds
+    the lock exclusively, to recover the area, until `share_with_cluster`). Waits up to
+    `patience` seconds for a cluster node that is recovering the area."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return StorageLock(root, note=f", {RECOVERING}"), True
+        except StorageLocked:
+            pass
+        try:
+            return StorageLock(root, shared=True), False
+        except StorageLocked as error:
+            if RECOVERING not in error.holder or time.monotonic() > deadline:
+                raise  # an embedded node holds it
         time.sleep(0.2)
