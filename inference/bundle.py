@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # PyTorch and MONAI load with the first network or transform 
     import torch
     from monai.bundle import ConfigParser
 
+    from inference.calibration import Calibration
+
 CONFIG_FILES = ("inference.json", "node.json")
 
 
@@ -96,8 +98,21 @@ class Bundle:
 
     @property
     def threshold(self) -> float:
-        """Operating threshold on the last class's probability (chosen at training time)."""
+        """Operating threshold on the last class's (calibrated) probability, chosen on the
+        validation data."""
         return float(self.metadata.get("threshold", 0.5))
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The map from the network's logits to calibrated probabilities (``calibration`` in
+        ``metadata.json``, fitted on validation data); None: the outputs are used as they are."""
+        from inference.calibration import Calibration
+
+        if "calibration" not in self.metadata:
+            return None
+        if len(self.labels) != 2:
+            raise BundleError(f"bundle {self.path}: calibration is for two-class models only")
+        return Calibration.from_metadata(self.metadata)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A parsed (instantiated) item of the inference configuration."""

@@ -96,6 +96,8 @@ def classify(
     batch = torch.stack(inputs).float()
     with torch.no_grad():
         outputs = bundle.network(batch)
+    if bundle.calibration is not None:
+        outputs = bundle.calibration.logits(outputs)
     names = [bundle.labels[i] for i in sorted(bundle.labels)]
     results = []
     for output in outputs:
