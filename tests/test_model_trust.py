@@ -48,9 +48,10 @@ def test_bundle_states_calibration_threshold_and_card(name):
     assert calibration["temperature"] > 0 and "validation" in calibration["method"]
     validation = metadata["validation"]
     assert bundle.threshold == validation["threshold"]
-    assert validation["expected_calibration_error"] < validation[
-        "expected_calibration_error_uncalibrated"
-    ]
+    assert (
+        validation["expected_calibration_error"]
+        < validation["expected_calibration_error_uncalibrated"]
+    )
     for figure in ("sensitivity", "specificity", "accuracy", "auc"):
         low, high = validation[f"{figure}_95ci"]
         assert low <= validation[figure] <= high
