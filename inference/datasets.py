@@ -50,10 +50,11 @@ def _stack(preprocess: Preprocess, pixels: list[np.ndarray]) -> torch.Tensor:
     return torch.stack([torch.as_tensor(preprocess(p)) for p in pixels]).float()
 
 
-def load_cxr(
-    data: Path, preprocess: Preprocess, val_fraction: float, seed: int, with_train: bool = True
-) -> Split:
-    """Kermany train folder, split by patient so no patient is on both sides."""
+def cxr_split_files(
+    data: Path, val_fraction: float, seed: int
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], int]:
+    """(file, label) of the Kermany train folder's training and validation patients (shuffled
+    patients, the first ``val_fraction`` held out), and the number of patients."""
     files = [
         (path, label)
         for label, folder in enumerate(("NORMAL", "PNEUMONIA"))
@@ -62,21 +63,30 @@ def load_cxr(
     patients = sorted({cxr_patient(path.name) for path, _ in files})
     random.Random(seed).shuffle(patients)
     held_out = set(patients[: round(len(patients) * val_fraction)])
+    val = [(p, label) for p, label in files if cxr_patient(p.name) in held_out]
+    train = [(p, label) for p, label in files if cxr_patient(p.name) not in held_out]
+    return train, val, len(patients)
 
-    def part(validation: bool) -> Part:
-        chosen = [(p, lab) for p, lab in files if (cxr_patient(p.name) in held_out) == validation]
+
+def load_cxr(
+    data: Path, preprocess: Preprocess, val_fraction: float, seed: int, with_train: bool = True
+) -> Split:
+    """Kermany train folder, split by patient so no patient is on both sides."""
+    train, val, patients = cxr_split_files(data, val_fraction, seed)
+
+    def part(chosen: list[tuple[Path, int]]) -> Part:
         return Part(
             _stack(preprocess, [image_file_pixels(p) for p, _ in chosen]),
-            torch.tensor([lab for _, lab in chosen]),
+            torch.tensor([label for _, label in chosen]),
             [cxr_patient(p.name) for p, _ in chosen],
         )
 
-    val = part(True)
+    held_out = len({cxr_patient(p.name) for p, _ in val})
     return Split(
-        part(False) if with_train else None,
-        val,
-        f"{len(files)} images of {len(patients)} patients from `{data.name}`; "
-        f"{len(held_out)} patients ({len(val.labels)} images) held out for validation by patient",
+        part(train) if with_train else None,
+        part(val),
+        f"{len(train) + len(val)} images of {patients} patients from `{data.name}`; "
+        f"{held_out} patients ({len(val)} images) held out for validation by patient",
     )
 
 

@@ -164,6 +164,26 @@ def _interval(summary: dict, name: str) -> str:
     return f"{summary[name]:.3f} (95% CI {low:.3f}-{high:.3f})"
 
 
+def _domain_text(domain: dict) -> str:
+    """The card's section on inputs outside the model's domain."""
+    if not domain:
+        return "The node does not check this model's inputs for being within its domain."
+    text = (
+        "Before answering, the node checks that an input looks like what the model was trained "
+        f"on: {domain['description']} An input that fails a check is reported as *not assessed* "
+        "(no finding; the SR's presence is Indeterminate, with the reason) instead of a "
+        "confident answer."
+    )
+    flagged = domain.get("flagged_on_validation")
+    if flagged:
+        rates = ", ".join(f"{name} {share:.1%}" for name, share in flagged.items())
+        text += (
+            f"\n\nFeature check: distance > {domain['feature_threshold']} "
+            f"({domain['feature_threshold_rule']}). Flagged on validation: {rates}."
+        )
+    return text
+
+
 def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> None:
     """``docs/README.md`` and its figures from the bundle's metadata (description, intended use,
     population, limitations, input domain) and the validation report."""
@@ -185,14 +205,7 @@ def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> 
         f"| {p:.2f} | {o:.2f} | {n} |"
         for p, o, n in reliability(report.labels, report.probabilities)
     )
-    domain = metadata.get("input_domain", {})
-    domain_text = (
-        f"Before answering, the node checks that an input looks like what the model was trained "
-        f"on: {domain['description']} An input that fails a check is reported as *not assessed*"
-        f" (the SR's presence is Indeterminate, with the reason) instead of a confident answer."
-        if domain
-        else "The node does not check this model's inputs for being within its domain."
-    )
+    domain_text = _domain_text(metadata.get("input_domain", {}))
     (docs / "README.md").write_text(
         f"""# {metadata["name"]} (version {metadata["version"]})
 

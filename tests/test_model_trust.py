@@ -1,21 +1,30 @@
 """The classifier bundles' contract of trust: calibrated probabilities (fitted on validation,
 stored in the bundle, applied to every result), a threshold chosen on validation on that scale,
-and a model card with its figures, reproducible by ``python -m inference.evaluate``."""
+a model card with its figures, reproducible by ``python -m inference.evaluate``, and inputs
+outside the model's domain (adults, lateral views, other body parts and modalities, inverted or
+windowed-out images) answered with "not assessed" rather than a finding."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
+import pydicom
 import pytest
 import torch
+from PIL import Image
 
 from dicom_node.config import BUILTIN_BUNDLES
 from inference.bundle import Bundle
 from inference.calibration import Calibration, expected_calibration_error
+from inference.datasets import cxr_split_files
+from inference.evaluate import DEFAULT_SEED, DEFAULT_VAL_FRACTION, inverted, windowed_out
 from inference.evaluate import main as evaluate_main
 from inference.image2d import load_image2d
+from inference.input_domain import patient_age_years
 from inference.run import classify
 
 from .conftest import SHARED_DATA
@@ -105,4 +114,181 @@ def test_evaluation_reproduces_the_committed_calibration_threshold_and_card(tmp_
     assert made["threshold"] == shipped["threshold"]
     assert made["calibration"] == pytest.approx(shipped["calibration"], abs=2e-4)
     assert made["validation"] == shipped["validation"]
+    assert made["input_domain"] == shipped["input_domain"]
     assert all((copy / "docs" / figure).is_file() for figure in CARD_FIGURES)
+
+
+# Inputs outside the model's domain -------------------------------------------------------------
+
+CT_SLICE = SHARED_DATA / "ct_chest_midrc_ricord_1a" / "1-050.dcm"
+ADULT_CHESTS = sorted((SHARED_DATA / "cxr_dicom").glob("*.dcm"))
+#: every 40th validation image (21 films, both classes): what the model was made for
+VALIDATION_FILMS = [
+    path for path, _ in cxr_split_files(KERMANY, DEFAULT_VAL_FRACTION, DEFAULT_SEED)[1][::40]
+]
+
+
+def chest_model() -> Bundle:
+    return Bundle.load(BUILTIN_BUNDLES / "cxr_pneumonia")
+
+
+def test_validation_films_are_assessed_and_their_transforms_are_not():
+    """Children's frontal films from the validation patients get a finding; the same films
+    inverted (MONOCHROME1 read as MONOCHROME2) or through a narrow window get none, and say why."""
+    bundle = chest_model()
+    films = [load_image2d(path) for path in VALIDATION_FILMS]
+    plain = classify(bundle, films)
+    assert sum(not r.assessed for r in plain) <= 1
+    assert all(r.finding in {"normal", "pneumonia"} for r in plain if r.assessed)
+    rng = np.random.default_rng(1)
+    # the evaluation flagged 100 % of both transforms of all 811 validation images; a window
+    # drawn here can be milder (one of these 21 lies just under the threshold)
+    for transform, least in ((inverted, 21), (lambda image: windowed_out(image, rng), 19)):
+        changed = [transform(torch.as_tensor(film)).numpy() for film in films]
+        flagged = [r for r in classify(bundle, changed) if not r.assessed]
+        assert len(flagged) >= least
+        for result in flagged:
+            assert result.finding is None
+            assert result.concerns[0].startswith("image unlike the training images")
+
+
+@pytest.mark.parametrize(
+    ("given", "years"),
+    [
+        ({"PatientAge": "081Y"}, 81),
+        ({"PatientAge": "81"}, 81),
+        ({"PatientAge": "018M"}, 1.5),
+        ({"PatientBirthDate": "19400305", "StudyDate": "20040826"}, 64.5),
+        ({"PatientAge": "", "StudyDate": "20040826"}, None),
+    ],
+)
+def test_patient_age_from_the_header(given, years):
+    ds = pydicom.Dataset()
+    for keyword, value in given.items():
+        setattr(ds, keyword, value)
+    age = patient_age_years(ds)
+    assert age == (None if years is None else pytest.approx(years, abs=0.1))
+
+
+def test_adult_lateral_and_non_chest_inputs_are_not_assessed(tmp_path):
+    """`dicom-node infer` on the two adult chest radiographs (flagged by their age), the child's
+    film as a lateral view, a CT slice and a breast ultrasound image (flagged by their pixels):
+    no finding, and the reason in the result."""
+    lateral = pydicom.dcmread(ADULT_CHESTS[1])
+    del lateral.PatientAge
+    lateral.ViewPosition = "LL"
+    lateral.save_as(tmp_path / "lateral.dcm")
+    breast = np.load(BREASTMNIST)["test_images"][0]
+    Image.fromarray(breast).save(tmp_path / "breast.png")
+    inputs = [*ADULT_CHESTS, tmp_path / "lateral.dcm", CT_SLICE, tmp_path / "breast.png"]
+    result = subprocess.run(
+        [sys.executable, "-m", "dicom_node", "infer", "--json", "--model", "cxr_pneumonia"]
+        + [str(path) for path in inputs],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(path) for path in inputs]
+    for line in lines:
+        assert line["finding"] is None and line["out_of_domain"]
+    adult_a, adult_b, side, ct, ultrasound = (line["out_of_domain"] for line in lines)
+    for concerns in (adult_a, adult_b):
+        assert "patient age outside the trained 0-17 years" in concerns
+    assert "view position LL, not AP/PA" in side
+    for concerns in (ct, ultrasound):
+        assert any(c.startswith("image unlike the training images") for c in concerns)
+    text = subprocess.run(
+        [sys.executable, "-m", "dicom_node", "infer", str(ADULT_CHESTS[0])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "not assessed, outside the model's domain: patient age outside" in text.stdout
+
+
+# Colour and 16-bit inputs ----------------------------------------------------------------------
+
+
+def secondary_capture(pixels: np.ndarray, photometric: str, bits: int = 8, **attributes):
+    """A child's film as a DX Secondary Capture of the given encoding (pixels stored as given)."""
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = (
+        pydicom.uid.generate_uid(),
+        pydicom.uid.generate_uid(),
+    )
+    ds.Modality, ds.PatientAge, ds.ViewPosition = "DX", "003Y", "AP"
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8 if bits == 8 else 16, bits, bits - 1
+    ds.PixelRepresentation = int(pixels.dtype.kind == "i")
+    if pixels.ndim == 3:
+        ds.PlanarConfiguration = attributes.pop("PlanarConfiguration", 0)
+        if ds.PlanarConfiguration:
+            pixels = pixels.transpose(2, 0, 1)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    return ds
+
+
+def test_colour_and_16_bit_films_give_the_jpegs_answer(tmp_path):
+    """The same child's film stored as 16-bit, 12-bit, signed with a rescale, MONOCHROME1,
+    RGB (interleaved and planar), YBR_FULL and PALETTE COLOR: `dicom-node infer` gives each the
+    JPEG's probability and finding."""
+    jpeg = VALIDATION_FILMS[0]
+    grey = np.asarray(Image.open(jpeg).convert("L"))
+    unit = grey / 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    ramp = (np.arange(256)[::-1] * 257).astype(np.uint16).tobytes()  # index i: grey 255 - i
+    palette = {
+        f"{c}PaletteColorLookupTable{part}": value
+        for c in ("Red", "Green", "Blue")
+        for part, value in (("Descriptor", [256, 0, 16]), ("Data", ramp))
+    }
+    variants = {
+        "uint16": secondary_capture(np.round(unit * 65535).astype(np.uint16), "MONOCHROME2", 16),
+        "12-bit": secondary_capture(np.round(unit * 4095).astype(np.uint16), "MONOCHROME2", 12),
+        "signed": secondary_capture(
+            np.round(unit * 3000 - 1000).astype(np.int16),
+            "MONOCHROME2",
+            16,
+            RescaleSlope=2,
+            RescaleIntercept=-24,
+        ),
+        "monochrome1": secondary_capture(
+            np.round((1 - unit) * 65535).astype(np.uint16), "MONOCHROME1", 16
+        ),
+        "rgb": secondary_capture(rgb, "RGB"),
+        "rgb-planar": secondary_capture(rgb, "RGB", PlanarConfiguration=1),
+        "ybr-full": secondary_capture(
+            pydicom.pixels.convert_color_space(rgb, "RGB", "YBR_FULL"), "YBR_FULL"
+        ),
+        "palette": secondary_capture(255 - grey, "PALETTE COLOR", **palette),
+    }
+    paths = []
+    for name, ds in variants.items():
+        paths.append(tmp_path / f"{name}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dicom_node", "infer", "--json", "--model", "cxr_pneumonia"]
+        + [str(jpeg), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    reference, *lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert reference["finding"] in {"normal", "pneumonia"}
+    for path, line in zip(paths, lines, strict=True):
+        assert line["path"] == str(path)
+        assert line["finding"] == reference["finding"], path.name
+        assert line["probabilities"]["pneumonia"] == pytest.approx(
+            reference["probabilities"]["pneumonia"], abs=2e-3
+        ), path.name
