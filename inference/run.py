@@ -6,6 +6,7 @@ database is the caller's business.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,7 +109,7 @@ def classify(
     bundle: Bundle,
     images: list[np.ndarray],
     explain: bool = False,
-    headers: list[Dataset] | None = None,
+    headers: Sequence[Dataset] | None = None,
 ) -> list[Classification]:
     """Calibrated probabilities for each (1, H, W) display-space image, batched; each image
     checked against the bundle's input domain (with its DICOM header where given); Grad-CAM maps
