@@ -4,7 +4,7 @@ Two kinds of check, both declared in the bundle's ``metadata.json`` under ``inpu
 
 - the header, where it says something the training data rules out: a patient age outside
   ``patient_age_years`` (from Patient's Age, else birth and study dates), a View Position outside
-  ``view_positions`` (a lateral chest film);
+  ``view_positions`` (a lateral chest film), a Modality outside ``modalities``;
 - the network's own view of the pixels: the features at ``feature_layer`` (the pooled features the
   classifier head reads) of an image the network was trained on lie close to a low-dimensional
   subspace of the training images' features; the distance from it (the norm of what the
@@ -107,6 +107,7 @@ class InputDomain:
     feature_threshold: float | None = None
     age_years: tuple[float, float] | None = None
     view_positions: frozenset[str] | None = None
+    modalities: frozenset[str] | None = None
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> InputDomain | None:
@@ -115,6 +116,7 @@ class InputDomain:
             return None
         ages = given.get("patient_age_years")
         views = given.get("view_positions")
+        modalities = given.get("modalities")
         threshold = given.get("feature_threshold")
         return cls(
             description=str(given.get("description", "")),
@@ -122,6 +124,7 @@ class InputDomain:
             feature_threshold=None if threshold is None else float(threshold),
             age_years=None if ages is None else (float(ages[0]), float(ages[1])),
             view_positions=None if views is None else frozenset(v.upper() for v in views),
+            modalities=None if modalities is None else frozenset(m.upper() for m in modalities),
         )
 
     def header_concerns(self, ds: Dataset) -> list[str]:
@@ -133,10 +136,13 @@ class InputDomain:
             low, high = self.age_years
             if age is not None and not low <= age < high + 1:
                 concerns.append(f"patient age outside the trained {low:g}-{high:g} years")
-        view = str(ds.get("ViewPosition", "") or "").strip().upper()
-        if self.view_positions is not None and view and view not in self.view_positions:
-            allowed = "/".join(sorted(self.view_positions))
-            concerns.append(f"view position {view}, not {allowed}")
+        for keyword, allowed, what in (
+            ("ViewPosition", self.view_positions, "view position"),
+            ("Modality", self.modalities, "modality"),
+        ):
+            value = str(ds.get(keyword, "") or "").strip().upper()
+            if allowed is not None and value and value not in allowed:
+                concerns.append(f"{what} {value}, not {'/'.join(sorted(allowed))}")
         return concerns
 
     def feature_concern(self, distance: float) -> str | None:

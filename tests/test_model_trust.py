@@ -23,7 +23,7 @@ from inference.calibration import Calibration, expected_calibration_error
 from inference.datasets import cxr_split_files
 from inference.evaluate import DEFAULT_SEED, DEFAULT_VAL_FRACTION, inverted, windowed_out
 from inference.evaluate import main as evaluate_main
-from inference.image2d import load_image2d
+from inference.image2d import display_pixels, load_image2d
 from inference.input_domain import patient_age_years
 from inference.run import classify
 
@@ -292,3 +292,17 @@ def test_colour_and_16_bit_films_give_the_jpegs_answer(tmp_path):
         assert line["probabilities"]["pneumonia"] == pytest.approx(
             reference["probabilities"]["pneumonia"], abs=2e-3
         ), path.name
+
+
+def test_breast_model_refuses_a_radiograph_by_its_modality():
+    """The breast model's features do not tell a chest film from its training images; its
+    header check on the modality does."""
+    breast = Bundle.load(BUILTIN_BUNDLES / "breast_us")
+    grey = np.asarray(Image.open(VALIDATION_FILMS[0]).convert("L"))
+    film = secondary_capture(grey, "MONOCHROME2")
+    (result,) = classify(breast, [display_pixels(film)], headers=[film])
+    assert result.finding is None
+    assert result.concerns == ["modality DX, not US"]
+    film.Modality = "US"
+    (result,) = classify(breast, [display_pixels(film)], headers=[film])
+    assert result.assessed
