@@ -77,6 +77,7 @@ def test_bundle_states_calibration_threshold_and_card(name):
 def test_chest_model_is_calibrated_to_target():
     validation = Bundle.load(BUILTIN_BUNDLES / "cxr_pneumonia").metadata["validation"]
     assert validation["expected_calibration_error"] <= 0.03
+    assert validation["expected_calibration_error_cross_fitted"] <= 0.03
 
 
 def test_results_report_the_calibrated_probability():
