@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # PyTorch and MONAI load with the first network or transform 
     import torch
     from monai.bundle import ConfigParser
 
+    from inference.calibration import Calibration
+    from inference.input_domain import FeatureStatistics, InputDomain
+
 CONFIG_FILES = ("inference.json", "node.json")
 
 
@@ -99,8 +102,40 @@ class Bundle:
 
     @property
     def threshold(self) -> float:
-        """Operating threshold on the last class's probability (chosen at training time)."""
+        """Operating threshold on the last class's (calibrated) probability, chosen on the
+        validation data."""
         return float(self.metadata.get("threshold", 0.5))
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The map from the network's logits to calibrated probabilities (``calibration`` in
+        ``metadata.json``, fitted on validation data); None: the outputs are used as they are."""
+        from inference.calibration import Calibration
+
+        if "calibration" not in self.metadata:
+            return None
+        if len(self.labels) != 2:
+            raise BundleError(f"bundle {self.path}: calibration is for two-class models only")
+        return Calibration.from_metadata(self.metadata)
+
+    @cached_property
+    def input_domain(self) -> InputDomain | None:
+        """What the model was trained on and how an input is checked against it
+        (``input_domain`` in ``metadata.json``); None: inputs are not checked."""
+        from inference.input_domain import InputDomain
+
+        return InputDomain.from_metadata(self.metadata)
+
+    @cached_property
+    def feature_statistics(self) -> FeatureStatistics | None:
+        """The training features' subspace the feature check measures against, if shipped."""
+        from inference.input_domain import FEATURE_STATISTICS, FeatureStatistics
+
+        path = self.path / FEATURE_STATISTICS
+        domain = self.input_domain
+        if domain is None or domain.feature_layer is None or not path.is_file():
+            return None
+        return FeatureStatistics.load(path)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A parsed (instantiated) item of the inference configuration."""

@@ -23,9 +23,11 @@ Mean or Standard Deviation derivation) shows two alike "Attenuation Coefficient"
 A classification gives one group on the image: the finding type of its positive class (the
 bundle's ``finding_codes``), the model's probability for it drawn as the box around the
 explanation's evidence, and whether it is present at the model's threshold (also said by the
-group's Tracking Identifier, which OHIF lists). Every group names the algorithm; the model is
-the observer device. The report's Qualitative Evaluations say, as text, that it is not for
-primary diagnosis.
+group's Tracking Identifier, which OHIF lists); for an image outside the model's input domain
+the presence is Indeterminate (SCT 82334004) and the Comment says why it was not assessed. The
+probability is the calibrated one, on the same scale as the threshold. Every group names the
+algorithm; the model is the observer device. The report's Qualitative Evaluations say, as text,
+that it is not for primary diagnosis.
 """
 
 from __future__ import annotations
@@ -245,9 +247,20 @@ def encode_finding(
 ) -> hd.sr.Comprehensive3DSR:
     """The positive class's finding on ``source`` (the classified image's header): its
     probability where the explanation points, and whether it is present at the bundle's
-    threshold."""
-    present = result.finding == result.positive
-    verdict = "present" if present else "absent"
+    threshold; for an image outside the model's domain, Indeterminate and why."""
+    probability = result.probabilities[result.positive]
+    if result.assessed:
+        present = result.finding == result.positive
+        verdict = "present" if present else "absent"
+        presence = codes.SCT.Present if present else codes.SCT.Absent
+        text = f"{result.positive} {verdict}: probability {probability:.2f}"
+    else:
+        verdict, presence = "not assessed", codes.SCT.Indeterminate
+        text = (
+            f"{result.positive} not assessed, input outside the model's domain "
+            f"({'; '.join(result.concerns)}): probability {probability:.2f} not reliable"
+        )
+    text += f" (threshold {result.threshold:g})"
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracked(
             "RectangleROI",
@@ -259,7 +272,7 @@ def encode_finding(
         measurements=[
             hd.sr.Measurement(
                 name=codes.DCM.Probability,
-                value=round(result.probabilities[result.positive], 4),
+                value=round(probability, 4),
                 unit=NO_UNITS,
                 algorithm_id=_algorithm(bundle),
                 referenced_coordinates=[
@@ -268,13 +281,8 @@ def encode_finding(
             )
         ],
         qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(
-                codes.DCM.PresenceOfProperty, codes.SCT.Present if present else codes.SCT.Absent
-            )
+            hd.sr.QualitativeEvaluation(codes.DCM.PresenceOfProperty, presence)
         ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
-    probability = result.probabilities[result.positive]
-    text = f"{result.positive} {verdict}: probability {probability:.2f}"
-    text += f" (threshold {result.threshold:g})"
     return _report(bundle, identity, [source], [_commented(group, text)])

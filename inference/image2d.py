@@ -3,7 +3,8 @@
 Training reads JPEG files, the node reads DICOM; both end in :func:`image_transforms`, so the
 network meets the same intensities whatever the source: one channel in display space, 0 = black,
 1 = white. DICOM pixels go through the Modality LUT (rescale), the stored VOI LUT or window (as a
-viewer would show them) and MONOCHROME1 inversion first. Large radiographs are first shrunk by
+viewer would show them) and MONOCHROME1 inversion first; colour (RGB, YBR, a palette's colours)
+becomes its luma. Large radiographs are first shrunk by
 averaging blocks of pixels (a 3000 x 2500 DX holds 30 times more pixels than any classifier here
 looks at), which makes the look-up tables and the contrast stretch that much cheaper. A JPEG 2000
 radiograph is not even decoded in full: its codestream holds the image at 1/2, 1/4, ... of its
@@ -23,7 +24,7 @@ import torch
 from monai.transforms import Compose, Resize, Transform
 from PIL import Image
 from pydicom.encaps import generate_frames
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEG2000, JPEG2000Lossless
 
 from .errors import UnsuitableInput
@@ -84,8 +85,10 @@ def display_pixels(ds: pydicom.Dataset) -> np.ndarray:
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise NotAnImage2D("multi-frame images are not single 2D images")
     # Averaging commutes with a rescale and (but for clipping at its edges) a window; a lookup
-    # table needs the stored integers, so such images keep their size.
-    shrinkable = "ModalityLUTSequence" not in ds and "VOILUTSequence" not in ds
+    # table (a palette's too) needs the stored integers, so such images keep their size.
+    shrinkable = (
+        "ModalityLUTSequence" not in ds and "VOILUTSequence" not in ds and not _is_palette(ds)
+    )
     pixels = reduced_jpeg2000(ds) if shrinkable else None
     if pixels is None:
         try:
@@ -100,6 +103,9 @@ def display_pixels(ds: pydicom.Dataset) -> np.ndarray:
 def to_display(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     """Stored ``pixels`` of ``ds`` (any size) in display space, float32 (1, H, W)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if _is_palette(ds):
+        # the stored values are indices into the palette, not intensities
+        pixels = apply_color_lut(pixels, ds)
     if pixels.ndim == 3:
         # Colour (secondary captures of radiographs are often RGB with equal channels). pydicom
         # hands YBR data over already converted to RGB, so luma is computed from RGB in every case.
@@ -111,6 +117,10 @@ def to_display(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     if photometric == "MONOCHROME1":
         values = values.max() + values.min() - values
     return values[None]
+
+
+def _is_palette(ds: pydicom.Dataset) -> bool:
+    return str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
 
 
 def jpeg2000_reduction(rows: int, columns: int) -> int:

@@ -1,33 +1,40 @@
-"""Validation figures of a binary classifier and the bundle's model card (``docs/README.md``, ROC
-plot)."""
+"""Validation figures of a binary classifier (calibrated), with bootstrap confidence intervals, and
+the bundle's model card (``docs/README.md`` and its figures), written for a clinician."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import torch
-from monai.metrics import compute_roc_auc
-from PIL import Image, ImageDraw
 
-CALIBRATION_BINS = 10
+from inference.calibration import Calibration, expected_calibration_error, reliability
+from inference.card_figures import draw_confusion, draw_reliability, draw_roc
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 20261130
 
 
 @dataclass
 class ValidationReport:
-    """What a hospital asks of a classifier before trusting it, computed on held-out data."""
+    """What a hospital asks of a classifier before trusting it, computed on held-out data: the
+    network's (N, 2) ``logits`` for images of known ``labels`` (1 = the finding), the patient of
+    each image, and the calibration fitted on them."""
 
     labels: np.ndarray
-    probabilities: np.ndarray
-    auc: float
+    logits: np.ndarray
+    patients: list[str]
+    calibration: Calibration
     threshold: float
 
     @classmethod
-    def from_predictions(cls, labels: np.ndarray, probabilities: np.ndarray) -> ValidationReport:
-        """AUC, and the threshold in the middle of those that maximise Youden's J (sensitivity +
-        specificity)."""
-        auc = float(compute_roc_auc(torch.as_tensor(probabilities), torch.as_tensor(labels)))
+    def from_logits(
+        cls, labels: np.ndarray, logits: np.ndarray, patients: list[str], calibration: Calibration
+    ) -> ValidationReport:
+        """The report at the threshold in the middle of those that maximise Youden's J
+        (sensitivity + specificity) on the calibrated probabilities."""
+        probabilities = calibration.positive_probability(logits)
         grid = np.round(np.arange(0.02, 0.99, 0.01), 2)
         youden = np.array(
             [
@@ -36,11 +43,24 @@ class ValidationReport:
             ]
         )
         best = grid[youden >= youden.max() - 0.005]
-        return cls(labels, probabilities, auc, float(np.median(best)))
+        return cls(labels, logits, patients, calibration, float(np.median(best)))
+
+    @cached_property
+    def probabilities(self) -> np.ndarray:
+        """Calibrated probabilities of the finding."""
+        return self.calibration.positive_probability(self.logits)
+
+    @cached_property
+    def uncalibrated(self) -> np.ndarray:
+        return Calibration().positive_probability(self.logits)
 
     @property
     def predicted(self) -> np.ndarray:
         return self.probabilities >= self.threshold
+
+    @property
+    def auc(self) -> float:
+        return roc_auc(self.labels, self.probabilities)
 
     def confusion(self) -> dict[str, int]:
         positive, predicted = self.labels == 1, self.predicted
@@ -51,33 +71,76 @@ class ValidationReport:
             "false_positive": int((~positive & predicted).sum()),
         }
 
-    def calibration(self) -> list[tuple[float, float, int]]:
-        """(mean predicted probability, observed positive fraction, count) per decile."""
-        bins = np.minimum((self.probabilities * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-        return [
-            (
-                float(self.probabilities[bins == b].mean()),
-                float(self.labels[bins == b].mean()),
-                int((bins == b).sum()),
-            )
-            for b in range(CALIBRATION_BINS)
-            if (bins == b).any()
-        ]
-
-    def expected_calibration_error(self) -> float:
-        return sum(abs(p - o) * n for p, o, n in self.calibration()) / len(self.labels)
-
-    def summary(self) -> dict[str, float | int | dict[str, int]]:
+    def point_estimates(self, rows: np.ndarray | None = None) -> dict[str, float]:
+        """AUC, accuracy, sensitivity and specificity at the threshold, of ``rows`` (all images
+        when None)."""
+        labels, probabilities = self.labels, self.probabilities
+        if rows is not None:
+            labels, probabilities = labels[rows], probabilities[rows]
+        predicted = probabilities >= self.threshold
         return {
-            "images": len(self.labels),
-            "auc": round(self.auc, 4),
+            "auc": roc_auc(labels, probabilities),
+            "accuracy": float((predicted == (labels == 1)).mean()),
+            "sensitivity": _sensitivity(labels, predicted),
+            "specificity": _specificity(labels, predicted),
+        }
+
+    @cached_property
+    def confidence_intervals(self) -> dict[str, tuple[float, float]]:
+        """95 % percentile bootstrap intervals, resampling patients (a patient's images are not
+        independent) with a fixed seed; the threshold stays fixed."""
+        patients = np.array(self.patients)
+        unique, inverse = np.unique(patients, return_inverse=True)
+        members = [np.flatnonzero(inverse == i) for i in range(len(unique))]
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        samples: dict[str, list[float]] = {}
+        for _ in range(BOOTSTRAP_RESAMPLES):
+            chosen = rng.integers(0, len(unique), len(unique))
+            rows = np.concatenate([members[i] for i in chosen])
+            if len(set(self.labels[rows].tolist())) < 2:
+                continue
+            for name, value in self.point_estimates(rows).items():
+                samples.setdefault(name, []).append(value)
+        return {
+            name: (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+            for name, values in samples.items()
+        }
+
+    def cross_fitted_calibration_error(self) -> float:
+        """The calibration error measured on images it was not fitted on: the patients split in
+        two halves (fixed seed), fitted on each half and measured on the other, averaged."""
+        patients = np.array(self.patients)
+        unique = np.unique(patients)
+        half = set(np.random.default_rng(BOOTSTRAP_SEED).permutation(unique)[: len(unique) // 2])
+        first = np.array([p in half for p in patients])
+        errors = []
+        for fit_rows, measure_rows in ((first, ~first), (~first, first)):
+            fitted = Calibration.fit(self.logits[fit_rows], self.labels[fit_rows])
+            probabilities = fitted.positive_probability(self.logits[measure_rows])
+            errors.append(expected_calibration_error(self.labels[measure_rows], probabilities))
+        return float(np.mean(errors))
+
+    def summary(self) -> dict[str, object]:
+        """The figures ``metadata.json`` keeps (rounded), calibrated unless said otherwise."""
+        figures: dict[str, object] = {"images": len(self.labels)}
+        for name, value in self.point_estimates().items():
+            low, high = self.confidence_intervals[name]
+            figures[name] = round(value, 4)
+            figures[f"{name}_95ci"] = [round(low, 4), round(high, 4)]
+        figures |= {
             "threshold": round(self.threshold, 4),
-            "accuracy": round(float((self.predicted == (self.labels == 1)).mean()), 4),
-            "sensitivity": round(_sensitivity(self.labels, self.predicted), 4),
-            "specificity": round(_specificity(self.labels, self.predicted), 4),
-            "expected_calibration_error": round(self.expected_calibration_error(), 4),
+            "expected_calibration_error": round(
+                expected_calibration_error(self.labels, self.probabilities), 4
+            ),
+            "expected_calibration_error_cross_fitted": round(
+                self.cross_fitted_calibration_error(), 4
+            ),
+            "expected_calibration_error_uncalibrated": round(
+                expected_calibration_error(self.labels, self.uncalibrated), 4
+            ),
             "confusion": self.confusion(),
         }
+        return figures
 
     def roc_points(self) -> list[tuple[float, float]]:
         """(false positive rate, true positive rate) at every distinct threshold."""
@@ -99,35 +162,67 @@ def _specificity(labels: np.ndarray, predicted: np.ndarray) -> float:
     return float((~predicted[labels == 0]).mean())
 
 
-def draw_roc(points: list[tuple[float, float]], auc: float, path: Path, size: int = 400) -> None:
-    """A plain ROC plot, drawn with Pillow to keep plotting libraries out of the dependencies."""
-    margin = 40
-    image = Image.new("RGB", (size + 2 * margin, size + 2 * margin), "white")
-    draw = ImageDraw.Draw(image)
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic (ties count half)."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks of tied scores
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(average, counts)
+    positives = labels == 1
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
-    def xy(fpr: float, tpr: float) -> tuple[float, float]:
-        return margin + fpr * size, margin + (1 - tpr) * size
 
-    draw.rectangle([xy(0, 1), xy(1, 0)], outline="black")
-    draw.line([xy(0, 0), xy(1, 1)], fill="grey")
-    draw.line([xy(*p) for p in points], fill="navy", width=2)
-    draw.text((margin, 10), f"ROC, validation AUC {auc:.4f}", fill="black")
-    draw.text((margin + size // 2 - 60, size + margin + 12), "1 - specificity", fill="black")
-    draw.text((4, margin + size // 2), "sens.", fill="black")
-    image.save(path)
+def _interval(summary: dict, name: str) -> str:
+    low, high = summary[f"{name}_95ci"]
+    return f"{summary[name]:.3f} (95% CI {low:.3f}-{high:.3f})"
+
+
+def _domain_text(domain: dict) -> str:
+    """The card's section on inputs outside the model's domain."""
+    if not domain:
+        return "The node does not check this model's inputs for being within its domain."
+    text = (
+        "Before answering, the node checks that an input looks like what the model was trained "
+        f"on: {domain['description']} An input that fails a check is reported as *not assessed* "
+        "(no finding; the SR's presence is Indeterminate, with the reason) instead of a "
+        "confident answer."
+    )
+    flagged = domain.get("flagged_on_validation")
+    if flagged:
+        rates = ", ".join(f"{name} {share:.1%}" for name, share in flagged.items())
+        text += (
+            f"\n\nFeature check: distance > {domain['feature_threshold']} "
+            f"({domain['feature_threshold_rule']}). Flagged on validation: {rates}."
+        )
+    return text
 
 
 def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> None:
-    """``docs/README.md`` from the bundle's metadata (description, intended use, limitations) and
-    the figures."""
+    """``docs/README.md`` and its figures from the bundle's metadata (description, intended use,
+    population, limitations, input domain) and the validation report."""
     docs = bundle / "docs"
     docs.mkdir(exist_ok=True)
-    draw_roc(report.roc_points(), report.auc, docs / "roc.png")
     summary, training = report.summary(), metadata["training"]
     channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
     negative, positive = channels["0"], channels["1"]
+    operating = (1 - summary["specificity"], summary["sensitivity"])
+    draw_roc(report.roc_points(), report.auc, operating, report.threshold, docs / "roc.png")
+    draw_reliability(
+        reliability(report.labels, report.uncalibrated),
+        reliability(report.labels, report.probabilities),
+        docs / "reliability.png",
+    )
     confusion = summary["confusion"]
-    calibration = "\n".join(f"| {p:.2f} | {o:.2f} | {n} |" for p, o, n in report.calibration())
+    draw_confusion(confusion, positive, negative, docs / "confusion.png")
+    calibration = "\n".join(
+        f"| {p:.2f} | {o:.2f} | {n} |"
+        for p, o, n in reliability(report.labels, report.probabilities)
+    )
+    domain_text = _domain_text(metadata.get("input_domain", {}))
     (docs / "README.md").write_text(
         f"""# {metadata["name"]} (version {metadata["version"]})
 
@@ -136,8 +231,62 @@ def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> 
 ## Intended use
 {metadata["intended_use"]}
 
+## Who it was trained on
+{metadata["population"]}
+
 ## Limitations
 {metadata["limitations"]}
+
+## Inputs outside its domain
+{domain_text}
+
+## How well it does on held-out patients ({summary["images"]} images)
+The probability a result reports is calibrated: of the images given p({positive}) = 0.8, about
+80 % had {positive} (on validation data). The result says {positive} when that probability is at
+least **{summary["threshold"]}**, the middle of the thresholds that maximise sensitivity +
+specificity on the validation patients (chosen on the calibrated scale; no test data was used).
+
+| | value (95% bootstrap CI, resampling patients) |
+|---|---|
+| sensitivity (of {positive} images, flagged) | {_interval(summary, "sensitivity")} |
+| specificity (of {negative} images, not flagged) | {_interval(summary, "specificity")} |
+| accuracy | {_interval(summary, "accuracy")} |
+| AUC | {_interval(summary, "auc")} |
+
+Confusion matrix at the threshold (`confusion.png`):
+
+| | predicted {positive} | predicted {negative} |
+|---|---|---|
+| {positive} | {confusion["true_positive"]} | {confusion["false_negative"]} |
+| {negative} | {confusion["false_positive"]} | {confusion["true_negative"]} |
+
+ROC curve with the operating point marked: `roc.png`.
+
+![ROC](roc.png) ![Confusion matrix](confusion.png)
+
+## Calibration
+Logistic scaling of the network's logit difference: p = sigmoid(difference / T + b), with
+T = {report.calibration.temperature:.4f} and b = {report.calibration.bias:.4f} fitted on the
+validation patients and stored in `configs/metadata.json` (`calibration`); applied to every
+probability the node reports. It keeps the order of the images (AUC unchanged) and holds at
+the validation prevalence of {positive} ({report.labels.mean():.0%}); where {positive} is
+rarer, the same probability overstates it.
+Expected calibration error {summary["expected_calibration_error_uncalibrated"]} before,
+{summary["expected_calibration_error"]} after (`reliability.png`: before in grey, after in blue);
+{summary["expected_calibration_error_cross_fitted"]} when fitted on half of the validation patients
+and measured on the other half (the fairer figure: the others are measured on the images the
+calibration was fitted on).
+
+![Reliability](reliability.png)
+
+| mean calibrated p({positive}) | observed fraction {positive} | images |
+|---|---|---|
+{calibration}
+
+## Reading these figures
+The validation patients come from the same hospital, period and preparation as the training
+patients, so these figures flatter the model; on other data (other sites, adults, other devices)
+expect lower specificity.
 
 ## Data and training
 - Data: {training["data"]}. {metadata["data_source"]}
@@ -145,30 +294,7 @@ def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> 
   training and inference (robust contrast stretch, resize); augmentation during training only
   (affine, gamma, intensity scale, blur, noise).
 - Reproduce: `{training["command"]}` (seed {training["seed"]}, {training["epochs"]} epochs,
-  {training["minutes"]} minutes on the 2-core CPU it was trained on).
-
-## Validation (held out, {summary["images"]} images)
-- AUC {summary["auc"]}; at the operating threshold p({positive}) >= {summary["threshold"]}
-  (the middle of the thresholds that maximise sensitivity + specificity on validation):
-  accuracy {summary["accuracy"]}, sensitivity {summary["sensitivity"]}, specificity
-  {summary["specificity"]}.
-- Confusion matrix:
-
-| | predicted {positive} | predicted {negative} |
-|---|---|---|
-| {positive} | {confusion["true_positive"]} | {confusion["false_negative"]} |
-| {negative} | {confusion["false_positive"]} | {confusion["true_negative"]} |
-
-- ROC: `roc.png`. Calibration (expected calibration error {summary["expected_calibration_error"]}):
-
-| mean predicted p({positive}) | observed fraction {positive} | images |
-|---|---|---|
-{calibration}
-
-Reading these figures: the validation patients come from the same hospital, period and
-preparation as the training patients, so they flatter the model; on other data (the official
-test split, adults, other sites) expect lower specificity. Training uses label smoothing (0.1),
-which keeps probabilities away from 0 and 1: the model is under-confident by design, which the
-calibration table shows as observed fractions above the predicted probabilities in the middle.
+  {training["minutes"]} minutes on the 2-core CPU it was trained on). This report alone:
+  `{metadata["evaluation"]["command"]}`.
 """
     )

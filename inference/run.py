@@ -6,6 +6,7 @@ database is the caller's business.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,21 +14,27 @@ import torch
 from monai.transforms import Resize
 from monai.utils import convert_to_tensor
 from monai.visualize import GradCAM
+from pydicom import Dataset
 
 from inference.bundle import Bundle, BundleError
 from inference.ct_series import CTVolume
+from inference.input_domain import feature_hook
 
 
 @dataclass
 class Classification:
     """Class probabilities of one image, the finding at the bundle's threshold, and optionally the
-    Grad-CAM map of the positive class on the source image's grid (values 0..1)."""
+    Grad-CAM map of the positive class on the source image's grid (values 0..1). An image outside
+    the model's domain has ``concerns`` (why) and no finding."""
 
     model: str
     version: str
     probabilities: dict[str, float]
     threshold: float
     heatmap: np.ndarray | None = field(default=None, repr=False)
+    concerns: list[str] = field(default_factory=list)
+    #: the feature check's distance from the training images (None: not checked)
+    domain_distance: float | None = None
 
     @property
     def positive(self) -> str:
@@ -35,18 +42,30 @@ class Classification:
         return list(self.probabilities)[-1]
 
     @property
-    def finding(self) -> str:
+    def assessed(self) -> bool:
+        """Whether the image is within the model's domain, so that its finding stands."""
+        return not self.concerns
+
+    @property
+    def finding(self) -> str | None:
+        """The class at the threshold; None for an image outside the model's domain."""
+        if not self.assessed:
+            return None
         if self.probabilities[self.positive] >= self.threshold:
             return self.positive
         return next(iter(self.probabilities))
 
     def as_json(self) -> dict[str, object]:
-        return {
+        given: dict[str, object] = {
             "model": self.model,
             "version": self.version,
             "probabilities": self.probabilities,
+            "threshold": self.threshold,
             "finding": self.finding,
         }
+        if self.concerns:
+            given["out_of_domain"] = self.concerns
+        return given
 
 
 @dataclass
@@ -87,26 +106,57 @@ def _require(bundle: Bundle, task: str) -> None:
 
 
 def classify(
-    bundle: Bundle, images: list[np.ndarray], explain: bool = False
+    bundle: Bundle,
+    images: list[np.ndarray],
+    explain: bool = False,
+    headers: Sequence[Dataset] | None = None,
 ) -> list[Classification]:
-    """Probabilities for each (1, H, W) display-space image, batched; Grad-CAM maps on request."""
+    """Calibrated probabilities for each (1, H, W) display-space image, batched; each image
+    checked against the bundle's input domain (with its DICOM header where given); Grad-CAM maps
+    on request."""
     _require(bundle, "classification")
     # Plain tensors: MONAI's MetaTensor bookkeeping costs more than the network on a CPU.
     inputs = [convert_to_tensor(bundle.preprocessing(image), track_meta=False) for image in images]
     network = bundle.network  # loaded first: it settles bundle.device
     batch = torch.stack(inputs).float().to(bundle.device)
-    with torch.no_grad():
-        outputs = network(batch).cpu()
+    domain, statistics = bundle.input_domain, bundle.feature_statistics
+    features: list[torch.Tensor] = []
+    hook = (
+        feature_hook(network, domain.feature_layer, features)
+        if domain is not None and domain.feature_layer and statistics is not None
+        else None
+    )
+    try:
+        with torch.no_grad():
+            outputs = network(batch).cpu()
+    finally:
+        if hook is not None:
+            hook.remove()
+    if bundle.calibration is not None:
+        outputs = bundle.calibration.logits(outputs)
+    distances = (
+        statistics.distance(torch.cat(features).cpu().numpy()).tolist()
+        if statistics is not None and features
+        else [None] * len(images)
+    )
     names = [bundle.labels[i] for i in sorted(bundle.labels)]
     results = []
-    for output in outputs:
+    for index, (output, distance) in enumerate(zip(outputs, distances, strict=True)):
         probabilities = torch.as_tensor(bundle.postprocessing(output)).float().tolist()
+        concerns: list[str] = []
+        if domain is not None:
+            if headers is not None:
+                concerns += domain.header_concerns(headers[index])
+            if distance is not None and (concern := domain.feature_concern(distance)):
+                concerns.append(concern)
         results.append(
             Classification(
                 bundle.name,
                 bundle.version,
                 dict(zip(names, probabilities, strict=True)),
                 bundle.threshold,
+                concerns=concerns,
+                domain_distance=distance,
             )
         )
     if explain:

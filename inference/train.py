@@ -7,18 +7,16 @@
 
 The architecture and the deterministic pre-processing come from the bundle's
 ``configs/inference.json``
-(one definition for training and inference); augmentation lives here. Writes ``models/model.pt``,
-the operating threshold and validation figures into ``configs/metadata.json`` and the model card.
+(one definition for training and inference); augmentation lives here. Writes ``models/model.pt``
+and the training record into ``configs/metadata.json``, then evaluates the saved weights on the
+validation patients (:mod:`inference.evaluate`: calibration, threshold, model card).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,81 +32,9 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 
-from inference.image2d import image_file_pixels
-from inference.model_card import ValidationReport, write_model_card
-
-CXR_PATIENT = re.compile(r"^(person\d+|(?:NORMAL2-)?IM-\d+)")
-
-
-@dataclass
-class Split:
-    """Pre-processed images (N, 1, S, S) float32 and integer labels, for training and validation."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
-    description: str
-
-
-def cxr_patient(name: str) -> str:
-    """The patient a Kermany file belongs to (``person12_...`` or ``IM-0115-...``)."""
-    match = CXR_PATIENT.match(name)
-    if not match:
-        raise ValueError(f"cannot tell the patient of {name}")
-    return match.group(1)
-
-
-def load_cxr(data: Path, preprocess: Compose, val_fraction: float, seed: int) -> Split:
-    """Kermany train folder, split by patient so no patient is on both sides."""
-    files = [
-        (path, label)
-        for label, folder in enumerate(("NORMAL", "PNEUMONIA"))
-        for path in sorted((data / folder).glob("*.jp*g"))
-    ]
-    patients = sorted({cxr_patient(path.name) for path, _ in files})
-    random.Random(seed).shuffle(patients)
-    held_out = set(patients[: round(len(patients) * val_fraction)])
-    images = torch.stack(
-        [torch.as_tensor(preprocess(image_file_pixels(path))) for path, _ in files]
-    )
-    labels = torch.tensor([label for _, label in files])
-    is_val = torch.tensor([cxr_patient(path.name) in held_out for path, _ in files])
-    return Split(
-        images[~is_val],
-        labels[~is_val],
-        images[is_val],
-        labels[is_val],
-        f"{len(files)} images of {len(patients)} patients from `{data.name}`; "
-        f"{len(held_out)} patients "
-        f"({int(is_val.sum())} images) held out for validation by patient",
-    )
-
-
-def load_breastmnist(data: Path, preprocess: Compose, val_fraction: float, seed: int) -> Split:
-    """BreastMNIST's own train/val split (one image per patient in the source data set); labels
-    flipped so that 1 is the finding (malignant) and the threshold applies to it."""
-    arrays = np.load(data)
-
-    def images(key: str) -> torch.Tensor:
-        return torch.stack(
-            [
-                torch.as_tensor(preprocess(image[None].astype(np.float32) / 255.0))
-                for image in arrays[key]
-            ]
-        )
-
-    return Split(
-        images("train_images"),
-        torch.as_tensor(1 - arrays["train_labels"][:, 0].astype(np.int64)),
-        images("val_images"),
-        torch.as_tensor(1 - arrays["val_labels"][:, 0].astype(np.int64)),
-        f"BreastMNIST official split: {len(arrays['train_images'])} training, "
-        f"{len(arrays['val_images'])} validation images",
-    )
-
-
-LOADERS = {"cxr": load_cxr, "breastmnist": load_breastmnist}
+from inference.datasets import LOADERS
+from inference.evaluate import add_data_arguments, command_line, evaluate
+from inference.model_card import roc_auc
 
 
 def augmentation(size: int) -> Compose:
@@ -150,7 +76,7 @@ def save_half_precision(network: torch.nn.Module, path: Path) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Fit, pick the threshold on validation, save weights, metadata and the model card."""
+    """Fit, save the weights and the training record, then evaluate them on validation."""
     torch.set_num_threads(args.threads)
     set_determinism(seed=args.seed)
     bundle = Path(args.bundle)
@@ -163,10 +89,12 @@ def train(args: argparse.Namespace) -> None:
     print(split.description, flush=True)
 
     network = parser.get_parsed_content("network_def").to(memory_format=torch.channels_last)
-    counts = torch.bincount(split.train_labels, minlength=2).float()
+    assert split.train is not None
+    train_images, train_labels = split.train.images, split.train.labels
+    counts = torch.bincount(train_labels, minlength=2).float()
     loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / (2 * counts), label_smoothing=0.1)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps = (len(split.train_labels) + args.batch - 1) // args.batch
+    steps = (len(train_labels) + args.batch - 1) // args.batch
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=steps * args.epochs
     )
@@ -174,29 +102,24 @@ def train(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         network.train()
-        order = torch.randperm(len(split.train_labels), generator=generator)
+        order = torch.randperm(len(train_labels), generator=generator)
         total = 0.0
         for start in range(0, len(order), args.batch):
             index = order[start : start + args.batch]
-            images = torch.stack(
-                [torch.as_tensor(augment(image)) for image in split.train_images[index]]
-            )
+            images = torch.stack([torch.as_tensor(augment(image)) for image in train_images[index]])
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = loss_fn(
                     network(images.contiguous(memory_format=torch.channels_last)).float(),
-                    split.train_labels[index],
+                    train_labels[index],
                 )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
             total += loss.item() * len(index)
-        report = ValidationReport.from_predictions(
-            split.val_labels.numpy(), predict(network, split.val_images)
-        )
+        auc = roc_auc(split.val.labels.numpy(), predict(network, split.val.images))
         print(
-            f"epoch {epoch + 1}/{args.epochs} loss {total / len(order):.4f} "
-            f"val AUC {report.auc:.4f} "
+            f"epoch {epoch + 1}/{args.epochs} loss {total / len(order):.4f} val AUC {auc:.4f} "
             f"({time.monotonic() - started:.0f} s)",
             flush=True,
         )
@@ -205,37 +128,27 @@ def train(args: argparse.Namespace) -> None:
     save_half_precision(network, bundle / "models" / "model.pt")
     metadata_path = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
-    metadata["threshold"] = round(report.threshold, 4)
-    metadata["validation"] = report.summary()
     metadata["training"] = {
-        "command": (
-            f"python -m inference.train {args.dataset} --data {args.data} --bundle {args.bundle} "
-            f"--epochs {args.epochs}"
-        ),
+        "command": command_line("train", args, f"--epochs {args.epochs}"),
         "seed": args.seed,
         "epochs": args.epochs,
         "minutes": round((time.monotonic() - started) / 60, 1),
         "data": split.description,
     }
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
-    write_model_card(bundle, metadata, report)
-    print(json.dumps(metadata["validation"], indent=2))
+    report = evaluate(bundle, split, command_line("evaluate", args))
+    print(json.dumps(report.summary(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m inference.train", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("dataset", choices=sorted(LOADERS))
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--bundle", required=True)
+    add_data_arguments(parser)
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=20261122)
-    parser.add_argument("--threads", type=int, default=2)
     train(parser.parse_args(argv))
 
 

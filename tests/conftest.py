@@ -354,7 +354,9 @@ def measurements(ct_slab, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def classified(tmp_path_factory):
-    """The chest CR classified: bundle, result, header, explanation SEG and finding report."""
+    """The chest CR classified with its header: bundle, result, header, explanation SEG and
+    finding report. The CR is an adult's (64 years by its dates), outside the chest model's
+    domain: its finding is *not assessed*."""
     import pydicom
 
     from dicom_node.config import BUILTIN_BUNDLES
@@ -366,7 +368,7 @@ def classified(tmp_path_factory):
 
     bundle = find_bundles([BUILTIN_BUNDLES])["cxr_pneumonia"]
     image = pydicom.dcmread(CR_CHEST)
-    (result,) = classify(bundle, [display_pixels(image)], explain=True)
+    (result,) = classify(bundle, [display_pixels(image)], explain=True, headers=[image])
     header = pydicom.dcmread(CR_CHEST, stop_before_pixels=True)
     folder = tmp_path_factory.mktemp("cr")
     explanation = saved(encode_explanation(bundle, result, header, result_identity(903)), folder)

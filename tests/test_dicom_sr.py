@@ -3,6 +3,7 @@ read back by highdicom, and saying what the model computed, and where."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
@@ -10,12 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 from monai.transforms import Resize
+from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from inference.dicom_seg import EXPLANATION_BANDS, NOT_FOR_DIAGNOSIS, derived_uid
-from inference.dicom_sr import OHIF_TOOLS
+from inference.dicom_sr import OHIF_TOOLS, encode_finding
 
-from .conftest import pixelmed_sr_errors
+from .conftest import pixelmed_sr_errors, result_identity
 
 
 def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements, ct_slab):
@@ -68,29 +70,59 @@ def test_measurement_report_is_tid_1500_with_one_group_per_segment(measurements,
     assert {str(d.SOPInstanceUID) for d in ct_slab.volume.datasets} <= evidence
 
 
-def test_finding_report_names_the_model_and_the_image(classified):
-    bundle, result, header, _, report = classified
-    assert report.ContentTemplateSequence[0].TemplateIdentifier == "1500"
-    content = hd.sr.srread(report.filename).content
-    (group,) = content.get_image_measurement_groups()
-    assert group.finding_type.value == "233604007"  # SNOMED CT pneumonia
-    (probability,) = group.get_measurements(name=codes.DCM.Probability)
-    assert probability.value == pytest.approx(result.probabilities["pneumonia"], abs=1e-4)
+def finding_group(report: Dataset):
+    (group,) = hd.sr.srread(report.filename).content.get_image_measurement_groups()
+    (comment,) = [item for item in group[0].ContentSequence if item.name == codes.DCM.Comment]
     (presence,) = group.get_qualitative_evaluations(name=codes.DCM.PresenceOfProperty)
-    present = result.probabilities["pneumonia"] >= bundle.threshold
-    assert presence.value == (codes.SCT.Present if present else codes.SCT.Absent)
-    (source,) = group.source_images
-    assert source.referenced_sop_instance_uid == header.SOPInstanceUID
+    return group, presence.value, comment.value
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_an_assessed_finding_is_present_or_absent_at_the_threshold(classified, tmp_path, present):
+    """The CR's result as if it were within the model's domain, its probability on either side
+    of the threshold: the report says present or absent, at which threshold."""
+    bundle, result, header, _, _ = classified
+    probability = bundle.threshold + (0.01 if present else -0.01)
+    assessed = replace(
+        result, concerns=[], probabilities={"normal": 1 - probability, "pneumonia": probability}
+    )
+    report = encode_finding(bundle, assessed, header, result_identity(904))
+    report.save_as(tmp_path / "sr.dcm")
+    group, presence, comment = finding_group(pydicom.dcmread(tmp_path / "sr.dcm"))
+    assert presence == (codes.SCT.Present if present else codes.SCT.Absent)
     verdict = "present" if present else "absent"
     # OHIF 3.13 lists (hydrates) a measurement whose Tracking Identifier names one of its tools,
     # and labels it by the group's Comment.
     assert group.tracking_identifier == (
         f"{OHIF_TOOLS}:RectangleROI:pneumonia {verdict} (threshold {bundle.threshold:g})"
     )
-    (comment,) = [item for item in group[0].ContentSequence if item.name == codes.DCM.Comment]
+    assert comment == (
+        f"pneumonia {verdict}: probability {probability:.2f} (threshold {bundle.threshold:g})"
+    )
+
+
+def test_finding_report_names_the_model_and_the_image(classified):
+    """The adult CR: its probability, Indeterminate presence and the reason it was not
+    assessed."""
+    bundle, result, header, _, report = classified
+    assert report.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    group, presence, comment = finding_group(report)
+    assert group.finding_type.value == "233604007"  # SNOMED CT pneumonia
+    (probability,) = group.get_measurements(name=codes.DCM.Probability)
+    assert probability.value == pytest.approx(result.probabilities["pneumonia"], abs=1e-4)
+    assert presence == codes.SCT.Indeterminate
+    (source,) = group.source_images
+    assert source.referenced_sop_instance_uid == header.SOPInstanceUID
+    assert group.tracking_identifier == (
+        f"{OHIF_TOOLS}:RectangleROI:pneumonia not assessed (threshold {bundle.threshold:g})"
+    )
     probability_text = f"{result.probabilities['pneumonia']:.2f}"
-    assert comment.value == (
-        f"pneumonia {verdict}: probability {probability_text} (threshold {bundle.threshold:g})"
+    assert comment.startswith(
+        "pneumonia not assessed, input outside the model's domain (patient age outside the "
+        "trained 0-17 years"
+    )
+    assert comment.endswith(
+        f"probability {probability_text} not reliable (threshold {bundle.threshold:g})"
     )
     # The probability inferred from the box around the explanation's strongest evidence.
     (box,) = probability.referenced_coordinates

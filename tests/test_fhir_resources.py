@@ -105,14 +105,10 @@ def test_finding_report_as_diagnostic_report_with_observations(classified):
     quantity = probability["valueQuantity"]
     assert quantity["value"] == pytest.approx(round(result.probabilities[result.positive], 4))
     assert (quantity["system"], quantity["code"]) == ("http://unitsofmeasure.org", "1")
-    present = result.finding == result.positive
-    assert presence["valueCodeableConcept"]["coding"][0]["code"] == (
-        "52101004" if present else "2667000"
-    )
-    if present:
-        assert diagnostic["conclusionCode"][0]["coding"][0]["code"] == "233604007"
-    else:
-        assert "conclusionCode" not in diagnostic
+    # the shared CR is an adult's: not assessed, SNOMED CT Indeterminate, no conclusion code
+    assert not result.assessed
+    assert presence["valueCodeableConcept"]["coding"][0]["code"] == "82334004"
+    assert "conclusionCode" not in diagnostic
 
 
 def test_measurement_report_gives_volumes_in_ml_and_mean_hu(measurements, ct_slab):

@@ -149,6 +149,11 @@ def test_results_reach_the_pacs_in_the_patients_study(make_node, orthanc, copy_f
     for result in kept.values():
         assert result.PatientID == cr.PatientID
         assert dciodvfy_errors(result.filename) == set()  # the node's stored file
+    # The CR is an adult's: its job's note says the finding was not assessed, and why.
+    assert (
+        "image 1 not assessed, outside the model's domain (patient age outside the trained"
+        in cli(node, "jobs", "show", "2").stdout
+    )
     # What is waiting, and why, is visible over HTTP.
     status = wait_until(lambda: (s := node_status(node))["not_delivered"][1:] and s, timeout=30)
     assert status["jobs"] == {JOB_DONE: 2}

@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 
 from inference.bundle import Bundle
 from inference.ct_series import UnsupportedSeries, load_ct_series, series_files
-from inference.image2d import IMAGE_SUFFIXES, load_image2d
+from inference.image2d import IMAGE_SUFFIXES, display_pixels, load_image2d
 from inference.run import classify, segment
 
 from ..config import ConfigError, InferenceConfig
@@ -97,7 +97,10 @@ class LocalInference:
     def _classify(self, bundle: Bundle, files: list[Path]) -> Iterator[Result]:
         for file in files:
             try:
-                (result,) = classify(bundle, [load_image2d(file)])
+                header = None if file.suffix.lower() in IMAGE_SUFFIXES else pydicom.dcmread(file)
+                pixels = load_image2d(file) if header is None else display_pixels(header)
+                headers = None if header is None else [header]
+                (result,) = classify(bundle, [pixels], headers=headers)
             except (ValueError, OSError) as error:
                 yield {"path": str(file), "model": bundle.name, "error": str(error)}
                 continue
@@ -115,6 +118,9 @@ def format_text(result: Result) -> str:
     if "probabilities" in result:
         given = cast(dict[str, float], result["probabilities"])
         probabilities = ", ".join(f"{name} {p:.3f}" for name, p in given.items())
+        if result["finding"] is None:
+            concerns = "; ".join(cast(list[str], result["out_of_domain"]))
+            return head + f"not assessed, outside the model's domain: {concerns} ({probabilities})"
         return head + f"{result['finding']} ({probabilities})"
     segments = "; ".join(
         f"{name} {m['volume_ml']} mL, {m['mean_hu']} HU"

@@ -102,26 +102,35 @@ def plan_results(ae_title: str, bundle: Bundle, headers: list[Dataset]) -> list[
 
 def _run_segmentation(
     bundle: Bundle, paths: list[Path], headers: list[Dataset], plans: list[PlannedResult]
-) -> list[Dataset]:
+) -> tuple[list[Dataset], list[str]]:
     seg_plan, report_plan = plans
     volume = load_ct_series(paths, headers)
     result = segment(bundle, volume)
     seg = encode_segmentation(bundle, result, volume.datasets, seg_plan.identity)
     report = encode_measurements(bundle, result, seg, volume.datasets, report_plan.identity)
-    return [seg, report]
+    return [seg, report], []
 
 
 def _run_classifier(
     bundle: Bundle, paths: list[Path], headers: list[Dataset], plans: list[PlannedResult]
-) -> list[Dataset]:
+) -> tuple[list[Dataset], list[str]]:
+    """The results of each image, and a remark for each image outside the model's domain (the
+    stored header, not the de-identified one, is checked: it still says age and view)."""
     made: list[Dataset] = []
+    remarks: list[str] = []
     for explanation_plan, finding_plan in zip(plans[::2], plans[1::2], strict=True):
         index = explanation_plan.source_index
-        (result,) = classify(bundle, [display_pixels(pydicom.dcmread(paths[index]))], explain=True)
+        stored = pydicom.dcmread(paths[index])
+        (result,) = classify(bundle, [display_pixels(stored)], explain=True, headers=[stored])
+        if not result.assessed:
+            remarks.append(
+                f"image {index + 1} not assessed, outside the model's domain "
+                f"({'; '.join(result.concerns)})"
+            )
         source = headers[index]
         made.append(encode_explanation(bundle, result, source, explanation_plan.identity))
         made.append(encode_finding(bundle, result, source, finding_plan.identity))
-    return made
+    return made, remarks
 
 
 def _stored_chunks(context: StudyJobContext, uid: str) -> list[bytes]:
@@ -207,7 +216,7 @@ def run_model(
     report("infer and encode", 0.1)
     started = time.perf_counter()
     try:
-        made = run(bundle, stored.paths, pseudonymous, plans)
+        made, remarks = run(bundle, stored.paths, pseudonymous, plans)
     except UnsuitableInput as error:  # not what the model takes (its message says why)
         add_note(context.engine, job_id, f"{head}: not run: {error}")
         return
@@ -229,5 +238,5 @@ def run_model(
         context.engine,
         job_id,
         f"{head}: {stored_now} result(s) stored ({kinds}), {queued} queued for "
-        f"{_destinations(context)}",
+        f"{_destinations(context)}" + "".join(f"; {remark}" for remark in remarks),
     )
