@@ -20,7 +20,7 @@ from dicom_node.index.schema import JOB_DONE, JOB_RUNNING, OUTBOX_SENT, jobs
 
 from .conftest import CR_CHEST, CT_SERIES, dcmsend
 from .test_durability import wait_until
-from .test_research_forwarding import outbox_rows, research_peer  # noqa: F401 (a fixture)
+from .test_research_forwarding import outbox_rows
 from .test_results_delivery import job_states
 
 # What a reload changes does not depend on the index's database: SQLite alone.
