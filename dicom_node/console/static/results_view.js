@@ -30,12 +30,23 @@ function table(caption, head, rows) {
     element("tbody", {}, ...rows.map((row) => element("tr", {}, ...row.map((text) => element("td", {}, text))))));
 }
 
-function finding(study, item) {
+/** What the job noted about ``model``: where it ran (device) and how long it took. */
+function ran(notes, model) {
+  const lines = notes.filter((note) => note.includes(`: ${model} `));
+  return lines.length ? element("ul", { className: "ran" }, ...lines.map((note) => element("li", {}, note))) : null;
+}
+
+function finding(study, item, notes) {
   const percent = (value) => `${(value * 100).toFixed(1)} %`;
-  const section = element("section", { className: "finding" },
+  // Outside the model's domain there is no finding: "not assessed", the report's reason, and
+  // the probability marked as not to be relied on.
+  const probability = percent(item.probability) + (item.assessed ? "" : " (not reliable)");
+  const section = element("section", { className: item.assessed ? "finding" : "finding not-assessed" },
     element("h3", {}, `${item.model}: ${item.label}`),
+    item.assessed ? null : element("p", { className: "reason" }, item.reason),
     table("Classification", ["label", "probability", "threshold"],
-      [[item.label, percent(item.probability), item.threshold === null ? "—" : percent(item.threshold)]]));
+      [[item.label, probability, item.threshold === null ? "—" : percent(item.threshold)]]),
+    ran(notes, item.model));
   if (!item.explanation) return section;
   const canvas = element("canvas", { className: "explained", "data-image": item.image,
     "aria-label": `The image with the model's explanation (Grad-CAM) over it` });
@@ -140,13 +151,14 @@ async function view3d(base, seg, holder) {
   canvas.dataset.ready = "true";
 }
 
-function measurements(study, item) {
+function measurements(study, item, notes) {
   const base = `api/predict/studies/${study}`;
   const rows = item.volumes.map((v) => [v.name, v.volume_ml.toFixed(1),
     v.mean_hu === null ? "—" : v.mean_hu.toFixed(0), v.std_hu === null ? "—" : v.std_hu.toFixed(0)]);
   const section = element("section", { className: "measurements" },
     element("h3", {}, `${item.model}: tissue volumes`),
-    table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows));
+    table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows),
+    ran(notes, item.model));
   if (item.segmentation) {
     const holder = element("div", { className: "ct-views" });
     section.append(holder);
@@ -166,8 +178,8 @@ export function showResults(results, job) {
     section.append(element("p", {}, element("a", { href: job.viewer_url, target: "_blank", rel: "noopener" },
       "Open the study in the viewer")));
   }
-  for (const item of job.findings || []) section.append(finding(job.study, item));
-  for (const item of job.measurements || []) section.append(measurements(job.study, item));
+  for (const item of job.findings || []) section.append(finding(job.study, item, job.notes));
+  for (const item of job.measurements || []) section.append(measurements(job.study, item, job.notes));
   if (!(job.findings || []).length && !(job.measurements || []).length) {
     section.append(element("p", {}, "No result was stored. What the job noted:"));
   }
