@@ -21,6 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
+from dicom_node.config import BUILTIN_BUNDLES
 from dicom_node.console.results import read_finding
 from dicom_node.index.contents import instance_path
 
@@ -33,6 +34,10 @@ WRITER = {"username": "writer", "password": "writer-password", "write": True}
 READ = (READER["username"], READER["password"])
 WRITE = (WRITER["username"], WRITER["password"])
 GUARD = {"X-Requested-By": "dicom-node-console"}
+#: the chest model's threshold, as its bundle declares it
+CXR_THRESHOLD = json.loads(
+    (BUILTIN_BUNDLES / "cxr_pneumonia" / "configs" / "metadata.json").read_text()
+)["threshold"]
 #: the explanation bands' colours (inference.dicom_seg.EXPLANATION_BANDS), as drawn
 BAND_COLOURS = {(255, 215, 0), (255, 32, 32)}
 
@@ -105,7 +110,7 @@ def check_finding(api: str, state: dict, assessed: bool = True) -> dict:
     (finding,) = state["findings"]
     assert finding["model"] == "cxr_pneumonia"
     assert 0.0 <= finding["probability"] <= 1.0
-    assert finding["threshold"] == 0.49
+    assert finding["threshold"] == CXR_THRESHOLD
     assert finding["assessed"] is assessed
     if assessed:
         assert finding["label"] in ("normal", "pneumonia") and not finding["reason"]
@@ -144,7 +149,7 @@ def test_a_picture_and_a_cr_are_classified_with_their_explanation(node_and_api):
     models = requests.get(f"{api}/models", auth=READ, timeout=10).json()
     cards = {model["name"]: model for model in models}
     assert {"cxr_pneumonia", "ct_tissue", "breast_us"} <= set(cards)
-    assert cards["cxr_pneumonia"]["threshold"] == 0.49
+    assert cards["cxr_pneumonia"]["threshold"] == CXR_THRESHOLD
     assert "Intended use" in cards["cxr_pneumonia"]["card"]
 
     jpeg = PNEUMONIA_JPEG.read_bytes()

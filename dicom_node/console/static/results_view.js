@@ -104,7 +104,7 @@ function parseMesh(buffer) {
   });
 }
 
-async function view3d(base, seg, holder) {
+async function view3d(base, seg, holder, described) {
   let THREE;
   try {
     THREE = await import("./vendor/three.js");
@@ -116,7 +116,9 @@ async function view3d(base, seg, holder) {
   const answer = await fetch(`${base}/ct/${seg}/mesh`, { credentials: "same-origin" });
   const segments = parseMesh(await answer.arrayBuffer());
   const canvas = element("canvas", { className: "ct-3d", tabIndex: 0, width: 640, height: 480,
-    "aria-label": "3D view of the segments: drag to turn, wheel to zoom, arrow keys to move" });
+    "aria-label": "3D view of the segments: drag to turn, wheel to zoom, arrow keys to move",
+    // its text alternative: the volumes table beside it
+    "aria-describedby": described });
   holder.append(canvas, element("ul", { className: "legend" }, ...segments.map((s) =>
     element("li", {}, element("span", { className: "swatch", style: `background: rgb(${s.colour.join(",")})` }), s.name))));
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
@@ -155,14 +157,15 @@ function measurements(study, item, notes) {
   const base = `api/predict/studies/${study}`;
   const rows = item.volumes.map((v) => [v.name, v.volume_ml.toFixed(1),
     v.mean_hu === null ? "—" : v.mean_hu.toFixed(0), v.std_hu === null ? "—" : v.std_hu.toFixed(0)]);
+  const volumes = table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows);
+  volumes.id = `volumes-${item.report}`;
   const section = element("section", { className: "measurements" },
-    element("h3", {}, `${item.model}: tissue volumes`),
-    table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows),
+    element("h3", {}, `${item.model}: tissue volumes`), volumes,
     ran(notes, item.model));
   if (item.segmentation) {
     const holder = element("div", { className: "ct-views" });
     section.append(holder);
-    view3d(base, item.segmentation, holder)
+    view3d(base, item.segmentation, holder, volumes.id)
       .then(async () => holder.append(await sliceView(base, item.segmentation)))
       .catch((error) => holder.append(element("p", { className: "error" }, error.message)));
   }
