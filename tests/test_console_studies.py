@@ -191,6 +191,9 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     wait_until(lambda: attempts() == 2, timeout=60)
     events = requests.get(f"{base}/studies/{CT_STUDY}", auth=reader, timeout=10).json()["timeline"]
     assert any(e["text"] == f"job {job} started (attempt 2)" for e in events)
+    # the first attempt keeps its own start and end (index.schema.job_attempts)
+    (first,) = [e for e in events if e["text"] == f"job {job} attempt 1 done"]
+    assert first["kind"] == "done" and first["duration"] >= 0
     # No patient identifier in the log at INFO.
     assert CT_PATIENT not in node.log()
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, func, select
 
-from .schema import instances, job_notes, job_steps, jobs, outbox, series
+from .schema import instances, job_attempts, job_notes, job_steps, jobs, outbox, series
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,17 @@ class JobStep:
 
 
 @dataclass(frozen=True)
+class JobAttempt:
+    attempt: int
+    started_at: float
+    #: None while it runs, or when it was interrupted
+    finished_at: float | None
+    #: done or failed; None when it did not finish
+    state: str | None
+    error: str
+
+
+@dataclass(frozen=True)
 class JobHistory:
     id: int
     state: str
@@ -47,6 +58,8 @@ class JobHistory:
     error: str
     steps: list[JobStep]
     notes: list[TimedText]
+    #: every attempt's start and end, oldest first (jobs run before the index kept them: none)
+    attempt_times: list[JobAttempt]
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,20 @@ def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHis
             .order_by(job_steps.c.id)
         ):
             steps.setdefault(job_id, []).append(JobStep(*step))
+        attempts: dict[int, list[JobAttempt]] = {}
+        for job_id, *attempt in connection.execute(
+            select(
+                job_attempts.c.job_id,
+                job_attempts.c.attempt,
+                job_attempts.c.started_at,
+                job_attempts.c.finished_at,
+                job_attempts.c.state,
+                job_attempts.c.error,
+            )
+            .where(job_attempts.c.job_id.in_(ids))
+            .order_by(job_attempts.c.id)
+        ):
+            attempts.setdefault(job_id, []).append(JobAttempt(*attempt))
         notes: dict[int, list[TimedText]] = {}
         for job_id, at, text in connection.execute(
             select(job_notes.c.job_id, job_notes.c.at, job_notes.c.text)
@@ -136,7 +163,10 @@ def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHis
     return StudyHistory(
         received,
         results,
-        [JobHistory(*row, steps.get(row.id, []), notes.get(row.id, [])) for row in rows],
+        [
+            JobHistory(*row, steps.get(row.id, []), notes.get(row.id, []), attempts.get(row.id, []))
+            for row in rows
+        ],
         deliveries,
     )
 
