@@ -129,5 +129,8 @@ def test_a_reader_tours_every_page_behind_a_prefix(make_node, tmp_path):
         assert shown["keyboard"]["missed"] == [], (name, shown["keyboard"])
         assert shown["keyboard"]["reached"] >= 4, name  # the four pages' links at least
     assert "not assessed" in report["pages"]["study"]["text"]
+    # nothing queued: said once, and no stray value beside it
+    work = report["pages"]["work"]["text"].split("Outbox", 1)[1].split()
+    assert work == "Nothing was queued for delivery.".split(), work
     assert "cxr_pneumonia" in report["pages"]["predict"]["text"]
     assert WRITER["username"] not in json.dumps(report)
