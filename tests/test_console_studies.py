@@ -250,8 +250,18 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     assert "cannot reach peer 'research'" in report["timeline"]
     assert "\tpending\t" in report["before"] and "\tsent\t" in report["after"]
     assert "due now; done" in report["status"]
+    for text in ("job 1 attempt 1 started", "job 1 attempt 1 done", "job 1 started (attempt 2)"):
+        assert text in report["rerun"]
     assert "Healthy" in report["work"] and "No job is running." in report["work"]
     assert "research\t2\t1\t0" in report["work"]  # pending, sent (by the retry), failed
     assert report["readerSession"] == "reader (read only)" and report["readerButtons"] == 0
-    for name in ("0-studies", "1-search", "2-timeline", "3-retried", "4-work", "5-read-only"):
+    for name in (
+        "0-studies",
+        "1-search",
+        "2-timeline",
+        "3-retried",
+        "3-rerun",
+        "4-work",
+        "5-read-only",
+    ):
         assert (out / f"{name}.png").stat().st_size > 10_000
