@@ -240,6 +240,7 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
         timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    (out / "report.json").write_text(run.stdout)
     report = json.loads(run.stdout)
     assert report["errors"] == []
     assert report["hostile"] == {"ran": False, "elements": 0, "shown": True}
