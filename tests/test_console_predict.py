@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import time
 import zlib
@@ -20,6 +21,8 @@ import pytest
 import requests
 from PIL import Image
 
+from dicom_node.config import BUILTIN_BUNDLES
+from dicom_node.console.results import read_finding
 from dicom_node.index.contents import instance_path
 
 from .conftest import CR_CHEST, CT_SERIES, SHARED_DATA, dciodvfy_errors
@@ -31,6 +34,10 @@ WRITER = {"username": "writer", "password": "writer-password", "write": True}
 READ = (READER["username"], READER["password"])
 WRITE = (WRITER["username"], WRITER["password"])
 GUARD = {"X-Requested-By": "dicom-node-console"}
+#: the chest model's threshold, as its bundle declares it
+CXR_THRESHOLD = json.loads(
+    (BUILTIN_BUNDLES / "cxr_pneumonia" / "configs" / "metadata.json").read_text()
+)["threshold"]
 #: the explanation bands' colours (inference.dicom_seg.EXPLANATION_BANDS), as drawn
 BAND_COLOURS = {(255, 215, 0), (255, 32, 32)}
 
@@ -95,17 +102,26 @@ def picture(response: requests.Response) -> Image.Image:
     return Image.open(io.BytesIO(response.content))
 
 
-def check_finding(api: str, state: dict) -> dict:
+def check_finding(api: str, state: dict, assessed: bool = True) -> dict:
     """The job's one finding, its numbers and its two pictures (same size, the overlay drawn in
-    the explanation's colours where the model looked, transparent elsewhere)."""
+    the explanation's colours where the model looked, transparent elsewhere); an image outside
+    the model's domain has no finding but *not assessed* and the report's reason."""
     assert state["state"] == "done", state
     (finding,) = state["findings"]
     assert finding["model"] == "cxr_pneumonia"
-    assert finding["label"] in ("normal", "pneumonia")
-    assert finding["present"] == (finding["label"] == "pneumonia")
     assert 0.0 <= finding["probability"] <= 1.0
-    assert finding["threshold"] == 0.49
-    assert finding["present"] == (finding["probability"] >= finding["threshold"])
+    assert finding["threshold"] == CXR_THRESHOLD
+    assert finding["assessed"] is assessed
+    if assessed:
+        assert finding["label"] in ("normal", "pneumonia") and not finding["reason"]
+        assert finding["present"] == (finding["label"] == "pneumonia")
+        assert finding["present"] == (finding["probability"] >= finding["threshold"])
+    else:
+        assert finding["label"] == "not assessed" and not finding["present"]
+        assert "outside the model's domain" in finding["reason"]
+    # where each model ran: the job's note names the device and the time it took
+    ran = re.compile(r"cxr_pneumonia \S+ on (cpu|cuda:\d+ \(.+\)) \(\d+\.\d s\)")
+    assert any(ran.search(note) for note in state["notes"]), state["notes"]
     base = f"{api}/studies/{state['study']}"
     image = picture(requests.get(f"{base}/images/{finding['image']}", auth=READ, timeout=30))
     overlay = picture(
@@ -133,7 +149,7 @@ def test_a_picture_and_a_cr_are_classified_with_their_explanation(node_and_api):
     models = requests.get(f"{api}/models", auth=READ, timeout=10).json()
     cards = {model["name"]: model for model in models}
     assert {"cxr_pneumonia", "ct_tissue", "breast_us"} <= set(cards)
-    assert cards["cxr_pneumonia"]["threshold"] == 0.49
+    assert cards["cxr_pneumonia"]["threshold"] == CXR_THRESHOLD
     assert "Intended use" in cards["cxr_pneumonia"]["card"]
 
     jpeg = PNEUMONIA_JPEG.read_bytes()
@@ -175,7 +191,21 @@ def test_a_picture_and_a_cr_are_classified_with_their_explanation(node_and_api):
         f"{api}/jobs", json={"study": study, "models": ["cxr_pneumonia"]}, headers=GUARD, auth=WRITE
     )
     assert answer.status_code == 202, answer.text
-    check_finding(api, ended(api, answer.json()["job"], timeout=240))
+    # an adult's film (64 years by its dates): outside the model's 0-17 years, not assessed
+    cr = check_finding(api, ended(api, answer.json()["job"], timeout=240), assessed=False)
+    assert "patient age outside the trained 0-17 years" in cr["reason"]
+
+
+def test_a_report_not_assessed_reads_back_as_such_with_its_reason(classified):
+    """The adult CR's stored report, read as the console reads it: no finding, the SR's reason."""
+    bundle, result, _, _, report = classified
+    finding = read_finding(report, {bundle.name: bundle})
+    assert finding is not None and not finding.assessed and not finding.present
+    assert finding.label == "not assessed"
+    assert finding.probability == pytest.approx(result.probabilities["pneumonia"], abs=1e-4)
+    assert finding.reason.startswith(
+        "pneumonia not assessed, input outside the model's domain (patient age outside"
+    )
 
 
 def png_bomb(side: int) -> bytes:

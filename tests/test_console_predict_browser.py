@@ -1,9 +1,12 @@
 """Upload and predict as a person does it, in Debian's chromium (tests/viewer/console_predict.mjs,
-playwright-core): a real chest radiograph JPEG with the patient's details, the NEMA chest CR and
-the shared chest CT, each through the page's file input with its model chosen in the dropdown.
-The page shows the probability and the model's threshold, the explanation drawn over the image
-(a pixel of the overlay in the explanation's colour at full opacity), the tissue volumes, a 3D
-view that rendered (its WebGL canvas read back, non-blank, and changed by a drag) and the slices;
+playwright-core): a BreastMNIST ultrasound picture and the NEMA chest CR dropped on the drop zone
+(a real drop event), a real chest radiograph JPEG with the patient's details and the shared
+chest CT through the page's file input, each with its model chosen in the dropdown. The page
+shows the probability and the model's threshold (for the adult CR, outside the model's 0-17
+years, and the ultrasound, unlike its training images: *not assessed* and why), where each model
+ran, the explanation drawn over the image (a pixel of the overlay in the explanation's colour at
+full opacity), the tissue volumes, a 3D view that rendered (its WebGL canvas read back,
+non-blank, changed by a drag and by arrow keys, described by the volumes table) and the slices;
 axe-core finds no serious or critical violation. Screenshots stay in the test's folder, or under
 $DICOM_NODE_TEST_ARTEFACTS. Skipped where chromium, tests/viewer's packages or the console's
 three.js bundle (`npm run build --prefix dicom_node/console/frontend`) are missing."""
@@ -12,13 +15,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from .conftest import CR_CHEST, CT_SERIES
-from .test_console_predict import BAND_COLOURS, PNEUMONIA_JPEG, READER, WRITER, console_node
+from .test_console_predict import (
+    BAND_COLOURS,
+    CXR_THRESHOLD,
+    PNEUMONIA_JPEG,
+    READER,
+    WRITER,
+    console_node,
+)
+from .test_model_trust import BREASTMNIST
 
 VIEWER = Path(__file__).parent / "viewer"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,6 +51,14 @@ pytestmark = [
 ]
 
 
+def breast_png(folder: Path) -> Path:
+    """A BreastMNIST ultrasound as a 224 px PNG: a picture the chest model was not trained on."""
+    images = np.load(BREASTMNIST)["test_images"]
+    path = folder / "breast.png"
+    Image.fromarray(images[0]).resize((224, 224), Image.Resampling.BILINEAR).save(path)
+    return path
+
+
 def serious(violations: list[dict]) -> list[dict]:
     return [v for v in violations if v["impact"] in ("serious", "critical")]
 
@@ -47,13 +69,26 @@ def test_a_person_uploads_and_reads_the_predictions(make_node, tmp_path):
     out.mkdir(parents=True, exist_ok=True)
     uploads = [
         {
+            "name": "breast",
+            "files": [str(breast_png(tmp_path))],
+            "models": ["cxr_pneumonia"],
+            "kind": "finding",
+            "via": "drop",
+        },
+        {
+            "name": "cr",
+            "files": [str(CR_CHEST)],
+            "models": ["cxr_pneumonia"],
+            "kind": "finding",
+            "via": "drop",
+        },
+        {
             "name": "jpeg",
             "files": [str(PNEUMONIA_JPEG)],
             "models": ["cxr_pneumonia"],
             "details": {"patient_name": "Doe^Jane", "patient_id": "BROWSER-1"},
             "kind": "finding",
         },
-        {"name": "cr", "files": [str(CR_CHEST)], "models": ["cxr_pneumonia"], "kind": "finding"},
         {
             "name": "ct",
             "files": [str(p) for p in sorted(CT_SERIES.glob("*.dcm"))],
@@ -76,27 +111,42 @@ def test_a_person_uploads_and_reads_the_predictions(make_node, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
     assert report["errors"] == []
     assert {"cxr_pneumonia", "ct_tissue"} <= set(report["models"])
     assert serious(report["axeBefore"]) == [] and serious(report["axeAfter"]) == []
 
-    jpeg, cr, ct = report["uploads"]
-    for shown in (jpeg, cr):
+    breast, cr, jpeg, ct = report["uploads"]
+    assert breast["dropped"] == ["breast.png"] and cr["dropped"] == [CR_CHEST.name]
+    for shown in (breast, cr, jpeg):
         assert "done" in shown["heading"]
         ((label, probability, threshold),) = shown["classification"]
-        assert label in ("normal", "pneumonia")
-        assert probability.endswith(" %") and 0 <= float(probability[:-2]) <= 100
-        assert threshold == "49.0 %"
+        assessed = shown is jpeg
+        assert shown["title"] == f"cxr_pneumonia: {label}"
+        assert (label in ("normal", "pneumonia")) if assessed else (label == "not assessed")
+        assert probability.endswith(" %" if assessed else " % (not reliable)")
+        assert 0 <= float(probability.split(" %")[0]) <= 100
+        assert threshold == f"{CXR_THRESHOLD * 100:.1f} %"
+        (ran,) = shown["ran"]
+        assert re.search(r": cxr_pneumonia \S+ on cpu \(\d+\.\d s\)", ran), ran
+        if not assessed:
+            (reason,) = shown["reason"]
+            assert "not assessed, input outside the model's domain" in reason
         overlay = shown["overlay"]
         assert 0 < overlay["changed"] < overlay["width"] * overlay["height"]
         assert tuple(overlay["first"]["full"]) in BAND_COLOURS
         assert tuple(overlay["first"]["none"]) not in BAND_COLOURS
 
+    assert "patient age outside the trained 0-17 years" in cr["reason"][0]
+    assert "image unlike the training images (feature distance" in breast["reason"][0]
     assert "done" in ct["heading"]
     volumes = {row[0]: float(row[1]) for row in ct["volumes"]}
     assert {"lung", "fat", "soft tissue", "bone"} <= set(volumes)
     assert 1000 < volumes["lung"] < 8000
     assert ct["before"]["drawn"] > 0.05 * ct["before"]["total"]
     assert ct["turned"]["drawn"] > 0 and ct["turned"]["hash"] != ct["before"]["hash"]
+    # operable by keyboard (arrow keys move it), and the volumes table is its text alternative
+    assert ct["focused3d"] == "ct-3d" and ct["describedBy"] == "Tissue volumes"
+    assert ct["keyed"]["drawn"] > 0 and ct["keyed"]["hash"] != ct["turned"]["hash"]
     assert ct["slice"] == {"width": 512, "height": 512}
     assert READER["username"] not in json.dumps(report["errors"])

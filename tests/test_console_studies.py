@@ -191,6 +191,9 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     wait_until(lambda: attempts() == 2, timeout=60)
     events = requests.get(f"{base}/studies/{CT_STUDY}", auth=reader, timeout=10).json()["timeline"]
     assert any(e["text"] == f"job {job} started (attempt 2)" for e in events)
+    # the first attempt keeps its own start and end (index.schema.job_attempts)
+    (first,) = [e for e in events if e["text"] == f"job {job} attempt 1 done"]
+    assert first["kind"] == "done" and first["duration"] >= 0
     # No patient identifier in the log at INFO.
     assert CT_PATIENT not in node.log()
 
@@ -237,6 +240,7 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
         timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    (out / "report.json").write_text(run.stdout)
     report = json.loads(run.stdout)
     assert report["errors"] == []
     assert report["hostile"] == {"ran": False, "elements": 0, "shown": True}
@@ -247,8 +251,18 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     assert "cannot reach peer 'research'" in report["timeline"]
     assert "\tpending\t" in report["before"] and "\tsent\t" in report["after"]
     assert "due now; done" in report["status"]
+    for text in ("job 1 attempt 1 started", "job 1 attempt 1 done", "job 1 started (attempt 2)"):
+        assert text in report["rerun"]
     assert "Healthy" in report["work"] and "No job is running." in report["work"]
     assert "research\t2\t1\t0" in report["work"]  # pending, sent (by the retry), failed
     assert report["readerSession"] == "reader (read only)" and report["readerButtons"] == 0
-    for name in ("0-studies", "1-search", "2-timeline", "3-retried", "4-work", "5-read-only"):
+    for name in (
+        "0-studies",
+        "1-search",
+        "2-timeline",
+        "3-retried",
+        "3-rerun",
+        "4-work",
+        "5-read-only",
+    ):
         assert (out / f"{name}.png").stat().st_size > 10_000

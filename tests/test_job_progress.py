@@ -12,9 +12,10 @@ import yaml
 
 from dicom_node.cli.main import main
 from dicom_node.config import parse_config
+from dicom_node.console.studies import timeline
 from dicom_node.index import jobs
 from dicom_node.index.database import open_engine
-from dicom_node.index.history import study_history
+from dicom_node.index.history import StudyHistory, study_history
 from dicom_node.index.progress import running
 from dicom_node.index.schema import JOB_PENDING, STUDY_COMPLETE, studies
 from dicom_node.jobs.progress import JobProgress
@@ -97,3 +98,25 @@ def test_a_running_jobs_step_and_percentage_show_everywhere(database_url, tmp_pa
     jobs.claim(engine)
     (again,) = running(engine)
     assert (again.step, again.percent, again.started_at) == ("waiting for a worker", 0, None)
+
+    # Its attempts keep their own times: the first done, the second failed with its reason; the
+    # console's timeline shows the earlier one beside the job row's latest.
+    JobProgress(engine, job.id, units=1, models=["cxr_pneumonia"])
+    jobs.finish(engine, job.id, "no space left")
+    (history,) = study_history(engine, STUDY, "AI_NODE").jobs
+    first, second = history.attempt_times
+    assert (first.attempt, first.state, first.error) == (1, "done", "")
+    assert first.started_at == started.started_at
+    assert first.finished_at is not None and first.finished_at >= first.started_at
+    assert (second.attempt, second.state, second.error) == (2, "failed", "no space left")
+    assert second.started_at == history.started_at >= first.finished_at
+    events = {event.text: event for event in timeline(StudyHistory(None, None, [history], []))}
+    done = events[f"job {job.id} attempt 1 done"]
+    assert (done.at, done.kind, done.duration) == (
+        first.finished_at,
+        "done",
+        first.finished_at - first.started_at,
+    )
+    assert events[f"job {job.id} attempt 1 started"].at == first.started_at
+    assert f"job {job.id} started (attempt 2)" in events
+    assert f"job {job.id} failed: no space left" in events

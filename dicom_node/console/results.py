@@ -1,7 +1,8 @@
 """What the node's results in a study say, read back from the stored DICOM objects themselves
 (the TID 1500 reports and their SEGs), so the console shows what the PACS and the EHR got: a
-classifier's finding (label, probability, the model's threshold) with its explanation SEG, and a
-segmentation's tissue volumes with its SEG."""
+classifier's finding (label, probability, the model's threshold) with its explanation SEG, or, for
+an image outside the model's domain (presence Indeterminate), *not assessed* with the report's
+reason, and a segmentation's tissue volumes with its SEG."""
 
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class Finding:
     report: str
     #: the explanation SEG's SOP Instance UID, when it is stored
     explanation: str | None = None
+    #: False for an image outside the model's domain: no finding, ``reason`` says why
+    assessed: bool = True
+    #: the report's comment on a finding not assessed (its probability is not reliable)
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,26 @@ def _evidence(dataset: Dataset) -> list[tuple[str, str, str]]:
     ]
 
 
-def _finding(report: Dataset, bundles: dict[str, Bundle]) -> Finding | None:
+def read_finding(report: Dataset, bundles: dict[str, Bundle]) -> Finding | None:
     probability = next((_number(i) for i in _items(report) if _is(i, codes.DCM.Probability)), None)
     if probability is None:
         return None
-    presence = next((i for i in _items(report) if _is(i, codes.DCM.PresenceOfProperty)), Dataset())
-    present = _code(presence, "ConceptCodeSequence") == _key(codes.SCT.Present)
+    group = next(
+        (
+            g
+            for g in _items(report)
+            if _is(g, codes.DCM.MeasurementGroup)
+            and any(_is(i, codes.DCM.PresenceOfProperty) for i in g.get("ContentSequence", []))
+        ),
+        Dataset(),
+    )
+    presence = next(
+        (i for i in group.get("ContentSequence", []) if _is(i, codes.DCM.PresenceOfProperty)),
+        Dataset(),
+    )
+    verdict = _code(presence, "ConceptCodeSequence")
+    present = verdict == _key(codes.SCT.Present)
+    assessed = verdict != _key(codes.SCT.Indeterminate)
     model = _text(report, codes.DCM.AlgorithmName)
     bundle = bundles.get(model)
     labels = [bundle.labels[k] for k in sorted(bundle.labels)] if bundle else ["absent", "present"]
@@ -126,13 +145,15 @@ def _finding(report: Dataset, bundles: dict[str, Bundle]) -> Finding | None:
     series, _, image = images[0] if images else ("", "", "")
     return Finding(
         model=model,
-        label=labels[-1] if present else labels[0],
+        label=(labels[-1] if present else labels[0]) if assessed else "not assessed",
         probability=probability,
         threshold=bundle.threshold if bundle else None,
         present=present,
         series=series,
         image=image,
         report=str(report.SOPInstanceUID),
+        assessed=assessed,
+        reason="" if assessed else _text(group, codes.DCM.Comment),
     )
 
 
@@ -188,7 +209,7 @@ def study_results(
         if own.sop_class_uid == SEGMENTATION:
             explanations[_explained_image(dataset)] = own.sop_instance_uid
         elif own.sop_class_uid == COMPREHENSIVE_3D_SR:
-            finding = _finding(dataset, bundles)
+            finding = read_finding(dataset, bundles)
             if finding is not None:
                 findings.append(finding)
             elif (measured := _measurements(dataset)) is not None:

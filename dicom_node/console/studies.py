@@ -73,8 +73,27 @@ class Event:
     duration: float | None = None
 
 
+def _earlier_attempts(job: JobHistory) -> list[Event]:
+    """The attempts before the latest (which the job row itself dates): each start, and its end
+    with its outcome and duration, or that it did not finish."""
+    events = []
+    for earlier in job.attempt_times:
+        if earlier.attempt >= job.attempts:
+            continue
+        name = f"job {job.id} attempt {earlier.attempt}"
+        if earlier.finished_at is None:
+            events.append(Event(earlier.started_at, "job", f"{name} started (did not finish)"))
+            continue
+        events.append(Event(earlier.started_at, "job", f"{name} started"))
+        text = f"{name} {earlier.state}" + (f": {earlier.error}" if earlier.error else "")
+        took = earlier.finished_at - earlier.started_at
+        events.append(Event(earlier.finished_at, earlier.state or "note", text, took))
+    return events
+
+
 def _job_events(job: JobHistory) -> list[Event]:
     events = [Event(job.created_at, "stable", f"study stable: job {job.id} made")]
+    events += _earlier_attempts(job)
     if job.started_at is not None:
         text = f"job {job.id} started (attempt {job.attempts})"
         events.append(Event(job.started_at, "job", text))

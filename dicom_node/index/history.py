@@ -4,11 +4,14 @@ console builds a study's timeline from it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Table, func, select
 
-from .schema import instances, job_notes, job_steps, jobs, outbox, series
+from .schema import instances, job_attempts, job_notes, job_steps, jobs, outbox, series
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,17 @@ class JobStep:
 
 
 @dataclass(frozen=True)
+class JobAttempt:
+    attempt: int
+    started_at: float
+    #: None while it runs, or when it was interrupted
+    finished_at: float | None
+    #: done or failed; None when it did not finish
+    state: str | None
+    error: str
+
+
+@dataclass(frozen=True)
 class JobHistory:
     id: int
     state: str
@@ -47,6 +61,8 @@ class JobHistory:
     error: str
     steps: list[JobStep]
     notes: list[TimedText]
+    #: every attempt's start and end, oldest first (jobs run before the index kept them: none)
+    attempt_times: list[JobAttempt]
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,22 @@ def _arrivals(connection: Connection, study_uid: str, own: bool, ae_title: str) 
     return Arrivals(count, first, last) if count else None
 
 
+def _by_job(
+    connection: Connection, table: Table, ids: list[int], kind: type[T]
+) -> dict[int, list[T]]:
+    """The rows of a per-job table (its columns named as ``kind``'s fields) of the jobs ``ids``,
+    by job, in the order they were written."""
+    names = [field.name for field in fields(cast(Any, kind))]
+    found: dict[int, list[T]] = {}
+    for job_id, *values in connection.execute(
+        select(table.c.job_id, *(table.c[name] for name in names))
+        .where(table.c.job_id.in_(ids))
+        .order_by(table.c.id)
+    ):
+        found.setdefault(job_id, []).append(kind(*values))
+    return found
+
+
 def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHistory:
     """Everything the index holds with a time about the study ``study_uid``; results are the
     instances stored under the node's own AE title ``own_ae_title``."""
@@ -106,25 +138,9 @@ def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHis
             .order_by(jobs.c.id)
         ).all()
         ids = [row.id for row in rows]
-        steps: dict[int, list[JobStep]] = {}
-        for job_id, *step in connection.execute(
-            select(
-                job_steps.c.job_id,
-                job_steps.c.name,
-                job_steps.c.started_at,
-                job_steps.c.finished_at,
-            )
-            .where(job_steps.c.job_id.in_(ids))
-            .order_by(job_steps.c.id)
-        ):
-            steps.setdefault(job_id, []).append(JobStep(*step))
-        notes: dict[int, list[TimedText]] = {}
-        for job_id, at, text in connection.execute(
-            select(job_notes.c.job_id, job_notes.c.at, job_notes.c.text)
-            .where(job_notes.c.job_id.in_(ids))
-            .order_by(job_notes.c.id)
-        ):
-            notes.setdefault(job_id, []).append(TimedText(at, text))
+        steps = _by_job(connection, job_steps, ids, JobStep)
+        attempts = _by_job(connection, job_attempts, ids, JobAttempt)
+        notes = _by_job(connection, job_notes, ids, TimedText)
         deliveries = [
             Delivery(*row)
             for row in connection.execute(
@@ -136,7 +152,10 @@ def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHis
     return StudyHistory(
         received,
         results,
-        [JobHistory(*row, steps.get(row.id, []), notes.get(row.id, [])) for row in rows],
+        [
+            JobHistory(*row, steps.get(row.id, []), notes.get(row.id, []), attempts.get(row.id, []))
+            for row in rows
+        ],
         deliveries,
     )
 

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, exists, func, select, update
 from sqlalchemy.orm import aliased
 
-from .schema import JOB_DONE, JOB_FAILED, JOB_PENDING, JOB_RUNNING, job_notes, jobs, studies
+from .schema import (
+    JOB_DONE,
+    JOB_FAILED,
+    JOB_PENDING,
+    JOB_RUNNING,
+    job_attempts,
+    job_notes,
+    jobs,
+    studies,
+)
 
 
 @dataclass(frozen=True)
@@ -100,11 +109,23 @@ def claim(engine: Engine) -> Job | None:
 
 
 def finish(engine: Engine, job_id: int, error: str = "") -> None:
+    """The job done (or failed, with why), and so its latest attempt's record."""
+    state, now = JOB_FAILED if error else JOB_DONE, time.time()
+    latest = select(jobs.c.attempts).where(jobs.c.id == job_id).scalar_subquery()
     with engine.begin() as connection:
         connection.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(state=JOB_FAILED if error else JOB_DONE, error=error, updated_at=time.time())
+            update(jobs).where(jobs.c.id == job_id).values(state=state, error=error, updated_at=now)
+        )
+        connection.execute(
+            update(job_attempts)
+            .where(
+                and_(
+                    job_attempts.c.job_id == job_id,
+                    job_attempts.c.attempt == latest,
+                    job_attempts.c.finished_at.is_(None),
+                )
+            )
+            .values(finished_at=now, state=state, error=error)
         )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
-from .schema import JOB_RUNNING, job_steps, jobs
+from .schema import JOB_RUNNING, job_attempts, job_steps, jobs
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,18 @@ class RunningJob:
 
 
 def started(engine: Engine, job_id: int, models: list[str]) -> None:
-    """An attempt begins: its start time and the models it is going to run."""
+    """An attempt begins: its start time and the models it is going to run, and its record
+    (which `jobs.finish` closes)."""
+    now = time.time()
     with engine.begin() as connection:
         connection.execute(
             update(jobs)
             .where(jobs.c.id == job_id)
-            .values(
-                started_at=time.time(), running_models=",".join(models), step="starting", percent=0
-            )
+            .values(started_at=now, running_models=",".join(models), step="starting", percent=0)
+        )
+        attempt = connection.execute(select(jobs.c.attempts).where(jobs.c.id == job_id)).scalar()
+        connection.execute(
+            job_attempts.insert().values(job_id=job_id, attempt=attempt, started_at=now)
         )
 
 

@@ -181,6 +181,24 @@ job_steps = Table(
     Index("ix_job_steps_job", "job_id"),
 )
 
+#: Each attempt of a job with its own start and end, so a job run again (a retry, a worker that
+#: died) keeps the times of its earlier attempts; the job row holds only the latest's.
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    #: the job's attempt number (`jobs.attempts` when it began)
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    #: NULL while it runs, or when it was interrupted (a stop, a worker lost)
+    Column("finished_at", Float),
+    #: done or failed (NULL: not finished), and the failure's reason
+    Column("state", String(16)),
+    Column("error", Text, nullable=False, default=""),
+    Index("ix_job_attempts_job", "job_id"),
+)
+
 #: Outbox states: `pending` until the destination acknowledged the object (`sent`), or until it
 #: refused it too often (`failed`, with the reason; `dicom-node outbox retry` puts it back).
 OUTBOX_PENDING = "pending"

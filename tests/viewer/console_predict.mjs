@@ -1,13 +1,16 @@
 // The console's upload-and-predict page as a person uses it, in Debian's chromium: for each
-// upload (files, models, details), choose the models, set the files on the page's file input,
-// press the button and wait for the result; report what the page shows: the classification
+// upload (files, models, details), choose the models, set the files on the page's file input (or,
+// with "via": "drop", drop them on the drop zone: a real drop event whose DataTransfer holds the
+// files' bytes, built in the page), press the button and wait for the result; report what the page shows: the classification
 // table, the colours drawn over the image at full and at no opacity, the volumes table, the 3D
 // canvas's pixels before and after a drag, the slice picture; plus axe-core's violations, every
 // console error, page error and HTTP error answer, and screenshots.
 // Usage: node console_predict.mjs '{"url": URL, "user": NAME, "password": PASSWORD, "out": DIR,
 //   "uploads": [{"name": NAME, "files": [PATHS], "models": [NAMES], "details": {FIELD: VALUE},
-//   "kind": "finding"|"measurements"}]}'
+//   "kind": "finding"|"measurements", "via": "input"|"drop"}]}'
 import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
@@ -97,11 +100,30 @@ report.models = await page.$$eval("#predict-models option", (options) => options
 report.axeBefore = await axe();
 
 for (const [index, upload] of uploads.entries()) {
+  let shownDropped = null;
   await page.selectOption("#predict-models", upload.models);
   for (const [field, value] of Object.entries(upload.details || {})) {
     await page.fill(`#detail-${field}`, value);
   }
-  await page.setInputFiles("#predict-files", upload.files);
+  if (upload.via === "drop") {
+    const dropped = upload.files.map((path) => ({ name: basename(path),
+      type: /\.png$/i.test(path) ? "image/png" : /\.jpe?g$/i.test(path) ? "image/jpeg" : "application/dicom",
+      bytes: readFileSync(path).toString("base64") }));
+    await page.evaluate((dropped) => {
+      const transfer = new DataTransfer();
+      for (const file of dropped) {
+        const bytes = Uint8Array.from(atob(file.bytes), (c) => c.charCodeAt(0));
+        transfer.items.add(new File([bytes], file.name, { type: file.type }));
+      }
+      const zone = document.getElementById("drop-zone");
+      for (const type of ["dragenter", "dragover", "drop"]) {
+        zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+      }
+    }, dropped);
+    shownDropped = await page.$eval("#predict-files", (input) => [...input.files].map((f) => f.name));
+  } else {
+    await page.setInputFiles("#predict-files", upload.files);
+  }
   const earlier = await page.$$eval(".job-results", (nodes) => nodes.map((n) => n.dataset.job));
   await page.click('#predict-form button[type="submit"]');
   // the page replaces the results of the upload before with those of this one
@@ -110,9 +132,12 @@ for (const [index, upload] of uploads.entries()) {
       .map((n) => n.dataset.job).find((id) => !earlier.includes(id)),
     earlier, { timeout: timeoutMs })).jsonValue();
   const section = page.locator(`.job-results[data-job="${job}"]`);
-  const shown = { name: upload.name, heading: await section.locator("h2").textContent() };
+  const shown = { name: upload.name, heading: await section.locator("h2").textContent(), dropped: shownDropped };
   if (upload.kind === "finding") {
     await section.locator('canvas.explained[data-ready="true"]').waitFor({ timeout: 60000 });
+    shown.title = await section.locator(".finding h3").textContent();
+    shown.reason = await section.locator(".finding .reason").allTextContents();
+    shown.ran = await section.locator(".ran li").allTextContents();
     shown.classification = await tableRows(section.locator("table").first());
     shown.overlay = await overlayPixels(section);
   } else {
@@ -126,6 +151,13 @@ for (const [index, upload] of uploads.entries()) {
     await page.mouse.move(box.x + box.width / 2 + 120, box.y + box.height / 2 + 30, { steps: 8 });
     await page.mouse.up();
     shown.turned = await canvas3d(section);
+    // by keyboard: the canvas takes the focus and its arrow keys move the view
+    await section.locator("canvas.ct-3d").focus();
+    shown.focused3d = await page.evaluate(() => document.activeElement.className);
+    shown.describedBy = await section.locator("canvas.ct-3d").evaluate((canvas) =>
+      document.getElementById(canvas.getAttribute("aria-describedby"))?.querySelector("caption")?.textContent);
+    for (const key of ["ArrowLeft", "ArrowLeft", "ArrowUp", "ArrowUp"]) await page.keyboard.press(key);
+    shown.keyed = await canvas3d(section);
     const slice = section.locator("img.ct-slice");
     await slice.waitFor({ timeout: 60000 });
     await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await slice.elementHandle());

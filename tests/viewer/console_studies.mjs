@@ -1,6 +1,7 @@
 // What an integration engineer does in the node's console, in Debian's chromium: search a study
 // by patient ID with the keyboard, open its timeline, press "retry" on a delivery that failed and
-// watch its state change, then open the running work. axe-core checks each page; screenshots and
+// watch its state change, run the study's job again (its attempts both in the timeline), then
+// open the running work. axe-core checks each page; screenshots and
 // the page's text are reported, with every console error, page error and HTTP error answer.
 // Last, a read-only user's view of the same study: no action buttons.
 // Usage: node console_studies.mjs '{"url": ".../ui/", "user": U, "password": P,
@@ -106,6 +107,13 @@ await page.getByRole("status").filter({ hasText: "done" }).waitFor();
 report.after = await row.innerText();
 report.status = await page.getByRole("status").innerText();
 await shot("3-retried");
+
+// Run the job again, by keyboard: the timeline keeps the first attempt's times beside the second's.
+await page.getByRole("button", { name: /^Run job \d+ again$/ }).first().focus();
+await page.keyboard.press("Enter");
+await page.getByRole("status").filter({ hasText: /^job \d+: due now; done/ }).waitFor();
+report.rerun = await page.getByRole("list", { name: "Timeline" }).innerText();
+await shot("3-rerun");
 
 // The running work.
 await page.getByRole("link", { name: "Running work" }).click();

@@ -30,12 +30,23 @@ function table(caption, head, rows) {
     element("tbody", {}, ...rows.map((row) => element("tr", {}, ...row.map((text) => element("td", {}, text))))));
 }
 
-function finding(study, item) {
+/** What the job noted about ``model``: where it ran (device) and how long it took. */
+function ran(notes, model) {
+  const lines = notes.filter((note) => note.includes(`: ${model} `));
+  return lines.length ? element("ul", { className: "ran" }, ...lines.map((note) => element("li", {}, note))) : null;
+}
+
+function finding(study, item, notes) {
   const percent = (value) => `${(value * 100).toFixed(1)} %`;
-  const section = element("section", { className: "finding" },
+  // Outside the model's domain there is no finding: "not assessed", the report's reason, and
+  // the probability marked as not to be relied on.
+  const probability = percent(item.probability) + (item.assessed ? "" : " (not reliable)");
+  const section = element("section", { className: item.assessed ? "finding" : "finding not-assessed" },
     element("h3", {}, `${item.model}: ${item.label}`),
+    item.assessed ? null : element("p", { className: "reason" }, item.reason),
     table("Classification", ["label", "probability", "threshold"],
-      [[item.label, percent(item.probability), item.threshold === null ? "—" : percent(item.threshold)]]));
+      [[item.label, probability, item.threshold === null ? "—" : percent(item.threshold)]]),
+    ran(notes, item.model));
   if (!item.explanation) return section;
   const canvas = element("canvas", { className: "explained", "data-image": item.image,
     "aria-label": `The image with the model's explanation (Grad-CAM) over it` });
@@ -93,7 +104,7 @@ function parseMesh(buffer) {
   });
 }
 
-async function view3d(base, seg, holder) {
+async function view3d(base, seg, holder, described) {
   let THREE;
   try {
     THREE = await import("./vendor/three.js");
@@ -105,7 +116,9 @@ async function view3d(base, seg, holder) {
   const answer = await fetch(`${base}/ct/${seg}/mesh`, { credentials: "same-origin" });
   const segments = parseMesh(await answer.arrayBuffer());
   const canvas = element("canvas", { className: "ct-3d", tabIndex: 0, width: 640, height: 480,
-    "aria-label": "3D view of the segments: drag to turn, wheel to zoom, arrow keys to move" });
+    "aria-label": "3D view of the segments: drag to turn, wheel to zoom, arrow keys to move",
+    // its text alternative: the volumes table beside it
+    "aria-describedby": described });
   holder.append(canvas, element("ul", { className: "legend" }, ...segments.map((s) =>
     element("li", {}, element("span", { className: "swatch", style: `background: rgb(${s.colour.join(",")})` }), s.name))));
   const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
@@ -140,17 +153,19 @@ async function view3d(base, seg, holder) {
   canvas.dataset.ready = "true";
 }
 
-function measurements(study, item) {
+function measurements(study, item, notes) {
   const base = `api/predict/studies/${study}`;
   const rows = item.volumes.map((v) => [v.name, v.volume_ml.toFixed(1),
     v.mean_hu === null ? "—" : v.mean_hu.toFixed(0), v.std_hu === null ? "—" : v.std_hu.toFixed(0)]);
+  const volumes = table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows);
+  volumes.id = `volumes-${item.report}`;
   const section = element("section", { className: "measurements" },
-    element("h3", {}, `${item.model}: tissue volumes`),
-    table("Tissue volumes", ["tissue", "volume (mL)", "mean (HU)", "SD (HU)"], rows));
+    element("h3", {}, `${item.model}: tissue volumes`), volumes,
+    ran(notes, item.model));
   if (item.segmentation) {
     const holder = element("div", { className: "ct-views" });
     section.append(holder);
-    view3d(base, item.segmentation, holder)
+    view3d(base, item.segmentation, holder, volumes.id)
       .then(async () => holder.append(await sliceView(base, item.segmentation)))
       .catch((error) => holder.append(element("p", { className: "error" }, error.message)));
   }
@@ -166,8 +181,8 @@ export function showResults(results, job) {
     section.append(element("p", {}, element("a", { href: job.viewer_url, target: "_blank", rel: "noopener" },
       "Open the study in the viewer")));
   }
-  for (const item of job.findings || []) section.append(finding(job.study, item));
-  for (const item of job.measurements || []) section.append(measurements(job.study, item));
+  for (const item of job.findings || []) section.append(finding(job.study, item, job.notes));
+  for (const item of job.measurements || []) section.append(measurements(job.study, item, job.notes));
   if (!(job.findings || []).length && !(job.measurements || []).length) {
     section.append(element("p", {}, "No result was stored. What the job noted:"));
   }

@@ -118,8 +118,9 @@ export default {
   async render(main, session) {
     const models = await api("predict/models");
     const [select, cards] = modelPicker(models);
+    // A read-only user sees the form (the model cards) with its upload controls disabled.
     const files = element("input", { type: "file", id: "predict-files", name: "files", multiple: true,
-      accept: ".dcm,application/dicom,image/png,image/jpeg" });
+      accept: ".dcm,application/dicom,image/png,image/jpeg", disabled: !session.can_write });
     const drop = element("div", { className: "drop-zone", id: "drop-zone" },
       element("label", { htmlFor: "predict-files" }, "DICOM files, or a PNG/JPEG picture (or drop them here)"), files);
     drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
@@ -127,9 +128,9 @@ export default {
     drop.addEventListener("drop", (event) => {
       event.preventDefault();
       drop.classList.remove("over");
-      files.files = event.dataTransfer.files;
+      if (session.can_write) files.files = event.dataTransfer.files;
     });
-    const details = element("fieldset", {}, element("legend", {}, "For a picture: the patient and study it shows"));
+    const details = element("fieldset", { disabled: !session.can_write }, element("legend", {}, "For a picture: the patient and study it shows"));
     for (const [name, label, type] of DETAILS) {
       details.append(element("p", {}, element("label", { htmlFor: `detail-${name}` }, label), " ",
         element("input", { type, id: `detail-${name}`, name, autocomplete: "off" })));

@@ -96,6 +96,6 @@ function fill(body, session, status, work, health, refresh) {
       : element("p", {}, "Nothing was queued for delivery."),
     waiting.length
       ? table("Tried and not through", ["Destination", "Object", "State", "Attempts", "Next try", "Peer's last answer", session.can_write ? "Action" : null], waiting)
-      : destinations.length && element("p", {}, "Every delivery tried went through."),
+      : destinations.length ? element("p", {}, "Every delivery tried went through.") : "",
   );
 }
