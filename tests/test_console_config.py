@@ -28,10 +28,9 @@ TOKEN = "bearer-token-0123456789"
 GUARD = {"X-Requested-By": "dicom-node-console"}
 
 
-def console_node(make_node, tokens: bool = True, **overrides):
-    """A node whose DICOMweb (and console) has a reader and a writer, and a bearer token unless
-    `tokens` is false (chromium answers no challenge in a header that offers Bearer first)."""
-    auth = {"basic_users": [READER, WRITER], "bearer_tokens": [{"token": TOKEN}] if tokens else []}
+def console_node(make_node, **overrides):
+    """A node whose DICOMweb (and console) has a reader, a writer and a bearer token."""
+    auth = {"basic_users": [READER, WRITER], "bearer_tokens": [{"token": TOKEN}]}
     return make_node(http={"dicomweb": {"auth": auth}}, **overrides)
 
 
@@ -143,7 +142,6 @@ def test_the_config_page_echoes_peers_and_reloads_in_a_browser(
     }
     node = console_node(
         make_node,
-        tokens=False,
         peers={
             "storescp": {"ae_title": "STORESCP", "host": "127.0.0.1", "port": port},
             "dead": {"ae_title": "DEAD", "host": "127.0.0.1", "port": dead},
