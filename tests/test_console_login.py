@@ -5,17 +5,12 @@ the Bearer challenge and its error."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 import requests
 
+from .browser import artefacts, browser_report, needs_chromium
+
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"])
-VIEWER = Path(__file__).parent / "viewer"
-CHROMIUM = Path("/usr/bin/chromium")
 
 READER = {"username": "reader", "password": "reader-password-1"}
 TOKEN = "bearer-token-0123456789"
@@ -53,32 +48,20 @@ def test_each_scheme_is_challenged_in_its_own_field(make_node):
     assert requests.get(f"{base}/dicomweb/studies", headers=bearer, timeout=10).status_code == 200
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.is_file() or not (VIEWER / "node_modules" / "playwright-core").is_dir(),
-    reason="needs /usr/bin/chromium and `npm ci --prefix tests/viewer`",
-)
+@needs_chromium
 def test_a_person_logs_in_to_the_console_with_chromium(make_node, tmp_path):
     node = both_schemes(make_node)
-    artefacts = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console-login"
-    artefacts.mkdir(parents=True, exist_ok=True)
+    folder = artefacts(tmp_path, "console-login")
     arguments = {
         "url": f"http://127.0.0.1:{node.http_port}/ui/",
         "username": READER["username"],
         "password": READER["password"],
-        "out": str(artefacts),
+        "out": str(folder),
     }
-    run = subprocess.run(
-        ["node", str(VIEWER / "console_login.mjs"), json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=VIEWER,
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("console_login.mjs", arguments)
     assert "failure" not in report, report
     # chromium answered the Basic challenge (before the fix it gave up at the 401)
     assert report["status"] == 200
     assert report["session"] == "reader (read only)"
     assert report["errors"] == []
-    assert (artefacts / "console-login.png").stat().st_size > 5_000
+    assert (folder / "console-login.png").stat().st_size > 5_000
