@@ -225,3 +225,42 @@ def test_messages_reach_a_syslog_repository_over_tls(make_node, tmp_path):
         assert [pri_version, app, message_id, data] == ["<85>1", "dicom-node", "IHE+RFC-3881", "-"]
         assert message == line
         valid(message)
+
+
+def test_a_message_recorded_soon_is_on_disk_when_its_wait_returns(tmp_path, monkeypatch):
+    """`record_soon` writes at once and syncs in the background: its wait returns only after
+    an fdatasync that began once the message was written (one sync may cover several)."""
+    from dicom_node.audit import trail
+
+    synced_sizes: list[int] = []  # the file's size as each sync began, in order
+    real_sync = trail.os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        size = trail.os.fstat(fd).st_size
+        real_sync(fd)
+        synced_sizes.append(size)
+
+    monkeypatch.setattr(trail.os, "fdatasync", fdatasync)
+    source = messages.AuditSource("AI_NODE", "host", 1)
+    audit = trail.AuditTrail(tmp_path / "audit.xml", source, None)
+    returned: dict[str, int] = {}  # caller: syncs done when its wait returned
+
+    def one(caller: str) -> None:
+        peer = messages.Participant(caller, True, None, "127.0.0.1")
+        wait = audit.record_soon(messages.association(peer, accepted=True))
+        wait()
+        returned[caller] = len(synced_sizes)
+
+    callers = [f"CALLER{number:02d}" for number in range(20)]
+    threads = [threading.Thread(target=one, args=(caller,)) for caller in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    audit.close()
+    content = (tmp_path / "audit.xml").read_bytes()
+    assert len(audit_messages(tmp_path / "audit.xml")) == 20
+    for caller in callers:
+        end = content.index(b"\n", content.index(caller.encode())) + 1
+        assert any(size >= end for size in synced_sizes[: returned[caller]]), caller
+    assert 1 <= len(synced_sizes) <= 20

@@ -4,22 +4,18 @@ with `check-config`'s message), and C-ECHO against DCMTK's storescp and against 
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from .browser import artefacts, browser_report, needs_chromium
 from .conftest import free_port
 from .test_cli import storescp  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"])
-VIEWER = Path(__file__).parent / "viewer"
-CHROMIUM = Path("/usr/bin/chromium")
 
 READER = {"username": "reader", "password": "reader-password-1"}
 WRITER = {"username": "writer", "password": "writer-password-2", "write": True}
@@ -28,10 +24,9 @@ TOKEN = "bearer-token-0123456789"
 GUARD = {"X-Requested-By": "dicom-node-console"}
 
 
-def console_node(make_node, tokens: bool = True, **overrides):
-    """A node whose DICOMweb (and console) has a reader and a writer, and a bearer token unless
-    `tokens` is false (chromium answers no challenge in a header that offers Bearer first)."""
-    auth = {"basic_users": [READER, WRITER], "bearer_tokens": [{"token": TOKEN}] if tokens else []}
+def console_node(make_node, **overrides):
+    """A node whose DICOMweb (and console) has a reader, a writer and a bearer token."""
+    auth = {"basic_users": [READER, WRITER], "bearer_tokens": [{"token": TOKEN}]}
     return make_node(http={"dicomweb": {"auth": auth}}, **overrides)
 
 
@@ -126,10 +121,7 @@ def test_c_echo_answers_with_the_peers_status_or_a_clear_failure(make_node, stor
     assert unknown.status_code == 404
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.is_file() or not (VIEWER / "node_modules" / "axe-core").is_dir(),
-    reason="needs /usr/bin/chromium and `npm ci --prefix tests/viewer`",
-)
+@needs_chromium
 def test_the_config_page_echoes_peers_and_reloads_in_a_browser(
     make_node,
     storescp,  # noqa: F811 (the fixture imported above)
@@ -143,7 +135,6 @@ def test_the_config_page_echoes_peers_and_reloads_in_a_browser(
     }
     node = console_node(
         make_node,
-        tokens=False,
         peers={
             "storescp": {"ae_title": "STORESCP", "host": "127.0.0.1", "port": port},
             "dead": {"ae_title": "DEAD", "host": "127.0.0.1", "port": dead},
@@ -155,26 +146,17 @@ def test_the_config_page_echoes_peers_and_reloads_in_a_browser(
     node.config_path.write_text(yaml.safe_dump({**good, "results": {"destinations": ["nowhere"]}}))
     added = {"ae_title": "ADDED", "host": "127.0.0.1", "port": free_port()}
     fixed = yaml.safe_dump({**good, "peers": {**good["peers"], "added": added}})
-    artefacts = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console-config"
-    artefacts.mkdir(parents=True, exist_ok=True)
+    folder = artefacts(tmp_path, "console-config")
     arguments = {
         "url": f"http://127.0.0.1:{node.http_port}/ui/",
         "username": WRITER["username"],
         "password": WRITER["password"],
-        "out": str(artefacts),
+        "out": str(folder),
         "echo": ["storescp", "dead"],
         "config_path": str(node.config_path),
         "fixed_config": fixed,
     }
-    run = subprocess.run(
-        ["node", str(VIEWER / "console_config.mjs"), json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=VIEWER,
-    )
-    assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    report = browser_report("console_config.mjs", arguments)
     assert "failure" not in report, report["failure"]
     assert "Configuration" in report["navigation"]
     assert report["echo"]["storescp"].startswith("success (status 0x0000) in ")
@@ -189,4 +171,4 @@ def test_the_config_page_echoes_peers_and_reloads_in_a_browser(
     assert report["httpErrors"] == ["422 /ui/api/config/reload"]
     assert len(report["errors"]) == 1 and "422" in report["errors"][0]
     for name in ("config-echo.png", "config-refused.png", "config-reloaded.png"):
-        assert (artefacts / name).stat().st_size > 10_000
+        assert (folder / name).stat().st_size > 10_000

@@ -3,8 +3,11 @@
 Every process of the node (the main one, each receiver, each job worker) opens the trail once
 at its start, as it configures logging, and its stages call `record`. Each message is one line
 appended to the one audit file with a single write (O_APPEND: lines of several processes never
-interleave) and synced to disk before `record` returns, so an event the node answered for is
-on disk. The file is created 0600 (messages name patients) and holds nothing else.
+interleave) and synced to disk before the node answers for the event: `record` syncs before it
+returns; `record_soon` returns at once and syncs in the background, for a caller with work to do
+before its answer (a C-FIND: its query), which waits for the sync only then. Syncs asked for
+meanwhile are taken by one fdatasync (each costs milliseconds on a busy disk). The file is created
+0600 (messages name patients) and holds nothing else.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +25,50 @@ from .settings import AuditSettings
 from .syslog import SyslogSender, frame
 
 log = logging.getLogger(__name__)
+
+
+class _Syncer:
+    """fdatasync of one file in a background thread; each sync covers every line written
+    before it started."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self._path = path
+        self._changed = threading.Condition()
+        self._written = 0  # lines written (numbered from 1)
+        self._synced = 0  # lines on disk
+        self._thread: threading.Thread | None = None
+
+    def written(self) -> Callable[[], None]:
+        """Sync the lines written so far; the answer waits until they are on disk."""
+        with self._changed:
+            self._written += 1
+            line = self._written
+            # started on first use, and again in a child forked from a process that had one
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-sync", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+        def wait() -> None:
+            with self._changed:
+                self._changed.wait_for(lambda: self._synced >= line)
+
+        return wait
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._synced < self._written)
+                target = self._written
+            try:
+                os.fdatasync(self._fd)
+            except OSError as error:
+                # as `record` does: logged, never raised; the operation it audits is done
+                log.error("cannot sync the audit file %s: %s", self._path, error.strerror)
+            with self._changed:
+                self._synced = target
+                self._changed.notify_all()
 
 
 class AuditTrail:
@@ -31,12 +80,20 @@ class AuditTrail:
         self.path = path
         self.source = source
         self._sender = sender
+        self._syncer = _Syncer(self._fd, path)
 
     def record(self, event: AuditEvent) -> None:
+        self._write(event)
+        os.fdatasync(self._fd)
+
+    def record_soon(self, event: AuditEvent) -> Callable[[], None]:
+        self._write(event)
+        return self._syncer.written()
+
+    def _write(self, event: AuditEvent) -> None:
         when = datetime.now().astimezone()
         message = to_xml(event, self.source, when)
         os.write(self._fd, message + b"\n")
-        os.fdatasync(self._fd)
         if self._sender is not None:
             self._sender.put(frame(message, self.source.host, self.source.process_id, when))
 
@@ -77,3 +134,19 @@ def record(event: AuditEvent) -> None:
         _trail.record(event)
     except OSError as error:
         log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
+
+
+def record_soon(event: AuditEvent) -> Callable[[], None]:
+    """Write `event` to this process's trail now and sync it in the background; call the
+    answer before answering for the event: it returns once the message is on disk."""
+    if _trail is None:
+        return _nothing
+    try:
+        return _trail.record_soon(event)
+    except OSError as error:
+        log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
+        return _nothing
+
+
+def _nothing() -> None:
+    """Nothing to wait for."""

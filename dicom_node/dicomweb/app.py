@@ -7,7 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from . import pixels as frames_and_bulkdata
 from . import qido, rendered, stow, wado
-from .auth import authorizer
+from .auth import Unauthorized, answer_unauthorized, authorizer
 from .context import ROOT, DicomwebContext
 
 
@@ -17,6 +17,7 @@ def mount_dicomweb(app: FastAPI, context: DicomwebContext) -> None:
     for module in (qido, wado, frames_and_bulkdata, rendered, stow):
         service.include_router(module.router(context))
     app.include_router(service)
+    app.add_exception_handler(Unauthorized, answer_unauthorized)
     app.state.dicomweb_settings = context.settings
     if context.settings.cors_origins:
         app.add_middleware(

@@ -2,8 +2,11 @@
 checked against the issuer's keys from a JWKS file). With none configured, anyone who can
 reach the port may (the default listens on loopback only).
 
-Missing or wrong credentials get 401 with the accepted schemes; valid credentials that do not
-allow the action (storing with a read-only token, a JWT without the read scope) get 403.
+Missing or wrong credentials get 401 with a challenge for each accepted scheme, each in its own
+`WWW-Authenticate` field (RFC 9110 §11.6.1) and Basic first: chromium reads one scheme per field, so
+a Basic challenge after a Bearer one in the same field never makes a browser ask for (or send) a
+user's password. Valid credentials that do not allow the action (storing with a read-only token,
+a JWT without the read scope) get 403.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 import jwt
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from ..audit import messages, record
 from ..config.dicomweb import DicomwebAuth
@@ -53,21 +57,39 @@ def load_jwks(settings: DicomwebAuth) -> jwt.PyJWKSet | None:
         ) from None
 
 
-def _challenge(settings: DicomwebAuth, error: str | None = None) -> dict[str, str]:
-    schemes = []
-    if settings.bearer_tokens or settings.jwt:
-        schemes.append('Bearer realm="dicomweb"' + (f', error="{error}"' if error else ""))
+class Unauthorized(DicomwebError):
+    """401: the credentials are missing or wrong; `challenges` are the accepted schemes."""
+
+    def __init__(self, reason: str, challenges: list[str]) -> None:
+        super().__init__(401, reason)
+        self.challenges = challenges
+
+
+def answer_unauthorized(request: Request, error: Exception) -> JSONResponse:
+    """The 401 answer with one `WWW-Authenticate` field per challenge (a header dict, which
+    Starlette's own handler takes, cannot repeat a field)."""
+    assert isinstance(error, Unauthorized)  # registered for Unauthorized only
+    response = JSONResponse({"detail": error.detail}, status_code=401)
+    for challenge in error.challenges:
+        response.headers.append("WWW-Authenticate", challenge)
+    return response
+
+
+def _challenges(settings: DicomwebAuth, error: str | None = None) -> list[str]:
+    challenges = []
     if settings.basic_users:
-        schemes.append('Basic realm="dicomweb", charset="UTF-8"')
-    return {"WWW-Authenticate": ", ".join(schemes)}
+        challenges.append('Basic realm="dicomweb", charset="UTF-8"')
+    if settings.bearer_tokens or settings.jwt:
+        challenges.append('Bearer realm="dicomweb"' + (f', error="{error}"' if error else ""))
+    return challenges
 
 
 def authorizer(settings: DicomwebAuth) -> Callable[[Request], None]:
     """A FastAPI dependency checking each request's credentials against `settings`."""
     keys = load_jwks(settings)
 
-    def unauthorized(reason: str, error: str | None = None) -> DicomwebError:
-        return DicomwebError(401, reason, headers=_challenge(settings, error))
+    def unauthorized(reason: str, error: str | None = None) -> Unauthorized:
+        return Unauthorized(reason, _challenges(settings, error))
 
     def bearer(token: str) -> Grant:
         for configured in settings.bearer_tokens:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event
 
-from ..audit import messages, record
+from ..audit import messages, record_soon
 from ..config import DicomAddress
 
 
@@ -23,11 +24,12 @@ def destination(address: DicomAddress) -> messages.Participant:
     return messages.Participant(address.ae_title, False, messages.DESTINATION, address.host)
 
 
-def record_query(event: Event) -> None:
-    """A C-FIND: its SOP class and its identifier as received."""
+def record_query(event: Event) -> Callable[[], None]:
+    """A C-FIND: its SOP class and its identifier as received; the answer waits until the
+    message is on disk (see `audit.trail.record_soon`)."""
     request = cast(C_FIND, event.request)  # EVT_C_FIND's request is a C-FIND
     identifier = request.Identifier
-    record(
+    return record_soon(
         messages.query(
             requestor(event.assoc, messages.SOURCE),
             str(request.AffectedSOPClassUID),

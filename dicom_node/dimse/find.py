@@ -105,7 +105,16 @@ class FindHandler:
         self._ae_title = ae_title
 
     def __call__(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
-        record_query(event)
+        # The query's audit message is synced while the index answers, and is on disk before
+        # the first answer leaves.
+        on_disk = record_query(event)
+        answers = self._answers(event)
+        first = next(answers)
+        on_disk()
+        yield first
+        yield from answers
+
+    def _answers(self, event: Event) -> Iterator[tuple[int, Dataset | None]]:
         try:
             identifier = event.identifier
             patient_root = (
@@ -117,8 +126,9 @@ class FindHandler:
                 query = build_query(level, values)
             except QueryError as error:
                 raise QueryFailure(UNABLE_TO_PROCESS, str(error), "unsupported_key") from None
-            rows = list(matching_rows(self._engine, query))
-            computed = computed_values(self._engine, level, rows, set(values))
+            with self._engine.connect() as connection:  # one checkout for rows and counts
+                rows = list(matching_rows(connection, query))
+                computed = computed_values(connection, level, rows, set(values))
         except QueryFailure as failure:
             metrics.FAILURES.labels(reason=f"find_{failure.reason}").inc()
             log.warning("C-FIND refused (0x%04X): %s", failure.status, failure.comment)

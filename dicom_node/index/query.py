@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -215,8 +216,19 @@ _ORDER = {
 }
 
 
+@contextmanager
+def _connection(bind: Engine | Connection) -> Iterator[Connection]:
+    """`bind` itself when it is a connection (a caller's queries then share one checkout: a
+    round trip less each on PostgreSQL, whose pool pings), else one from its pool."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as connection:
+            yield connection
+
+
 def matching_rows(
-    engine: Engine,
+    bind: Engine | Connection,
     query: Query,
     limit: int | None = None,
     offset: int = 0,
@@ -253,7 +265,7 @@ def matching_rows(
             order = [c.desc() if newest_first else c for c in _ORDER[query.level]]
             statement = statement.order_by(*order).offset(offset)
         statement = statement.limit(limit)
-    with engine.connect() as connection:
+    with _connection(bind) as connection:
         for row in connection.execute(statement):
             yield dict(row._mapping)
 
@@ -277,12 +289,12 @@ class StudyCounts:
 
 
 def study_counts(
-    engine: Engine, uids: list[str], sop_classes: bool = False
+    bind: Engine | Connection, uids: list[str], sop_classes: bool = False
 ) -> dict[str, StudyCounts]:
     """Series and instance counts, modalities (and SOP classes) of many studies, in two (three)
     grouped queries per thousand studies."""
     found: dict[str, StudyCounts] = {}
-    with engine.connect() as connection:
+    with _connection(bind) as connection:
         for chunk in _chunks(uids):
             in_studies = series.c.study_instance_uid.in_(chunk)
             counts = connection.execute(
@@ -323,10 +335,10 @@ def _distinct_per_study(
     return {uid: sorted(found) for uid, found in values.items()}
 
 
-def series_counts(engine: Engine, uids: list[str]) -> dict[str, int]:
+def series_counts(bind: Engine | Connection, uids: list[str]) -> dict[str, int]:
     """Instance counts of many series, in one grouped query per thousand series."""
     found: dict[str, int] = {}
-    with engine.connect() as connection:
+    with _connection(bind) as connection:
         for chunk in _chunks(uids):
             found.update(
                 connection.execute(
@@ -338,11 +350,11 @@ def series_counts(engine: Engine, uids: list[str]) -> dict[str, int]:
     return found
 
 
-def patient_counts(engine: Engine, ids: list[str]) -> dict[str, tuple[int, int, int]]:
+def patient_counts(bind: Engine | Connection, ids: list[str]) -> dict[str, tuple[int, int, int]]:
     """Studies, series and instances of many patients, in one grouped query per thousand."""
     found: dict[str, tuple[int, int, int]] = {}
     joined = studies.outerjoin(series).outerjoin(instances)
-    with engine.connect() as connection:
+    with _connection(bind) as connection:
         for chunk in _chunks(ids):
             for patient, *numbers in connection.execute(
                 select(
@@ -386,7 +398,7 @@ def studies_of(rows: list[dict]) -> list[StudyData]:
 
 
 def computed_values(
-    engine: Engine, level: Level, rows: list[dict], keywords: set[str]
+    bind: Engine | Connection, level: Level, rows: list[dict], keywords: set[str]
 ) -> list[dict]:
     """Values of the requested computed attributes (counts, modalities) of each result row, in
     grouped queries over all the rows rather than queries per row."""
@@ -395,7 +407,7 @@ def computed_values(
         return [{} for _ in rows]
     values: list[dict] = []
     if level is Level.PATIENT:
-        patients = patient_counts(engine, sorted({row["patient_id"] for row in rows}))
+        patients = patient_counts(bind, sorted({row["patient_id"] for row in rows}))
         for row in rows:
             n_studies, n_series, n_instances = patients.get(row["patient_id"], (0, 0, 0))
             values.append(
@@ -407,7 +419,7 @@ def computed_values(
             )
     elif level is Level.STUDY:
         counts = study_counts(
-            engine,
+            bind,
             sorted({row["study_instance_uid"] for row in rows}),
             sop_classes="SOPClassesInStudy" in wanted,
         )
@@ -423,7 +435,7 @@ def computed_values(
                 }
             )
     else:
-        numbers = series_counts(engine, sorted({row["series_instance_uid"] for row in rows}))
+        numbers = series_counts(bind, sorted({row["series_instance_uid"] for row in rows}))
         values = [
             {"NumberOfSeriesRelatedInstances": numbers.get(row["series_instance_uid"], 0)}
             for row in rows
