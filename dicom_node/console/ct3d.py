@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset
-from scipy.ndimage import gaussian_filter
-from skimage.measure import block_reduce, marching_cubes
 
 from .overlay import read_segmentation, segment_colours
 
@@ -42,6 +40,11 @@ def _surface(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The surface of ``mask`` averaged into ``blocks`` and smoothed: its vertices (in voxel
     indices of ``mask``) and triangles; None where too little of it is left to draw."""
+    # Imported here: SciPy and scikit-image cost `serve` half a second and tens of MB at start,
+    # for a view few people open.
+    from scipy.ndimage import gaussian_filter
+    from skimage.measure import block_reduce, marching_cubes
+
     occupancy = block_reduce(mask, blocks, np.mean).astype(np.float32)
     occupancy = np.pad(gaussian_filter(occupancy, SMOOTHING_SIGMA), 1)
     if occupancy.max() < 0.5:
