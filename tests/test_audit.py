@@ -77,6 +77,37 @@ def test_every_event_builder_validates():
         valid(xml)
 
 
+def test_a_streamed_answer_waits_for_its_line_on_disk(tmp_path, monkeypatch):
+    from dicom_node.audit import AuditSettings, close_trail, open_trail, record_streamed
+    from dicom_node.audit import trail as trail_module
+
+    opened = open_trail(AuditSettings(), tmp_path / "audit.log", "AI_NODE")
+    synced = threading.Event()
+    release = threading.Event()
+
+    def slow_sync() -> None:
+        release.wait(10)
+        synced.set()
+
+    monkeypatch.setattr(opened, "sync", slow_sync)
+    peer = messages.Participant("viewer", True, messages.DESTINATION, "127.0.0.1")
+    wait = record_streamed(messages.instances_sent(peer, []))
+    try:
+        # written before the answer starts; not yet synced, and the wait holds the last bytes
+        assert len(audit_messages(tmp_path / "audit.log")) == 1
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive() and not synced.is_set()
+        release.set()
+        waiter.join(10)
+        assert not waiter.is_alive() and synced.is_set()
+    finally:
+        release.set()
+        close_trail()
+    assert trail_module.record_streamed(messages.instances_sent(peer, []))() is None  # no trail
+
+
 @pytest.fixture
 def destination(tmp_path):
     """DCMTK's storescp as a C-MOVE destination."""

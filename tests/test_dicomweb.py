@@ -20,7 +20,7 @@ from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from dicom_node.dicomweb.media import coalesced
+from dicom_node.dicomweb.media import coalesced, last_held
 from dicom_node.index.schema import jobs
 from dicom_node.store.file_meta import read_file_meta
 
@@ -240,6 +240,13 @@ def test_streamed_pieces_keep_the_bytes_and_reach_the_size(chunks, size):
     pieces = list(coalesced(chunks, size))
     assert b"".join(pieces) == b"".join(chunks)
     assert all(len(piece) >= size for piece in pieces[:-1])
+
+
+def test_the_last_piece_waits_until_ready():
+    events = []
+    pieces = last_held(iter([b"a", b"b", b"c"]), lambda: events.append("ready"))
+    events.extend(pieces)
+    assert events == [b"a", b"b", "ready", b"c"]
 
 
 def test_retrieve_transcodes_to_explicit_little_endian_on_request(web_node):

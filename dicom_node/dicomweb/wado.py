@@ -13,6 +13,7 @@ cannot provide an acceptable transfer syntax).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from tempfile import SpooledTemporaryFile
 from typing import Any
 
@@ -20,14 +21,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ..audit import messages, record
+from ..audit import messages, record_streamed
 from ..index.query import studies_of
 from ..multipart import Part, multipart_body, multipart_content_type, new_boundary
 from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
-from .media import accepted, coalesced, file_chunks, stream_chunks
+from .media import accepted, coalesced, file_chunks, last_held, stream_chunks
 from .metadata import instance_metadata_json
 from .transcode import TranscodeError, explicit_little_endian
 
@@ -94,20 +95,21 @@ def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile 
     return Part(f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path))
 
 
-def _audit_read(request: Request, rows: list[dict]) -> None:
-    """The instances (or their metadata) a WADO-RS request reads: sent to its user."""
+def _audit_read(request: Request, rows: list[dict]) -> Callable[[], None]:
+    """The instances (or their metadata) a WADO-RS request reads: sent to its user. Returns
+    the wait for that line to be on disk, which the answer calls before its last bytes."""
     user = http_user(request, messages.DESTINATION)
-    record(messages.instances_sent(user, studies_of(rows)))
+    return record_streamed(messages.instances_sent(user, studies_of(rows)))
 
 
 def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
-    _audit_read(request, rows)
+    audited = _audit_read(request, rows)
     plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
     transcoded = _transcoded(context, plan)
     boundary = new_boundary()
     parts = (_part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True))
     return StreamingResponse(
-        coalesced(multipart_body(parts, boundary)),
+        last_held(coalesced(multipart_body(parts, boundary)), audited),
         media_type=multipart_content_type(DICOM, boundary),
     )
 
@@ -119,7 +121,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             break
     else:
         raise not_acceptable(DICOM_JSON)
-    _audit_read(request, rows)
+    audited = _audit_read(request, rows)
     answers = []
     for row in rows:
         url = (
@@ -133,6 +135,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             raise DicomwebError(500, "a stored instance could not be read") from None
         except Exception as error:  # pydicom raises many types (and RecursionError)
             raise undecodable(row, "DICOM JSON metadata", error) from None
+    audited()
     return Response(b"[" + b",".join(answers) + b"]", media_type=DICOM_JSON)
 
 
