@@ -13,6 +13,7 @@ cannot provide an acceptable transfer syntax).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from tempfile import SpooledTemporaryFile
 from typing import Any
@@ -23,7 +24,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from ..audit import messages, record_streamed
 from ..index.query import studies_of
-from ..multipart import Part, multipart_body, multipart_content_type, new_boundary
+from ..multipart import (
+    Part,
+    multipart_body,
+    multipart_content_type,
+    multipart_length,
+    new_boundary,
+)
 from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
@@ -89,10 +96,24 @@ def _transcoded(
 
 
 def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile | None) -> Part:
+    """The instance's part, its size known (its file is not opened until the part is sent)."""
     if transcoded is not None:
-        return Part(f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}", stream_chunks(transcoded))
+        size = transcoded.seek(0, os.SEEK_END)
+        transcoded.seek(0)
+        return Part(
+            f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}",
+            stream_chunks(transcoded),
+            size=size,
+        )
     path = context.storage.path(row["path"])
-    return Part(f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path))
+    try:
+        size = os.stat(path).st_size
+    except OSError as error:
+        log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
+        raise DicomwebError(500, "a stored instance could not be read") from None
+    return Part(
+        f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path), size=size
+    )
 
 
 def _audit_read(request: Request, rows: list[dict]) -> Callable[[], None]:
@@ -107,10 +128,19 @@ def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Re
     plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
     transcoded = _transcoded(context, plan)
     boundary = new_boundary()
-    parts = (_part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True))
+    try:
+        parts = [
+            _part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True)
+        ]
+    except DicomwebError:
+        for spool in transcoded:
+            if spool is not None:
+                spool.close()
+        raise
     return StreamingResponse(
         last_held(coalesced(multipart_body(parts, boundary)), audited),
         media_type=multipart_content_type(DICOM, boundary),
+        headers={"Content-Length": str(multipart_length(parts, boundary))},
     )
 
 
