@@ -138,7 +138,7 @@ def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Re
                 spool.close()
         raise
     return StreamingResponse(
-        last_held(coalesced(multipart_body(parts, boundary)), audited),
+        coalesced(last_held(multipart_body(parts, boundary), audited)),
         media_type=multipart_content_type(DICOM, boundary),
         headers={"Content-Length": str(multipart_length(parts, boundary))},
     )
