@@ -5,7 +5,7 @@ sends. Shared by the server and the client side, so both frame parts the same wa
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -16,6 +16,8 @@ class Part:
     content_type: str
     chunks: Iterable[bytes]
     location: str | None = None
+    #: how many bytes `chunks` hold, where known beforehand (see `multipart_length`)
+    size: int | None = None
 
 
 def new_boundary() -> str:
@@ -29,10 +31,28 @@ def multipart_content_type(part_type: str, boundary: str) -> str:
 def multipart_body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
     """The body of a multipart/related response, produced part by part."""
     for part in parts:
-        header = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
-        if part.location:
-            header += f"Content-Location: {part.location}\r\n"
-        yield (header + "\r\n").encode("ascii")
+        yield _head(part, boundary)
         yield from part.chunks
         yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("ascii")
+    yield _end(boundary)
+
+
+def multipart_length(parts: Sequence[Part], boundary: str) -> int | None:
+    """The length of `multipart_body(parts, boundary)`, None unless every part's size is
+    known: an answer with a Content-Length goes out without HTTP's chunked framing (a copy of
+    every piece in the server) and lets the client see how much is coming."""
+    if any(part.size is None for part in parts):
+        return None
+    framing = sum(len(_head(part, boundary)) + len(b"\r\n") for part in parts)
+    return framing + sum(part.size or 0 for part in parts) + len(_end(boundary))
+
+
+def _head(part: Part, boundary: str) -> bytes:
+    header = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+    if part.location:
+        header += f"Content-Location: {part.location}\r\n"
+    return (header + "\r\n").encode("ascii")
+
+
+def _end(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("ascii")

@@ -13,6 +13,8 @@ cannot provide an acceptable transfer syntax).
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from tempfile import SpooledTemporaryFile
 from typing import Any
 
@@ -20,14 +22,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ..audit import messages, record
+from ..audit import messages, record_soon
 from ..index.query import studies_of
-from ..multipart import Part, multipart_body, multipart_content_type, new_boundary
+from ..multipart import (
+    Part,
+    multipart_body,
+    multipart_content_type,
+    multipart_length,
+    new_boundary,
+)
 from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
-from .media import accepted, coalesced, file_chunks, stream_chunks
+from .media import accepted, coalesced, file_chunks, last_held, stream_chunks
 from .metadata import instance_metadata_json
 from .transcode import TranscodeError, explicit_little_endian
 
@@ -88,27 +96,51 @@ def _transcoded(
 
 
 def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile | None) -> Part:
+    """The instance's part, its size known (its file is not opened until the part is sent)."""
     if transcoded is not None:
-        return Part(f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}", stream_chunks(transcoded))
+        size = transcoded.seek(0, os.SEEK_END)
+        transcoded.seek(0)
+        return Part(
+            f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}",
+            stream_chunks(transcoded),
+            size=size,
+        )
     path = context.storage.path(row["path"])
-    return Part(f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path))
+    try:
+        size = os.stat(path).st_size
+    except OSError as error:
+        log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
+        raise DicomwebError(500, "a stored instance could not be read") from None
+    return Part(
+        f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path), size=size
+    )
 
 
-def _audit_read(request: Request, rows: list[dict]) -> None:
-    """The instances (or their metadata) a WADO-RS request reads: sent to its user."""
+def _audit_read(request: Request, rows: list[dict]) -> Callable[[], None]:
+    """The instances (or their metadata) a WADO-RS request reads: sent to its user. Returns
+    the wait for that line to be on disk, which the answer calls before its last bytes."""
     user = http_user(request, messages.DESTINATION)
-    record(messages.instances_sent(user, studies_of(rows)))
+    return record_soon(messages.instances_sent(user, studies_of(rows)))
 
 
 def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
-    _audit_read(request, rows)
+    audited = _audit_read(request, rows)
     plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
     transcoded = _transcoded(context, plan)
     boundary = new_boundary()
-    parts = (_part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True))
+    try:
+        parts = [
+            _part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True)
+        ]
+    except DicomwebError:
+        for spool in transcoded:
+            if spool is not None:
+                spool.close()
+        raise
     return StreamingResponse(
-        coalesced(multipart_body(parts, boundary)),
+        coalesced(last_held(multipart_body(parts, boundary), audited)),
         media_type=multipart_content_type(DICOM, boundary),
+        headers={"Content-Length": str(multipart_length(parts, boundary))},
     )
 
 
@@ -119,7 +151,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             break
     else:
         raise not_acceptable(DICOM_JSON)
-    _audit_read(request, rows)
+    audited = _audit_read(request, rows)
     answers = []
     for row in rows:
         url = (
@@ -133,6 +165,7 @@ def metadata(context: DicomwebContext, request: Request, study: str, rows: list[
             raise DicomwebError(500, "a stored instance could not be read") from None
         except Exception as error:  # pydicom raises many types (and RecursionError)
             raise undecodable(row, "DICOM JSON metadata", error) from None
+    audited()
     return Response(b"[" + b",".join(answers) + b"]", media_type=DICOM_JSON)
 
 
