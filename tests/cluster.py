@@ -6,6 +6,7 @@ PACS that receives the results."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from .conftest import RunningNode, configured_node, free_port
 from .netns import Host
 
 RABBITMQCTL = "/usr/sbin/rabbitmqctl"
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/{vhost}"
+#: a vhost's URL: its user's password is given apart (``jobs.broker_password_file``)
+RABBITMQ_URL = "amqp://{user}@127.0.0.1:5672/{vhost}"
 #: this suite's Redis database (other suites on this Redis use others)
 REDIS_URL = "redis://127.0.0.1:6379/11"
 
@@ -32,20 +34,25 @@ def rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
 
 
 class RabbitVhost:
-    """A vhost of the local RabbitMQ for one test. Deleting it stops the broker for the node
-    (connections are closed and refused) and adding it again is a broker back empty: the
-    same as a restart that lost its queues, without stopping the other users of the server."""
+    """A vhost of the local RabbitMQ for one test, with a user of its own whose password
+    (with characters a URL must escape) the nodes read from a file. Deleting it stops the
+    broker for the node (connections are closed and refused) and adding it again is a broker
+    back empty, without stopping the other users of the server."""
 
     def __init__(self) -> None:
         self.name = f"celery-engine-{uuid.uuid4().hex[:8]}"
-        self.url = RABBITMQ_URL.format(vhost=self.name)
+        self.password = f"pw:{secrets.token_hex(12)}/@%"
+        self.url = RABBITMQ_URL.format(user=self.name, vhost=self.name)
 
     def add(self) -> None:
         rabbitmqctl("add_vhost", self.name)
-        rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        rabbitmqctl("add_user", self.name, self.password)
+        rabbitmqctl("set_permissions", "-p", self.name, self.name, ".*", ".*", ".*")
 
     def delete(self) -> None:
-        rabbitmqctl("delete_vhost", self.name)
+        """The vhost and its user gone (either may be gone already: a broker reset)."""
+        for command in (("delete_vhost", self.name), ("delete_user", self.name)):
+            subprocess.run([RABBITMQCTL, *command], capture_output=True, timeout=60)
 
     def queued(self, queue: str) -> int:
         listed = rabbitmqctl("list_queues", "-p", self.name, "-q", "name", "messages").stdout
@@ -122,6 +129,8 @@ class Cluster:
     database_url: str
     broker_url: str
     settings: dict
+    #: the broker's password, given to every node in a file of its own (0600)
+    broker_password: str | None = None
     receivers: list[RunningNode] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
 
@@ -143,13 +152,19 @@ class Cluster:
         if host is not None:
             settings["dicom"] = {"host": host.address, "port": free_port(), "workers": 1}
             settings["http"] = {"host": host.address, "port": free_port()}
+        jobs = {"engine": "celery", "broker_url": here(self.broker_url), "republish_seconds": 5}
         node = configured_node(
             self.root / name,
             here(self.database_url),
             storage={"path": str(self.storage), "database": here(self.database_url)},
-            jobs={"engine": "celery", "broker_url": here(self.broker_url), "republish_seconds": 5},
+            jobs=jobs,
             **settings,
         )
+        if self.broker_password is not None:
+            password_file = node.root / "broker.password"
+            password_file.write_text(self.broker_password)
+            password_file.chmod(0o600)
+            jobs["broker_password_file"] = str(password_file)
         node.prefix = host.prefix if host is not None else []
         return node
 

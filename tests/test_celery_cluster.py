@@ -45,7 +45,7 @@ def rabbit_vhost():
     except subprocess.CalledProcessError as error:
         pytest.skip(f"no RabbitMQ server answers rabbitmqctl: {error.stderr.strip()}")
     yield vhost
-    subprocess.run([RABBITMQCTL, "delete_vhost", vhost.name], capture_output=True, timeout=60)
+    vhost.delete()
 
 
 @pytest.fixture
@@ -74,7 +74,9 @@ def orthanc(tmp_path):
     peer.stop()
 
 
-def make_cluster(tmp_path, database_url: str, broker_url: str, orthanc: OrthancPeer) -> Cluster:
+def make_cluster(
+    tmp_path, database_url: str, broker_url: str, orthanc: OrthancPeer, password: str | None = None
+) -> Cluster:
     return Cluster(
         tmp_path,
         database_url,
@@ -86,12 +88,15 @@ def make_cluster(tmp_path, database_url: str, broker_url: str, orthanc: OrthancP
             "inference": {"device": "cpu"},
             "outbox": {"first_retry_seconds": 1},
         },
+        password,
     )
 
 
 @pytest.fixture
 def rabbit_cluster(tmp_path, postgresql_url, rabbit_vhost, orthanc):
-    cluster = make_cluster(tmp_path, postgresql_url, rabbit_vhost.url, orthanc)
+    cluster = make_cluster(
+        tmp_path, postgresql_url, rabbit_vhost.url, orthanc, rabbit_vhost.password
+    )
     yield cluster
     cluster.stop()
 
@@ -122,6 +127,10 @@ def send_together(sends: list[tuple[RunningNode, object]]) -> None:
     for process in processes:
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output
+
+
+def http_address(node: RunningNode) -> str:
+    return f"{node.settings['http'].get('host', '127.0.0.1')}:{node.http_port}"
 
 
 def rows(engine, *columns, where=None) -> list:
@@ -180,7 +189,7 @@ def hosts(request):
 
 
 def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
-    rabbit_cluster, orthanc, tmp_path, hosts
+    rabbit_cluster, rabbit_vhost, orthanc, tmp_path, hosts
 ):
     first, second = (rabbit_cluster.receiver(host) for host in hosts)
     for host in hosts:
@@ -220,6 +229,13 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
     )
     for model in ("ct_tissue", "cxr_pneumonia"):
         assert f'dicom_node_model_run_seconds_count{{device="cpu",model="{model}"}} 1.0' in metrics
+    # Every node connected with the broker's password from its file; no log and no console shows it.
+    logs = workers_logs + first.log() + second.log()
+    assert f"Connected to amqp://{rabbit_vhost.name}:**@" in logs
+    assert rabbit_vhost.password not in logs
+    console = requests.get(f"http://{http_address(second)}/ui/api/config", timeout=30)
+    assert console.json()["configuration"]["jobs"]["broker_password"] == "********"
+    assert rabbit_vhost.password not in console.text
 
 
 def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(

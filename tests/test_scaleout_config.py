@@ -80,7 +80,7 @@ def test_check_config_says_where_jobs_run_without_the_broker_password(tmp_path):
     path.write_text(yaml.safe_dump(settings))
     result = dicom_node("check-config", str(path))
     assert result.returncode == 0, result.stderr
-    assert "jobs: celery workers, broker amqp://guest:***@127.0.0.1:5672/celery-engine" in (
+    assert "jobs: celery workers, broker amqp://guest:********@127.0.0.1:5672/celery-engine" in (
         result.stdout
     )
     assert "secret" not in result.stdout
