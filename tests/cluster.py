@@ -103,6 +103,17 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
+    def edit_config(self, change) -> None:
+        """``change(settings)`` written to its configuration file (read again on SIGHUP)."""
+        settings = yaml.safe_load(self.config_path.read_text())
+        change(settings)
+        self.config_path.write_text(yaml.safe_dump(settings))
+
+    def reload(self) -> None:
+        """SIGHUP to the worker's main process."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGHUP)
+
     def kill(self) -> None:
         """kill -9 of the worker and its pool processes."""
         assert self.process is not None

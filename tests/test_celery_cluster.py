@@ -275,6 +275,61 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     assert sorted(i["Modality"] for i in orthanc.instances_of_study(ct_uid)) == ["SEG", "SR"]
 
 
+def another_study(source: Path, folder: Path) -> Path:
+    """A copy of the instance at `source` as the only instance of a new study."""
+    from pydicom.uid import generate_uid
+
+    dataset = pydicom.dcmread(source)
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    folder.mkdir()
+    dataset.save_as(folder / "copy.dcm", enforce_file_format=True)
+    return folder
+
+
+def test_a_worker_reloads_its_destinations_on_sighup_without_dropping_a_running_job(
+    rabbit_cluster, tmp_path
+):
+    receiver = rabbit_cluster.receiver()
+    worker = rabbit_cluster.worker()
+    engine = receiver.engine()
+    # A file that fails check-config is refused, logged, and the worker goes on with its own.
+    worker.edit_config(lambda settings: settings["results"].update(destinations=["nowhere"]))
+    worker.reload()
+    wait_until(lambda: "configuration reload refused" in worker.log(), timeout=60)
+    assert "results.destinations names unknown peers: nowhere" in worker.log()
+
+    # A job runs; it is held in the index (the outbox locked) while the destinations change.
+    send_together([(receiver, CR_CHEST)])
+    wait_until(lambda: "job 1 started" in worker.log(), timeout=60)
+    with engine.connect() as holding:
+        holding.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        worker.edit_config(lambda settings: settings["results"].update(destinations=[]))
+        worker.reload()
+        wait_until(
+            lambda: (
+                "changed results.destinations" in worker.log() and "job 1 done" not in worker.log()
+            ),
+            timeout=60,
+        )
+        holding.rollback()
+    # It ends on the configuration it started with: its results go to the PACS.
+    wait_until(lambda: all_jobs_done(engine, studies=1), timeout=90)
+    assert "Restarting celery worker" not in worker.log() and worker.process.poll() is None
+    notes = [text for (text,) in rows(engine, job_notes.c.text)]
+    assert not any("died" in text for text in notes), notes
+    assert len(rows(engine, outbox.c.id)) == 2  # its SEG and SR
+
+    # The next job runs on the reloaded configuration: its results go nowhere.
+    send_together([(receiver, another_study(CR_CHEST, tmp_path / "another"))])
+    wait_until(lambda: all_jobs_done(engine, studies=2), timeout=90)
+    own = rows(
+        engine, instances.c.sop_instance_uid, where=instances.c.calling_ae_title == "AI_NODE"
+    )
+    assert len(own) == 4
+    assert len(rows(engine, outbox.c.id)) == 2
+
+
 def test_on_redis_a_job_lost_with_the_broker_data_is_published_again(
     tmp_path, postgresql_url, redis_broker, orthanc
 ):

@@ -48,7 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
     from ..serve.worker import DEFAULT_QUEUES, run_worker
 
     queues = [q for item in args.queues or DEFAULT_QUEUES for q in item.split(",") if q]
-    run_worker(config, queues, args.concurrency, args.metrics_port)
+    run_worker(config, queues, args.concurrency, args.metrics_port, config_files(args.config)[0])
     return 0
 
 

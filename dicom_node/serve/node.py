@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 
 from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
-from ..config.live import LiveConfiguration
+from ..config.live import LiveConfiguration, reload_on_sighup
 from ..index.clock import DatabaseClock
 from ..index.database import open_engine
 from ..logging_setup import configure_logging
@@ -188,19 +188,6 @@ def open_audit_trail(config: NodeConfig) -> None:
     open_trail(config.audit, config.audit_file, config.ae_title)
 
 
-def _reload_on_signal() -> threading.Event:
-    """An event set by SIGHUP (the supervision loop reloads: a signal handler must not wait
-    for the lock a console reload may hold in another thread)."""
-    requested = threading.Event()
-
-    def _handler(_signum, _frame) -> None:
-        log.info("received SIGHUP: reloading the configuration")
-        requested.set()
-
-    signal.signal(signal.SIGHUP, _handler)
-    return requested
-
-
 def _child_receiver(
     config: NodeConfig, shared: SharedState, slot: int, updates: Connection
 ) -> None:
@@ -277,7 +264,7 @@ def _record_configuration(config_paths: Sequence[Path]) -> None:
 def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     """Run the node until SIGTERM/SIGINT; `config_paths` are the files `config` was read from
     (the file and its local override), read again on SIGHUP."""
-    reload_requested = _reload_on_signal()  # before anything: SIGHUP's default is to end
+    reload_requested = reload_on_sighup()  # before anything: SIGHUP's default is to end
     storage = StorageArea(config.storage.path)
     cluster = config.jobs.engine == JobEngine.CELERY
     patience = _DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5
@@ -373,7 +360,9 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         from ..jobs.publisher import JobPublisher
 
         lock.share_with_cluster()
-        background: list[PeriodicThread | JobRunner] = [JobPublisher(config, engine, storage, box)]
+        publisher = JobPublisher(config, engine, storage, box)
+        background: list[PeriodicThread | JobRunner] = [publisher]
+        reconfigurable = [publisher.reconfigure]  # the routes' queues
     else:
         sender = OutboxSender(config, box, fhir)
         runner = JobRunner(config, engine)
