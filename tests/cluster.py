@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +35,25 @@ def rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@contextmanager
+def rabbitmq_down() -> Iterator[None]:
+    """The local RabbitMQ's application stopped (every connection closed, new ones refused; the
+    Erlang node stays, so that `rabbitmqctl` answers) and started again at the end, whatever
+    happens. `rabbitmqctl reset` in between makes it come back empty, as a broker whose disk
+    was lost: no queue, message, vhost or user but the default ones."""
+    rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        rabbitmqctl("start_app")
+
+
 class RabbitVhost:
     """A vhost of the local RabbitMQ for one test, with a user of its own whose password
-    (with characters a URL must escape) the nodes read from a file. Deleting it stops the
-    broker for the node (connections are closed and refused) and adding it again is a broker
-    back empty, without stopping the other users of the server."""
+    (with characters a URL must escape) the nodes read from a file."""
+
+    #: the tests' queues (RabbitMQ declares them with the first publish or consumer)
+    QUEUES = ("jobs", "outbox")
 
     def __init__(self) -> None:
         self.name = f"celery-engine-{uuid.uuid4().hex[:8]}"
@@ -49,6 +65,15 @@ class RabbitVhost:
         rabbitmqctl("add_user", self.name, self.password)
         rabbitmqctl("set_permissions", "-p", self.name, self.name, ".*", ".*", ".*")
 
+    def purge(self) -> None:
+        """Its queues emptied (they may not exist yet)."""
+        for queue in self.QUEUES:
+            subprocess.run(
+                [RABBITMQCTL, "purge_queue", "-p", self.name, queue],
+                capture_output=True,
+                timeout=60,
+            )
+
     def delete(self) -> None:
         """The vhost and its user gone (either may be gone already: a broker reset)."""
         for command in (("delete_vhost", self.name), ("delete_user", self.name)):
@@ -58,6 +83,25 @@ class RabbitVhost:
         listed = rabbitmqctl("list_queues", "-p", self.name, "-q", "name", "messages").stdout
         counts = dict(line.split() for line in listed.splitlines() if line.strip())
         return int(counts.get(queue, 0))
+
+
+class RabbitDefaultVhost(RabbitVhost):
+    """The vhost ``/`` and user ``guest`` that RabbitMQ makes as it starts with an empty
+    database: what a broker reset brings back by itself, where a vhost and user of the test's
+    own would be missing until made again (and a worker refused a login stops: Celery counts a
+    refused login as unrecoverable). Its queues are emptied before and after the test."""
+
+    def __init__(self) -> None:
+        self.name = "/"
+        self.password = "guest"
+        self.url = RABBITMQ_URL.format(user="guest", vhost="%2F")
+
+    def add(self) -> None:
+        rabbitmqctl("list_queues", "-p", self.name)  # the server answers
+        self.purge()
+
+    def delete(self) -> None:
+        self.purge()
 
 
 def flush_redis() -> None:

@@ -7,8 +7,9 @@ and the broker goes away and comes back empty; the guarantees of the issue hold:
   killed before the study is quiet; a duplicate sent to both at once is stored once;
 - a job runs on one worker at a time; one killed mid-job (kill -9) is run again by another,
   and its results exist once, delivered once;
-- receivers keep acknowledging C-STOREs while the broker is down, and nothing is lost when it
-  comes back empty.
+- receivers keep acknowledging C-STOREs while the broker is down (RabbitMQ's application
+  stopped), and nothing is lost when it comes back empty (reset before it starts again);
+- a worker reloads its destinations on SIGHUP without dropping the job it runs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from sqlalchemy import func, select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, job_notes, jobs, outbox
 
-from .cluster import RABBITMQCTL, REDIS_URL, Cluster, RabbitVhost, flush_redis
+from .cluster import (
+    RABBITMQCTL,
+    REDIS_URL,
+    Cluster,
+    RabbitDefaultVhost,
+    RabbitVhost,
+    flush_redis,
+    rabbitmq_down,
+    rabbitmqctl,
+)
 from .conftest import CR_CHEST, CT_SERIES, RunningNode, new_database
 from .netns import Hosts, unavailable
 from .orthanc import OrthancPeer
@@ -36,10 +46,14 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def rabbit_vhost():
+def rabbit_vhost(request):
+    """The test's RabbitMQ vhost; ``/`` for a test marked ``broker_reset`` (the vhost and user
+    a reset broker brings back by itself)."""
     if not Path(RABBITMQCTL).exists():
         pytest.skip("rabbitmqctl is not installed")
-    vhost = RabbitVhost()
+    vhost = (
+        RabbitDefaultVhost() if request.node.get_closest_marker("broker_reset") else RabbitVhost()
+    )
     try:
         vhost.add()
     except subprocess.CalledProcessError as error:
@@ -238,6 +252,7 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
     assert rabbit_vhost.password not in console.text
 
 
+@pytest.mark.broker_reset
 def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     rabbit_cluster, rabbit_vhost, orthanc, tmp_path, hosts
 ):
@@ -256,16 +271,18 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     notes = [text for (text,) in rows(engine, job_notes.c.text)]
     assert any("the worker running it died (attempt 1" in text for text in notes), notes
 
-    # The broker goes away: the receiver still acknowledges every C-STORE, the job waits.
-    rabbit_vhost.delete()
-    send_together([(receiver, CR_CHEST)])
-    wait_until(lambda: "broker unavailable" in receiver.log(), timeout=30)
-    assert sorted(s for states in jobs_by_study(engine).values() for s in states) == [
-        JOB_DONE,
-        "pending",
-    ]
-    # It comes back empty: the job is published again and run.
-    rabbit_vhost.add()
+    # The broker stops: the receiver still acknowledges every C-STORE (dcmsend succeeds), the
+    # instance is indexed and its job waits in the index.
+    with rabbitmq_down():
+        send_together([(receiver, CR_CHEST)])
+        wait_until(lambda: "broker unavailable" in receiver.log(), timeout=30)
+        assert len(rows(engine, instances.c.sop_instance_uid)) == 40 + 2 + 1  # CT, results, CR
+        assert sorted(s for states in jobs_by_study(engine).values() for s in states) == [
+            JOB_DONE,
+            "pending",
+        ]
+        rabbitmqctl("reset")  # it comes back empty: queues and messages lost
+    # The job is published again and run; the deliveries due meanwhile are made.
     wait_until(lambda: all_jobs_done(engine, studies=2), timeout=120)
     wait_until(
         lambda: {s for _, s in rows(engine, outbox.c.id, outbox.c.state)} == {OUTBOX_SENT},

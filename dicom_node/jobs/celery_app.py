@@ -45,6 +45,9 @@ def celery_app(config: NodeConfig) -> Celery:
         },
         broker_connection_timeout=PUBLISH_TIMEOUT_SECONDS,
         broker_connection_retry_on_startup=True,
+        # a worker waits for a broker that is down, however long (Celery's default gives up
+        # after 100 tries, ending the worker)
+        broker_connection_max_retries=None,
         task_publish_retry=False,
     )
     return app
