@@ -102,6 +102,7 @@ def run_worker(
             live.subscribe(state.reconfigure)
             live.subscribe(lambda _new: sender.controller.pool.restart())
             _reload_in_background(live)
+
     log.info(
         "worker on queues %s, %d process(es), models on %s",
         ", ".join(queues),
