@@ -25,6 +25,7 @@ import requests
 from sqlalchemy import func, select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, job_notes, jobs, outbox
+from dicom_node.store.storage import owner_of
 
 from .cluster import (
     RABBITMQCTL,
@@ -367,6 +368,54 @@ def test_on_redis_a_job_lost_with_the_broker_data_is_published_again(
         assert_results_exist_once(cluster, engine, results=2)
     finally:
         cluster.stop()
+
+
+def stored(cluster: Cluster) -> dict[str, int]:
+    """The storage area's files (relative paths) and their sizes."""
+    return {
+        str(path.relative_to(cluster.storage)): path.stat().st_size
+        for path in cluster.storage.glob("??/??/*.dcm")
+    }
+
+
+def test_a_receiver_killed_mid_c_store_is_recovered_while_another_runs(rabbit_cluster, tmp_path):
+    first, second = rabbit_cluster.receiver(), rabbit_cluster.receiver()
+    ct = tmp_path / "ct"
+    ct.mkdir()
+    for path in sorted(CT_SERIES.glob("*.dcm")):
+        shutil.copy(path, ct / path.name)
+    engine = second.engine()
+
+    def indexed() -> set[str]:
+        return {path for (path,) in rows(engine, instances.c.path)}
+
+    # The whole CT to the first receiver, killed (SIGKILL) in the middle of it.
+    sending = subprocess.Popen(
+        ["dcmsend", "-aec", "AI_NODE", "--scan-directories", "127.0.0.1", str(first.port)]
+        + [str(ct)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_until(lambda: len(indexed()) >= 20, timeout=60)
+    first.stop(signal.SIGKILL)
+    output, _ = sending.communicate(timeout=60)
+    assert sending.returncode != 0, output
+    # It left files without a row: the one it was writing, the empty ones it made ahead.
+    left = {path for path in stored(rabbit_cluster) if path not in indexed()}
+    assert left
+    assert len({owner_of(path) for path in left}) == 1
+
+    # The second receiver goes on (its files, empty ones made ahead included, are its own),
+    # and the first is started again beside it: it settles what the dead one left, only that.
+    send_together([(second, CR_CHEST)])
+    kept = {path for path in stored(rabbit_cluster) if owner_of(path) != owner_of(next(iter(left)))}
+    first.start()
+    assert "recovered the files of 1 receiving process(es) gone" in first.log()
+    now = stored(rabbit_cluster)
+    assert not left & set(now)
+    assert kept <= set(now)
+    assert {path for path, size in now.items() if size} <= indexed()
 
 
 def test_the_embedded_node_and_a_cluster_never_share_a_storage_area(rabbit_cluster, tmp_path):
