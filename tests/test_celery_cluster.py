@@ -276,6 +276,7 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     # instance is indexed and its job waits in the index.
     with rabbitmq_down():
         send_together([(receiver, CR_CHEST)])
+        wait_until(lambda: len(jobs_by_study(engine)) == 2, timeout=30)  # the CR is quiet
         wait_until(lambda: "broker unavailable" in receiver.log(), timeout=30)
         assert len(rows(engine, instances.c.sop_instance_uid)) == 40 + 2 + 1  # CT, results, CR
         assert sorted(s for states in jobs_by_study(engine).values() for s in states) == [
