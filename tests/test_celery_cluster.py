@@ -9,7 +9,10 @@ and the broker goes away and comes back empty; the guarantees of the issue hold:
   and its results exist once, delivered once;
 - receivers keep acknowledging C-STOREs while the broker is down (RabbitMQ's application
   stopped), and nothing is lost when it comes back empty (reset before it starts again);
-- a worker reloads its destinations on SIGHUP without dropping the job it runs.
+- a worker reloads its destinations on SIGHUP without dropping the job it runs;
+- a receiver killed mid-C-STORE leaves files that the next receiver to start settles, beside a
+  receiver that runs (whose files it leaves alone);
+- the broker's password, read from a file, is in no log and not on the console.
 """
 
 from __future__ import annotations
