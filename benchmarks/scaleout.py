@@ -73,6 +73,7 @@ def new_cluster(work: Path, name: str, orthanc: OrthancPeer, database: str, vhos
             "results": {"destinations": ["pacs"]},
             "inference": {"device": "cpu"},
         },
+        vhost.password,
     )
 
 

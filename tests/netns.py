@@ -74,9 +74,13 @@ class _Forwarder:
         while True:
             try:
                 client, _ = self.server.accept()
-                upstream = socket.create_connection(("127.0.0.1", self.port))
-            except OSError:
+            except OSError:  # closed
                 return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.port))
+            except OSError:  # the service is down: this client is refused, as without us
+                client.close()
+                continue
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
 

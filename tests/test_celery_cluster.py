@@ -7,8 +7,12 @@ and the broker goes away and comes back empty; the guarantees of the issue hold:
   killed before the study is quiet; a duplicate sent to both at once is stored once;
 - a job runs on one worker at a time; one killed mid-job (kill -9) is run again by another,
   and its results exist once, delivered once;
-- receivers keep acknowledging C-STOREs while the broker is down, and nothing is lost when it
-  comes back empty.
+- receivers keep acknowledging C-STOREs while the broker is down (RabbitMQ's application
+  stopped), and nothing is lost when it comes back empty (reset before it starts again);
+- a worker reloads its destinations on SIGHUP without dropping the job it runs;
+- a receiver killed mid-C-STORE leaves files that the next receiver to start settles, beside a
+  receiver that runs (whose files it leaves alone);
+- the broker's password, read from a file, is in no log and not on the console.
 """
 
 from __future__ import annotations
@@ -24,8 +28,18 @@ import requests
 from sqlalchemy import func, select
 
 from dicom_node.index.schema import JOB_DONE, OUTBOX_SENT, instances, job_notes, jobs, outbox
+from dicom_node.store.storage import owner_of
 
-from .cluster import RABBITMQCTL, REDIS_URL, Cluster, RabbitVhost, flush_redis
+from .cluster import (
+    RABBITMQCTL,
+    REDIS_URL,
+    Cluster,
+    RabbitDefaultVhost,
+    RabbitVhost,
+    flush_redis,
+    rabbitmq_down,
+    rabbitmqctl,
+)
 from .conftest import CR_CHEST, CT_SERIES, RunningNode, new_database
 from .netns import Hosts, unavailable
 from .orthanc import OrthancPeer
@@ -36,16 +50,20 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def rabbit_vhost():
+def rabbit_vhost(request):
+    """The test's RabbitMQ vhost; ``/`` for a test marked ``broker_reset`` (the vhost and user
+    a reset broker brings back by itself)."""
     if not Path(RABBITMQCTL).exists():
         pytest.skip("rabbitmqctl is not installed")
-    vhost = RabbitVhost()
+    vhost = (
+        RabbitDefaultVhost() if request.node.get_closest_marker("broker_reset") else RabbitVhost()
+    )
     try:
         vhost.add()
     except subprocess.CalledProcessError as error:
         pytest.skip(f"no RabbitMQ server answers rabbitmqctl: {error.stderr.strip()}")
     yield vhost
-    subprocess.run([RABBITMQCTL, "delete_vhost", vhost.name], capture_output=True, timeout=60)
+    vhost.delete()
 
 
 @pytest.fixture
@@ -74,7 +92,9 @@ def orthanc(tmp_path):
     peer.stop()
 
 
-def make_cluster(tmp_path, database_url: str, broker_url: str, orthanc: OrthancPeer) -> Cluster:
+def make_cluster(
+    tmp_path, database_url: str, broker_url: str, orthanc: OrthancPeer, password: str | None = None
+) -> Cluster:
     return Cluster(
         tmp_path,
         database_url,
@@ -86,12 +106,15 @@ def make_cluster(tmp_path, database_url: str, broker_url: str, orthanc: OrthancP
             "inference": {"device": "cpu"},
             "outbox": {"first_retry_seconds": 1},
         },
+        password,
     )
 
 
 @pytest.fixture
 def rabbit_cluster(tmp_path, postgresql_url, rabbit_vhost, orthanc):
-    cluster = make_cluster(tmp_path, postgresql_url, rabbit_vhost.url, orthanc)
+    cluster = make_cluster(
+        tmp_path, postgresql_url, rabbit_vhost.url, orthanc, rabbit_vhost.password
+    )
     yield cluster
     cluster.stop()
 
@@ -122,6 +145,10 @@ def send_together(sends: list[tuple[RunningNode, object]]) -> None:
     for process in processes:
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output
+
+
+def http_address(node: RunningNode) -> str:
+    return f"{node.settings['http'].get('host', '127.0.0.1')}:{node.http_port}"
 
 
 def rows(engine, *columns, where=None) -> list:
@@ -180,7 +207,7 @@ def hosts(request):
 
 
 def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
-    rabbit_cluster, orthanc, tmp_path, hosts
+    rabbit_cluster, rabbit_vhost, orthanc, tmp_path, hosts
 ):
     first, second = (rabbit_cluster.receiver(host) for host in hosts)
     for host in hosts:
@@ -220,8 +247,16 @@ def test_two_receivers_and_two_workers_make_one_study_one_job_and_results_once(
     )
     for model in ("ct_tissue", "cxr_pneumonia"):
         assert f'dicom_node_model_run_seconds_count{{device="cpu",model="{model}"}} 1.0' in metrics
+    # Every node connected with the broker's password from its file; no log and no console shows it.
+    logs = workers_logs + first.log() + second.log()
+    assert f"Connected to amqp://{rabbit_vhost.name}:**@" in logs
+    assert rabbit_vhost.password not in logs
+    console = requests.get(f"http://{http_address(second)}/ui/api/config", timeout=30)
+    assert console.json()["configuration"]["jobs"]["broker_password"] == "********"
+    assert rabbit_vhost.password not in console.text
 
 
+@pytest.mark.broker_reset
 def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     rabbit_cluster, rabbit_vhost, orthanc, tmp_path, hosts
 ):
@@ -240,16 +275,19 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     notes = [text for (text,) in rows(engine, job_notes.c.text)]
     assert any("the worker running it died (attempt 1" in text for text in notes), notes
 
-    # The broker goes away: the receiver still acknowledges every C-STORE, the job waits.
-    rabbit_vhost.delete()
-    send_together([(receiver, CR_CHEST)])
-    wait_until(lambda: "broker unavailable" in receiver.log(), timeout=30)
-    assert sorted(s for states in jobs_by_study(engine).values() for s in states) == [
-        JOB_DONE,
-        "pending",
-    ]
-    # It comes back empty: the job is published again and run.
-    rabbit_vhost.add()
+    # The broker stops: the receiver still acknowledges every C-STORE (dcmsend succeeds), the
+    # instance is indexed and its job waits in the index.
+    with rabbitmq_down():
+        send_together([(receiver, CR_CHEST)])
+        wait_until(lambda: len(jobs_by_study(engine)) == 2, timeout=30)  # the CR is quiet
+        wait_until(lambda: "broker unavailable" in receiver.log(), timeout=30)
+        assert len(rows(engine, instances.c.sop_instance_uid)) == 40 + 2 + 1  # CT, results, CR
+        assert sorted(s for states in jobs_by_study(engine).values() for s in states) == [
+            JOB_DONE,
+            "pending",
+        ]
+        rabbitmqctl("reset")  # it comes back empty: queues and messages lost
+    # The job is published again and run; the deliveries due meanwhile are made.
     wait_until(lambda: all_jobs_done(engine, studies=2), timeout=120)
     wait_until(
         lambda: {s for _, s in rows(engine, outbox.c.id, outbox.c.state)} == {OUTBOX_SENT},
@@ -257,6 +295,61 @@ def test_a_worker_killed_mid_job_and_a_broker_back_empty_lose_nothing(
     )
     assert_results_exist_once(rabbit_cluster, engine, results=4)
     assert sorted(i["Modality"] for i in orthanc.instances_of_study(ct_uid)) == ["SEG", "SR"]
+
+
+def another_study(source: Path, folder: Path) -> Path:
+    """A copy of the instance at `source` as the only instance of a new study."""
+    from pydicom.uid import generate_uid
+
+    dataset = pydicom.dcmread(source)
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    folder.mkdir()
+    dataset.save_as(folder / "copy.dcm", enforce_file_format=True)
+    return folder
+
+
+def test_a_worker_reloads_its_destinations_on_sighup_without_dropping_a_running_job(
+    rabbit_cluster, tmp_path
+):
+    receiver = rabbit_cluster.receiver()
+    worker = rabbit_cluster.worker()
+    engine = receiver.engine()
+    # A file that fails check-config is refused, logged, and the worker goes on with its own.
+    worker.edit_config(lambda settings: settings["results"].update(destinations=["nowhere"]))
+    worker.reload()
+    wait_until(lambda: "configuration reload refused" in worker.log(), timeout=60)
+    assert "results.destinations names unknown peers: nowhere" in worker.log()
+
+    # A job runs; it is held in the index (the outbox locked) while the destinations change.
+    send_together([(receiver, CR_CHEST)])
+    wait_until(lambda: "job 1 started" in worker.log(), timeout=60)
+    with engine.connect() as holding:
+        holding.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        worker.edit_config(lambda settings: settings["results"].update(destinations=[]))
+        worker.reload()
+        wait_until(
+            lambda: (
+                "changed results.destinations" in worker.log() and "job 1 done" not in worker.log()
+            ),
+            timeout=60,
+        )
+        holding.rollback()
+    # It ends on the configuration it started with: its results go to the PACS.
+    wait_until(lambda: all_jobs_done(engine, studies=1), timeout=90)
+    assert "Restarting celery worker" not in worker.log() and worker.process.poll() is None
+    notes = [text for (text,) in rows(engine, job_notes.c.text)]
+    assert not any("died" in text for text in notes), notes
+    assert len(rows(engine, outbox.c.id)) == 2  # its SEG and SR
+
+    # The next job runs on the reloaded configuration: its results go nowhere.
+    send_together([(receiver, another_study(CR_CHEST, tmp_path / "another"))])
+    wait_until(lambda: all_jobs_done(engine, studies=2), timeout=90)
+    own = rows(
+        engine, instances.c.sop_instance_uid, where=instances.c.calling_ae_title == "AI_NODE"
+    )
+    assert len(own) == 4
+    assert len(rows(engine, outbox.c.id)) == 2
 
 
 def test_on_redis_a_job_lost_with_the_broker_data_is_published_again(
@@ -279,6 +372,54 @@ def test_on_redis_a_job_lost_with_the_broker_data_is_published_again(
         assert_results_exist_once(cluster, engine, results=2)
     finally:
         cluster.stop()
+
+
+def stored(cluster: Cluster) -> dict[str, int]:
+    """The storage area's files (relative paths) and their sizes."""
+    return {
+        str(path.relative_to(cluster.storage)): path.stat().st_size
+        for path in cluster.storage.glob("??/??/*.dcm")
+    }
+
+
+def test_a_receiver_killed_mid_c_store_is_recovered_while_another_runs(rabbit_cluster, tmp_path):
+    first, second = rabbit_cluster.receiver(), rabbit_cluster.receiver()
+    ct = tmp_path / "ct"
+    ct.mkdir()
+    for path in sorted(CT_SERIES.glob("*.dcm")):
+        shutil.copy(path, ct / path.name)
+    engine = second.engine()
+
+    def indexed() -> set[str]:
+        return {path for (path,) in rows(engine, instances.c.path)}
+
+    # The whole CT to the first receiver, killed (SIGKILL) in the middle of it.
+    sending = subprocess.Popen(
+        ["dcmsend", "-aec", "AI_NODE", "--scan-directories", "127.0.0.1", str(first.port)]
+        + [str(ct)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_until(lambda: len(indexed()) >= 20, timeout=60)
+    first.stop(signal.SIGKILL)
+    output, _ = sending.communicate(timeout=60)
+    assert sending.returncode != 0, output
+    # It left files without a row: the one it was writing, the empty ones it made ahead.
+    left = {path for path in stored(rabbit_cluster) if path not in indexed()}
+    assert left
+    assert len({owner_of(path) for path in left}) == 1
+
+    # The second receiver goes on (its files, empty ones made ahead included, are its own),
+    # and the first is started again beside it: it settles what the dead one left, only that.
+    send_together([(second, CR_CHEST)])
+    kept = {path for path in stored(rabbit_cluster) if owner_of(path) != owner_of(next(iter(left)))}
+    first.start()
+    assert "recovered the files of 1 receiving process(es) gone" in first.log()
+    now = stored(rabbit_cluster)
+    assert not left & set(now)
+    assert kept <= set(now)
+    assert {path for path, size in now.items() if size} <= indexed()
 
 
 def test_the_embedded_node_and_a_cluster_never_share_a_storage_area(rabbit_cluster, tmp_path):

@@ -101,7 +101,7 @@ def test_a_broken_file_is_refused_with_check_configs_message_and_the_node_keeps_
 def test_a_new_route_sends_the_next_study_to_a_new_destination_while_a_job_runs(
     make_node,
     tmp_path,
-    research_peer,  # noqa: F811 (the fixture imported above)
+    research_peer,
 ):
     port, received, start_peer = research_peer
     start_peer()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dicom_node.config import ConfigError, parse_config
+from dicom_node.config.secrets import masked
 
 from .test_cli import dicom_node, write_config
 
@@ -104,3 +105,60 @@ def test_check_config_warns_about_inline_secrets_and_refuses_files_others_may_re
     settings["http"] = {"tls_certificate_file": str(key), "tls_key_file": str(key)}
     refused = dicom_node("check-config", str(write_config(tmp_path, settings)))
     assert refused.returncode == 3 and f"http.tls_key_file: {key} may be read" in refused.stderr
+
+
+CELERY = {
+    "storage": {"database": "postgresql+psycopg://dicom@db.example/node"},
+    "jobs": {"engine": "celery", "broker_url": "amqp://dicom@mq.example:5672/node"},
+}
+
+
+def test_the_broker_password_comes_from_a_file_and_is_never_shown(tmp_path, monkeypatch):
+    password = "br0ker:pass/w@rd%"
+    settings = {
+        **CELERY,
+        "jobs": {
+            **CELERY["jobs"],
+            "broker_password_file": str(secret_file(tmp_path, "broker", password + "\n")),
+        },
+    }
+    config = parse_config(settings)
+    assert config.jobs.broker_password == password
+    # put into the URL, escaped, only to connect (kombu unquotes it)
+    from kombu.utils.url import url_to_parts
+
+    connect = config.jobs.broker_connection_url
+    assert connect == "amqp://dicom:br0ker%3Apass%2Fw%40rd%25@mq.example:5672/node"
+    assert url_to_parts(connect).password == password
+    assert password not in repr(config)
+    shown = str(masked(config.model_dump(mode="json")))
+    assert password not in shown and "'broker_password': '********'" in shown
+
+    monkeypatch.setenv("BROKER_PASSWORD", password)
+    settings["jobs"] = {**CELERY["jobs"], "broker_password_env": "BROKER_PASSWORD"}
+    settings["storage"]["path"] = str(tmp_path / "storage")
+    checked = dicom_node("check-config", str(write_config(tmp_path, settings)))
+    assert checked.returncode == 0, checked.stderr
+    assert "warning" not in checked.stderr
+    assert "broker amqp://dicom@mq.example:5672/node" in checked.stdout
+    assert password not in checked.stdout + checked.stderr
+
+
+def test_a_broker_password_in_the_url_is_warned_about_masked_and_not_given_twice(tmp_path):
+    settings = {
+        **CELERY,
+        "storage": {**CELERY["storage"], "path": str(tmp_path / "storage")},
+        "jobs": {**CELERY["jobs"], "broker_url": "amqp://dicom:inline-pw@mq.example:5672/node"},
+    }
+    inline = dicom_node("check-config", str(write_config(tmp_path, settings)))
+    assert inline.returncode == 0, inline.stderr
+    assert (
+        "warning: jobs.broker_url carries a password written in the configuration file: leave it "
+        "out of the URL and give jobs.broker_password_file or jobs.broker_password_env instead"
+    ) in inline.stderr
+    assert "inline-pw" not in inline.stdout
+    assert "broker amqp://dicom:********@mq.example:5672/node" in inline.stdout
+
+    settings["jobs"]["broker_password"] = "another"
+    with pytest.raises(ConfigError, match="jobs.broker_url carries a password already"):
+        parse_config(settings)

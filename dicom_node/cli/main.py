@@ -19,9 +19,8 @@ from ..config import (
     config_source,
     load_config,
 )
+from ..config.secrets import masked
 from ..deid.settings import DeidentificationOptions
-
-#: the password of a URL (``scheme://user:password@host``), kept out of what is printed
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -49,7 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
     from ..serve.worker import DEFAULT_QUEUES, run_worker
 
     queues = [q for item in args.queues or DEFAULT_QUEUES for q in item.split(",") if q]
-    run_worker(config, queues, args.concurrency, args.metrics_port)
+    run_worker(config, queues, args.concurrency, args.metrics_port, config_files(args.config)[0])
     return 0
 
 
@@ -63,7 +62,6 @@ def _describe_jobs(config: NodeConfig) -> str:
     """Where jobs run and on which device the models run (a GPU asked for is checked as this
     host sees it: a GPU worker's configuration checked on a receiver's host says so, it is not
     an error here)."""
-    from ..config.secrets import masked
     from ..jobs.bundles import model_device
 
     jobs = config.jobs
@@ -91,7 +89,7 @@ def _check_config(args: argparse.Namespace) -> int:
         f"  AE title {config.ae_title}, DICOM {config.dicom.host} port {config.dicom.port or 'off'}"
         f", TLS port {config.dicom.tls.port or 'off'}, HTTP {config.http.host}:{config.http.port}"
     )
-    print(f"  storage {config.storage.path}, index {config.storage.database_url}")
+    print(f"  storage {config.storage.path}, index {masked(config.storage.database_url)}")
     print(f"  peers: {peers}")
     fhir = config.fhir
     if fhir.enabled:

@@ -11,6 +11,7 @@ whole, with that command's message, and the running configuration stays.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,19 @@ _REFUSED = "configuration reload refused, the running configuration stays"
 
 #: checks a configuration file as `check-config` does; raises ConfigError
 Check = Callable[[Path], NodeConfig]
+
+
+def reload_on_sighup() -> threading.Event:
+    """An event set by SIGHUP: a thread of the process reloads (a signal handler must not wait
+    for the lock a console reload may hold in another thread). Call it from the main thread."""
+    requested = threading.Event()
+
+    def _handler(_signum, _frame) -> None:
+        log.info("received SIGHUP: reloading the configuration")
+        requested.set()
+
+    signal.signal(signal.SIGHUP, _handler)
+    return requested
 
 
 def _live(key: str) -> bool:

@@ -1,13 +1,15 @@
 """Secrets kept out of the YAML file.
 
-Every secret key (``token``, ``password``, ``client_secret``, wherever it appears: the FHIR
-server's auth, a peer's auth, DICOMweb's bearer tokens and basic users) may instead be given as
+Every secret key (``token``, ``password``, ``client_secret``, ``broker_password``, wherever it
+appears: the FHIR server's auth, a peer's auth, DICOMweb's bearer tokens and basic users, the
+Celery broker's password) may instead be given as
 ``KEY_file: PATH`` (the file's content, without its trailing newline) or ``KEY_env: NAME`` (an
 environment variable). They are resolved in the loaded document before validation, so every
 section sees plain values and no section needs to know where a value came from.
 
-`check-config` uses `findings` to warn about secrets written inline and to refuse key and secret
-files that group or others may read; the console shows the configuration through `masked`.
+`check-config` uses `findings` to warn about secrets written inline (also a password written in
+``jobs.broker_url``) and to refuse key and secret files that group or others may read; the
+console shows the configuration through `masked`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECRET_KEYS = ("token", "password", "client_secret")
+SECRET_KEYS = ("token", "password", "client_secret", "broker_password")
+#: URLs whose password has a secret key of its own, given apart from the URL
+URL_SECRETS = {"broker_url": "broker_password"}
 #: keys naming a private key: only its owner may read the file
 PRIVATE_KEY_FILES = ("key_file", "tls_key_file", "private_key_file")
 
@@ -67,6 +71,8 @@ class Findings:
     """What `check-config` reports about secrets: warnings, and files it refuses."""
 
     inline: list[str] = field(default_factory=list)
+    #: (the URL's key, the secret key to give its password with instead)
+    url_passwords: list[tuple[str, str]] = field(default_factory=list)
     readable_by_others: list[str] = field(default_factory=list)
 
     def check_file(self, key: str, path: Path) -> None:
@@ -91,6 +97,8 @@ def findings(data: object, location: str = "", found: Findings | None = None) ->
             where = _where(location, str(key))
             if key in SECRET_KEYS and isinstance(value, str):
                 found.inline.append(where)
+            elif key in URL_SECRETS and isinstance(value, str) and url_password(value):
+                found.url_passwords.append((where, _where(location, URL_SECRETS[key])))
             elif key in PRIVATE_KEY_FILES or key in {f"{s}_file" for s in SECRET_KEYS}:
                 if isinstance(value, str):
                     found.check_file(where, Path(value))
@@ -102,6 +110,11 @@ def findings(data: object, location: str = "", found: Findings | None = None) ->
 #: what the console shows in place of a secret
 MASK = "********"
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@")
+
+
+def url_password(url: str) -> bool:
+    """Whether `url` carries a password (``scheme://user:password@host``)."""
+    return _URL_PASSWORD.match(url) is not None
 
 
 def masked(data: object) -> object:

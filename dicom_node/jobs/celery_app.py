@@ -26,8 +26,8 @@ PUBLISH_TIMEOUT_SECONDS = 3.0
 
 
 def celery_app(config: NodeConfig) -> Celery:
-    """The node's Celery application on ``jobs.broker_url``."""
-    app = Celery("dicom_node", broker=config.jobs.broker_url, set_as_current=False)
+    """The node's Celery application on ``jobs.broker_url`` (with ``jobs.broker_password``)."""
+    app = Celery("dicom_node", broker=config.jobs.broker_connection_url, set_as_current=False)
     app.conf.update(
         task_default_queue=JOBS_QUEUE,
         task_acks_late=True,
@@ -45,6 +45,9 @@ def celery_app(config: NodeConfig) -> Celery:
         },
         broker_connection_timeout=PUBLISH_TIMEOUT_SECONDS,
         broker_connection_retry_on_startup=True,
+        # a worker waits for a broker that is down, however long (Celery's default gives up
+        # after 100 tries, ending the worker)
+        broker_connection_max_retries=None,
         task_publish_retry=False,
     )
     return app

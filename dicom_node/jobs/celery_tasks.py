@@ -41,6 +41,11 @@ class WorkerState:
         self._context: StudyJobContext | None = None
         self._sender: OutboxSender | None = None
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        """A reloaded configuration, for the pool processes forked after (the worker's main
+        process never opens the context: its pool processes do)."""
+        self.config = config
+
     @property
     def context(self) -> StudyJobContext:
         if self._context is None:

@@ -72,6 +72,11 @@ class JobPublisher(PeriodicThread):
         self._noticed: dict[str, float] = {}
         self._broker_down = False
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Publish the next jobs to the queues of a reloaded configuration's routes (the broker
+        stays the one it started with: a reload does not change it)."""
+        self._config = config
+
     def run_once(self, now: float) -> int:
         """Publish what waits; returns how many jobs were published."""
         found = jobs_to_publish(self._engine, self._config.jobs.republish_seconds)

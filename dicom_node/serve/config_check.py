@@ -44,6 +44,10 @@ def _secret_warnings(document: object, config: NodeConfig) -> list[str]:
         f"{key} is written in the configuration file: "
         f"give {key.rsplit('.', 1)[-1]}_file or {key.rsplit('.', 1)[-1]}_env instead"
         for key in found.inline
+    ] + [
+        f"{url} carries a password written in the configuration file: leave it out of the URL "
+        f"and give {secret}_file or {secret}_env instead"
+        for url, secret in found.url_passwords
     ]
 
 

@@ -36,9 +36,10 @@ from sqlalchemy import Engine
 
 from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
-from ..config.live import LiveConfiguration
+from ..config.live import LiveConfiguration, reload_on_sighup
 from ..index.clock import DatabaseClock
 from ..index.database import open_engine
+from ..index.receiver_leases import GoneOwners, ReceiverLease
 from ..logging_setup import configure_logging
 from ..periodic import PeriodicThread
 from ..statuses import SUCCESS
@@ -85,7 +86,13 @@ class Receiver:
         pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
         self.engine = open_engine(config.storage.database_url, create=False)
-        self.storage = storage = StorageArea(config.storage.path, names_ahead=NAMES_AHEAD)
+        #: in a cluster, this process's lock on the owner its files' names start with
+        self.lease = ReceiverLease(self.engine) if config.jobs.engine == JobEngine.CELERY else None
+        self.storage = storage = StorageArea(
+            config.storage.path,
+            names_ahead=NAMES_AHEAD,
+            owner=self.lease.owner if self.lease else "",
+        )
         self.writer = IndexWriter(
             self.engine,
             config.storage.duplicates,
@@ -161,6 +168,8 @@ class Receiver:
             association.abort()
         self.writer.close()
         self.storage.close()
+        if self.lease is not None:
+            self.lease.release()
         self.engine.dispose()
 
 
@@ -186,19 +195,6 @@ def _stop_on_signal() -> threading.Event:
 def open_audit_trail(config: NodeConfig) -> None:
     """This process's audit trail (each process of the node opens its own)."""
     open_trail(config.audit, config.audit_file, config.ae_title)
-
-
-def _reload_on_signal() -> threading.Event:
-    """An event set by SIGHUP (the supervision loop reloads: a signal handler must not wait
-    for the lock a console reload may hold in another thread)."""
-    requested = threading.Event()
-
-    def _handler(_signum, _frame) -> None:
-        log.info("received SIGHUP: reloading the configuration")
-        requested.set()
-
-    signal.signal(signal.SIGHUP, _handler)
-    return requested
 
 
 def _child_receiver(
@@ -274,10 +270,21 @@ def _record_configuration(config_paths: Sequence[Path]) -> None:
         record(messages.configuration_loaded(str(config_path.resolve()), digest))
 
 
+def _recover_gone_receivers(engine: Engine, storage: StorageArea) -> None:
+    """Recovery of the files the cluster's receiving processes that are gone left."""
+    owners = GoneOwners(engine)
+    try:
+        reconcile(engine, storage, may_recover=owners)
+    finally:
+        owners.close()
+    if owners.gone:
+        log.info("recovered the files of %d receiving process(es) gone", len(owners.gone))
+
+
 def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     """Run the node until SIGTERM/SIGINT; `config_paths` are the files `config` was read from
     (the file and its local override), read again on SIGHUP."""
-    reload_requested = _reload_on_signal()  # before anything: SIGHUP's default is to end
+    reload_requested = reload_on_sighup()  # before anything: SIGHUP's default is to end
     storage = StorageArea(config.storage.path)
     cluster = config.jobs.engine == JobEngine.CELERY
     patience = _DRAIN_SECONDS + 2 * _SUPERVISION_SECONDS + 5
@@ -320,8 +327,10 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
 
         model_device(config.inference)
     engine = open_engine(config.storage.database_url, create=True)
-    if alone:  # other nodes of a cluster may be writing files their rows do not name yet
+    if alone:
         reconcile(engine, storage)
+    else:  # other receivers may be writing files their rows do not name yet: not theirs
+        _recover_gone_receivers(engine, storage)
     context = multiprocessing.get_context("spawn")
     # A certificate, key or CA file that cannot be loaded stops the node here, named.
     if config.dicom.tls.port is not None:
@@ -373,7 +382,9 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         from ..jobs.publisher import JobPublisher
 
         lock.share_with_cluster()
-        background: list[PeriodicThread | JobRunner] = [JobPublisher(config, engine, storage, box)]
+        publisher = JobPublisher(config, engine, storage, box)
+        background: list[PeriodicThread | JobRunner] = [publisher]
+        reconfigurable = [publisher.reconfigure]  # the routes' queues
     else:
         sender = OutboxSender(config, box, fhir)
         runner = JobRunner(config, engine)

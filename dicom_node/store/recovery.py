@@ -7,12 +7,17 @@ acknowledged, so the sender still has it. Both can only be among the last instan
 so only that window is checked, which keeps the start fast on a large store. The metadata
 documents beside those files are not flushed, so theirs are dropped (requests convert those
 files instead).
+
+In a cluster, other receivers write files their rows do not name yet while one starts: there
+`may_recover` limits the work to the files of receiving processes that are gone
+(`index.receiver_leases`), named by the owner their names start with.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -22,7 +27,7 @@ from ..index.contents import (
     paths_received_since,
     remove_instances,
 )
-from .storage import StorageArea
+from .storage import StorageArea, owner_of
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +38,23 @@ WINDOW_SECONDS = 300.0
 _OWNER_MARGIN_SECONDS = 3600.0
 
 
-def reconcile(engine: Engine, storage: StorageArea, window: float = WINDOW_SECONDS) -> None:
-    """Make the index and the files agree for the instances received last."""
+def reconcile(
+    engine: Engine,
+    storage: StorageArea,
+    window: float = WINDOW_SECONDS,
+    may_recover: Callable[[str | None], bool] | None = None,
+) -> None:
+    """Make the index and the files agree for the instances received last; with
+    `may_recover`, only for the files whose owner (`owner_of`) it accepts."""
     latest = latest_received_at(engine)
     if latest is None:
         return
     since = latest - window
+    mine = (lambda path: may_recover(owner_of(path))) if may_recover else (lambda _path: True)
     incomplete = [
         row
         for row in files_received_since(engine, since)
-        if _size(storage.path(row.path)) != row.size
+        if mine(row.path) and _size(storage.path(row.path)) != row.size
     ]
     remove_instances(engine, incomplete)
     owned = paths_received_since(engine, since - _OWNER_MARGIN_SECONDS)
@@ -54,7 +66,7 @@ def reconcile(engine: Engine, storage: StorageArea, window: float = WINDOW_SECON
             "(never acknowledged: the senders still hold them)",
             len(incomplete),
         )
-    recent = list(storage.files_changed_since(since))
+    recent = [path for path in storage.files_changed_since(since) if mine(path)]
     for path in recent:
         storage.drop_metadata(path)
     orphans = [path for path in recent if path not in owned]

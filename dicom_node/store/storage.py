@@ -54,10 +54,12 @@ class StorageError(OSError):
 class StorageArea:
     """Files under one root folder, named by random UUIDs in two levels of shard folders."""
 
-    def __init__(self, root: Path, names_ahead: int = 0) -> None:
+    def __init__(self, root: Path, names_ahead: int = 0, owner: str = "") -> None:
         """`names_ahead`: how many empty files to create (and make durable) at a time; 0 to
-        create each file when written, flushing its folder in `sync`."""
+        create each file when written, flushing its folder in `sync`. `owner`: what the names
+        of the files it creates start with (a cluster's receiving process, `owner_of`)."""
         self.root = Path(root).resolve()
+        self._owner = owner
         self._root = str(self.root)
         self._names_ahead = names_ahead
         self._lock = threading.Lock()
@@ -89,7 +91,7 @@ class StorageArea:
                 path = os.path.join(self._root, relative)
                 fd = os.open(path, _CREATED_FILE)
             else:
-                relative = _new_name()
+                relative = _new_name(self._owner)
                 path = os.path.join(self._root, relative)
                 fd = _create(path)
         except OSError as error:
@@ -156,7 +158,7 @@ class StorageArea:
                     self.remove(relative)
                 self._ready = []
             if not self._ready:
-                self._ready = _create_durably(self._root, self._names_ahead)
+                self._ready = _create_durably(self._root, self._names_ahead, self._owner)
                 self._ready_since = time.monotonic()
             return self._ready.pop()
 
@@ -206,18 +208,24 @@ def _metadata_name(relative: str) -> str:
     return relative.removesuffix(".dcm") + ".json"
 
 
-def _new_name() -> str:
+def _new_name(owner: str = "") -> str:
     name = uuid.uuid4().hex
-    return f"{name[:2]}/{name[2:4]}/{name}.dcm"
+    return f"{name[:2]}/{name[2:4]}/{owner}{name}.dcm"
 
 
-def _create_durably(root: str, count: int) -> list[str]:
+def owner_of(relative: str) -> str | None:
+    """The owner a stored file's name starts with (`StorageArea`'s ``owner``), if any."""
+    owner, dash, _ = os.path.basename(relative).rpartition("-")
+    return f"{owner}-" if dash else None
+
+
+def _create_durably(root: str, count: int, owner: str = "") -> list[str]:
     """`count` empty files in one shard folder, which is then flushed once."""
     shard = os.path.dirname(_new_name())
     created = []
     try:
         for _ in range(count):
-            relative = f"{shard}/{uuid.uuid4().hex}.dcm"
+            relative = f"{shard}/{owner}{uuid.uuid4().hex}.dcm"
             os.close(_create(os.path.join(root, relative)))
             created.append(relative)
         _fsync_folder(os.path.join(root, shard))
