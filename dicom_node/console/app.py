@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..dicomweb.auth import authorizer
+from ..dicomweb.context import user_name
 from . import predict, views
 from .configuration import configuration_api
 from .context import ConsoleContext
@@ -40,7 +41,7 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
         """Who the console talks to and whether they may change things (the pages hide the
         buttons of a read-only user; the API refuses them anyway)."""
         return {
-            "user": getattr(request.state, "user", None) or "anonymous",
+            "user": user_name(request),
             "can_write": getattr(request.state, "can_write", True),
             "ae_title": context.config.ae_title,
         }

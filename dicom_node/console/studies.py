@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from ..audit import messages, record
 from ..config import FHIR_DESTINATION
-from ..dicomweb.context import http_user
+from ..dicomweb.context import http_user, user_name
 from ..index import jobs
 from ..index.history import Delivery, JobHistory, StudyHistory, last_job_states, study_history
 from ..index.query import Level, QueryError, build_query, matching_rows, study_counts
@@ -232,7 +232,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
             raise HTTPException(404, f"no job {job_id}")
         if not jobs.retry(context.engine, job_id):
             raise HTTPException(409, f"job {job_id} is pending or running: it runs already")
-        log.info("console: %s put job %d back to pending", _who(request), job_id)
+        log.info("console: %s put job %d back to pending", user_name(request), job_id)
         return {"id": job_id, "state": "pending"}
 
     @router.post("/deliveries/{delivery_id}/retry")
@@ -240,11 +240,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
         """Try a delivery that is not through again now (what `dicom-node outbox retry` does)."""
         if not context.box.retry([delivery_id]):
             raise HTTPException(409, f"delivery {delivery_id} does not exist or went through")
-        log.info("console: %s made delivery %d due now", _who(request), delivery_id)
+        log.info("console: %s made delivery %d due now", user_name(request), delivery_id)
         return {"id": delivery_id, "state": "pending"}
 
     return router
-
-
-def _who(request: Request) -> str:
-    return getattr(request.state, "user", None) or "anonymous"
