@@ -157,10 +157,11 @@ def timeline(history: StudyHistory) -> list[Event]:
     return sorted(events, key=lambda event: event.at)
 
 
-def studies_router(context: ConsoleContext) -> APIRouter:
-    router = APIRouter()
+def router(context: ConsoleContext) -> APIRouter:
+    """The studies search, a study's timeline and the two actions."""
+    routes = APIRouter()
 
-    @router.get("/studies")
+    @routes.get("/studies")
     def search(
         request: Request,
         patient_id: str = "",
@@ -193,7 +194,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
             found.append(study)
         return {"studies": found, "more": len(rows) > limit}
 
-    @router.get("/studies/{study_uid}")
+    @routes.get("/studies/{study_uid}")
     def study(study_uid: str) -> dict[str, object]:
         """The study's attributes, its timeline, its jobs and its deliveries."""
         try:
@@ -225,7 +226,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
             ],
         }
 
-    @router.post("/jobs/{job_id}/retry")
+    @routes.post("/jobs/{job_id}/retry")
     def retry_job(job_id: int, request: Request) -> dict[str, object]:
         """Run a finished or failed job again (what `dicom-node jobs retry` does)."""
         if jobs.get(context.engine, job_id) is None:
@@ -235,7 +236,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
         log.info("console: %s put job %d back to pending", user_name(request), job_id)
         return {"id": job_id, "state": "pending"}
 
-    @router.post("/deliveries/{delivery_id}/retry")
+    @routes.post("/deliveries/{delivery_id}/retry")
     def retry_delivery(delivery_id: int, request: Request) -> dict[str, object]:
         """Try a delivery that is not through again now (what `dicom-node outbox retry` does)."""
         if not context.box.retry([delivery_id]):
@@ -243,4 +244,4 @@ def studies_router(context: ConsoleContext) -> APIRouter:
         log.info("console: %s made delivery %d due now", user_name(request), delivery_id)
         return {"id": delivery_id, "state": "pending"}
 
-    return router
+    return routes
