@@ -107,7 +107,7 @@ def evaluate(bundle_path: Path, split: Split, command: str) -> ValidationReport:
     ``bundle_path``, record them and the figures in the bundle, and write its model card."""
     bundle = Bundle.load(bundle_path)
     labels = split.val.labels.numpy()
-    layer = checks_features(bundle)
+    layer = feature_layer(bundle)
     logits, features = network_outputs(bundle, split.val.images, layer)
     calibration = Calibration.fit(logits, labels)
     report = ValidationReport.from_logits(labels, logits, split.val.patients, calibration)
@@ -124,7 +124,7 @@ def evaluate(bundle_path: Path, split: Split, command: str) -> ValidationReport:
     return report
 
 
-def checks_features(bundle: Bundle) -> str | None:
+def feature_layer(bundle: Bundle) -> str | None:
     """The layer whose features the bundle's input-domain check compares, if it has one."""
     return bundle.input_domain.feature_layer if bundle.input_domain is not None else None
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         bundle.preprocessing,
         args.val_fraction,
         args.seed,
-        with_train=checks_features(bundle) is not None,
+        with_train=feature_layer(bundle) is not None,
     )
     report = evaluate(Path(args.bundle), split, command_line("evaluate", args))
     print(json.dumps(report.summary(), indent=2))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import requests
 
+#: the console's test users (a reader, a writer) and the header its changing requests need
 READER = {"username": "reader", "password": "reader-password"}
 WRITER = {"username": "writer", "password": "writer-password", "write": True}
+READ = (READER["username"], READER["password"])
+WRITE = (WRITER["username"], WRITER["password"])
+GUARD = {"X-Requested-By": "dicom-node-console"}
 
 
 def test_the_console_asks_for_the_dicomweb_credentials_and_says_who_may_write(make_node):
@@ -17,15 +21,13 @@ def test_the_console_asks_for_the_dicomweb_credentials_and_says_who_may_write(ma
     assert refused.status_code == 401
     assert "Basic" in refused.headers["WWW-Authenticate"]
 
-    reader = (READER["username"], READER["password"])
-    page = requests.get(f"{base}/", auth=reader, timeout=10)
+    page = requests.get(f"{base}/", auth=READ, timeout=10)
     assert page.status_code == 200
     assert '<main id="main"' in page.text
     script = requests.get(f"{base}/static/console.js", timeout=10)
     assert script.status_code == 200
     assert "javascript" in script.headers["Content-Type"]
 
-    session = requests.get(f"{base}/api/session", auth=reader, timeout=10).json()
+    session = requests.get(f"{base}/api/session", auth=READ, timeout=10).json()
     assert session == {"user": "reader", "can_write": False, "ae_title": "AI_NODE"}
-    writer = (WRITER["username"], WRITER["password"])
-    assert requests.get(f"{base}/api/session", auth=writer, timeout=10).json()["can_write"]
+    assert requests.get(f"{base}/api/session", auth=WRITE, timeout=10).json()["can_write"]

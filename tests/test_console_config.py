@@ -14,24 +14,18 @@ import yaml
 from .browser import artefacts, browser_report, needs_chromium
 from .conftest import free_port
 from .test_cli import storescp  # noqa: F401 (a fixture)
+from .test_console import GUARD, READ, READER, WRITE, WRITER
 
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"])
 
-READER = {"username": "reader", "password": "reader-password-1"}
-WRITER = {"username": "writer", "password": "writer-password-2", "write": True}
 PEER_PASSWORD = "stow-password-3"
 TOKEN = "bearer-token-0123456789"
-GUARD = {"X-Requested-By": "dicom-node-console"}
 
 
 def console_node(make_node, **overrides):
     """A node whose DICOMweb (and console) has a reader, a writer and a bearer token."""
     auth = {"basic_users": [READER, WRITER], "bearer_tokens": [{"token": TOKEN}]}
     return make_node(http={"dicomweb": {"auth": auth}}, **overrides)
-
-
-def as_user(user: dict) -> tuple[str, str]:
-    return user["username"], user["password"]
 
 
 def test_the_configuration_is_shown_with_every_secret_masked(make_node):
@@ -42,7 +36,7 @@ def test_the_configuration_is_shown_with_every_secret_masked(make_node):
     node = console_node(make_node, peers={"archive": web})
     node.start()
     base = f"http://127.0.0.1:{node.http_port}/ui/api"
-    answer = requests.get(f"{base}/config", auth=as_user(READER), timeout=10)
+    answer = requests.get(f"{base}/config", auth=READ, timeout=10)
     assert answer.status_code == 200
     for secret in (READER["password"], WRITER["password"], PEER_PASSWORD, TOKEN):
         assert secret not in answer.text
@@ -55,7 +49,7 @@ def test_the_configuration_is_shown_with_every_secret_masked(make_node):
     }
     assert [f["path"] for f in shown["files"]] == [str(node.config_path.resolve())]
     assert shown["reloadable"] and "peers" in shown["live_keys"]
-    peers = requests.get(f"{base}/peers", auth=as_user(READER), timeout=10)
+    peers = requests.get(f"{base}/peers", auth=READ, timeout=10)
     assert PEER_PASSWORD not in peers.text
     assert peers.json()[0]["name"] == "archive" and not peers.json()[0]["can_echo"]
 
@@ -65,16 +59,16 @@ def test_the_reload_endpoint_needs_the_write_right_and_refuses_a_bad_file(make_n
     node.start()
     url = f"http://127.0.0.1:{node.http_port}/ui/api/config/reload"
     assert requests.post(url, headers=GUARD, timeout=10).status_code == 401
-    assert requests.post(url, headers=GUARD, auth=as_user(READER), timeout=10).status_code == 403
-    unguarded = requests.post(url, auth=as_user(WRITER), timeout=10)
+    assert requests.post(url, headers=GUARD, auth=READ, timeout=10).status_code == 403
+    unguarded = requests.post(url, auth=WRITE, timeout=10)
     assert unguarded.status_code == 403 and "X-Requested-By" in unguarded.json()["detail"]
 
     node.settings["peers"] = {"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": 104}}
     node.config_path.write_text(yaml.safe_dump(node.settings))
-    applied = requests.post(url, headers=GUARD, auth=as_user(WRITER), timeout=30)
+    applied = requests.post(url, headers=GUARD, auth=WRITE, timeout=30)
     assert applied.status_code == 200, applied.text
     assert applied.json()["changed"] == ["peers.pacs"]
-    peers = requests.get(url.replace("config/reload", "peers"), auth=as_user(READER), timeout=10)
+    peers = requests.get(url.replace("config/reload", "peers"), auth=READ, timeout=10)
     assert [peer["name"] for peer in peers.json()] == ["pacs"]
 
     node.settings["results"] = {"destinations": ["nowhere"]}
@@ -85,12 +79,12 @@ def test_the_reload_endpoint_needs_the_write_right_and_refuses_a_bad_file(make_n
         text=True,
         timeout=60,
     )
-    refused = requests.post(url, headers=GUARD, auth=as_user(WRITER), timeout=30)
+    refused = requests.post(url, headers=GUARD, auth=WRITE, timeout=30)
     assert refused.status_code == 422
     assert refused.json()["detail"].endswith(check.stderr.strip())
     assert "the running configuration stays" in refused.json()["detail"]
     assert "the running configuration stays" in node.log()
-    shown = requests.get(url.replace("/reload", ""), auth=as_user(READER), timeout=10).json()
+    shown = requests.get(url.replace("/reload", ""), auth=READ, timeout=10).json()
     assert shown["configuration"]["results"]["destinations"] == []
     assert shown["last_reload"]["applied"] is False
 
@@ -107,17 +101,17 @@ def test_c_echo_answers_with_the_peers_status_or_a_clear_failure(make_node, stor
     )
     node.start()
     base = f"http://127.0.0.1:{node.http_port}/ui/api/peers"
-    alive = requests.post(f"{base}/storescp/echo", headers=GUARD, auth=as_user(WRITER), timeout=30)
+    alive = requests.post(f"{base}/storescp/echo", headers=GUARD, auth=WRITE, timeout=30)
     assert alive.status_code == 200
     answer = alive.json()
     assert answer["ok"] and answer["status"] == "0x0000" and answer["round_trip_ms"] > 0
     assert answer["message"].startswith("success (status 0x0000) in ")
 
-    failed = requests.post(f"{base}/dead/echo", headers=GUARD, auth=as_user(WRITER), timeout=30)
+    failed = requests.post(f"{base}/dead/echo", headers=GUARD, auth=WRITE, timeout=30)
     assert failed.status_code == 200
     assert failed.json()["ok"] is False
     assert f"cannot reach peer 'dead' (DEAD at 127.0.0.1:{dead})" in failed.json()["message"]
-    unknown = requests.post(f"{base}/nobody/echo", headers=GUARD, auth=as_user(WRITER), timeout=30)
+    unknown = requests.post(f"{base}/nobody/echo", headers=GUARD, auth=WRITE, timeout=30)
     assert unknown.status_code == 404
 
 

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from .browser import artefacts, browser_report, needs_chromium
+from .test_console import READER
 
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"])
 
-READER = {"username": "reader", "password": "reader-password-1"}
 TOKEN = "bearer-token-0123456789"
 
 

@@ -26,14 +26,10 @@ from dicom_node.console.results import read_finding
 from dicom_node.index.contents import instance_path
 
 from .conftest import CR_CHEST, CT_SERIES, SHARED_DATA, dciodvfy_errors
+from .test_console import GUARD, READ, READER, WRITE, WRITER
 
 KERMANY = SHARED_DATA / "chest_xray_kermany_224" / "train"
 PNEUMONIA_JPEG = sorted((KERMANY / "PNEUMONIA").glob("*.jpeg"))[0]
-READER = {"username": "reader", "password": "reader-password"}
-WRITER = {"username": "writer", "password": "writer-password", "write": True}
-READ = (READER["username"], READER["password"])
-WRITE = (WRITER["username"], WRITER["password"])
-GUARD = {"X-Requested-By": "dicom-node-console"}
 #: the chest model's threshold, as its bundle declares it
 CXR_THRESHOLD = json.loads(
     (BUILTIN_BUNDLES / "cxr_pneumonia" / "configs" / "metadata.json").read_text()

@@ -14,15 +14,14 @@ three.js bundle (`npm run build --prefix dicom_node/console/frontend`) are missi
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from .browser import artefacts, browser_report, needs_chromium, serious
 from .conftest import CR_CHEST, CT_SERIES
 from .test_console_predict import (
     BAND_COLOURS,
@@ -34,18 +33,14 @@ from .test_console_predict import (
 )
 from .test_model_trust import BREASTMNIST
 
-VIEWER = Path(__file__).parent / "viewer"
-CHROMIUM = Path("/usr/bin/chromium")
 THREE = Path(__file__).parents[1] / "dicom_node" / "console" / "static" / "vendor" / "three.js"
 
 pytestmark = [
+    needs_chromium,
     pytest.mark.skipif(
-        not CHROMIUM.is_file()
-        or not (VIEWER / "node_modules" / "playwright-core").is_dir()
-        or not THREE.is_file(),
-        reason="needs /usr/bin/chromium, `npm ci --prefix tests/viewer` and the console's "
-        "three.js bundle (`npm ci --prefix dicom_node/console/frontend && npm run build "
-        "--prefix dicom_node/console/frontend`)",
+        not THREE.is_file(),
+        reason="needs the console's three.js bundle (`npm ci --prefix dicom_node/console/frontend"
+        " && npm run build --prefix dicom_node/console/frontend`)",
     ),
     pytest.mark.parametrize("database_kind", ["sqlite"]),
 ]
@@ -59,14 +54,9 @@ def breast_png(folder: Path) -> Path:
     return path
 
 
-def serious(violations: list[dict]) -> list[dict]:
-    return [v for v in violations if v["impact"] in ("serious", "critical")]
-
-
 def test_a_person_uploads_and_reads_the_predictions(make_node, tmp_path):
     node, _ = console_node(make_node)
-    out = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console_predict"
-    out.mkdir(parents=True, exist_ok=True)
+    out = artefacts(tmp_path, "console_predict")
     uploads = [
         {
             "name": "breast",
@@ -103,15 +93,7 @@ def test_a_person_uploads_and_reads_the_predictions(make_node, tmp_path):
         "out": str(out),
         "uploads": uploads,
     }
-    run = subprocess.run(
-        ["node", str(VIEWER / "console_predict.mjs"), json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    report = browser_report("console_predict.mjs", arguments, timeout=900)
     assert report["errors"] == []
     assert {"cxr_pneumonia", "ct_tissue"} <= set(report["models"])
     assert serious(report["axeBefore"]) == [] and serious(report["axeAfter"]) == []

@@ -6,11 +6,6 @@ delivery now) need the write right and the console's header, and work."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-
 import pydicom
 import pytest
 import requests
@@ -18,8 +13,9 @@ from pydicom.uid import generate_uid
 
 from dicom_node.index.schema import JOB_DONE
 
+from .browser import artefacts, browser_report, needs_chromium
 from .conftest import CR_CHEST, CT_SERIES, dcmsend, free_port
-from .test_console import READER, WRITER
+from .test_console import GUARD, READ, READER, WRITE, WRITER
 from .test_durability import wait_until
 from .test_fhir_delivery import MRN
 from .test_research_forwarding import (
@@ -30,9 +26,6 @@ from .test_research_forwarding import (
     outbox_rows,
 )
 
-GUARD = {"X-Requested-By": "dicom-node-console"}
-VIEWER = Path(__file__).parent / "viewer"
-CHROMIUM = Path("/usr/bin/chromium")
 CT_PATIENT = str(pydicom.dcmread(CT_SERIES / CT_NAMES[0], stop_before_pixels=True).PatientID)
 CT_STUDY = str(pydicom.dcmread(CT_SERIES / CT_NAMES[0], stop_before_pixels=True).StudyInstanceUID)
 #: a patient name and a study description that are markup: the pages must show them as text
@@ -80,11 +73,9 @@ def node_with_studies(make_node, tmp_path, research_peer):
 def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_peer):
     node, start_peer = node_with_studies(make_node, tmp_path, research_peer)
     base = f"http://127.0.0.1:{node.http_port}/ui/api"
-    reader = (READER["username"], READER["password"])
-    writer = (WRITER["username"], WRITER["password"])
 
     def found(**form) -> list[str]:
-        answer = requests.get(f"{base}/studies", params=form, auth=reader, timeout=10)
+        answer = requests.get(f"{base}/studies", params=form, auth=READ, timeout=10)
         assert answer.status_code == 200, answer.text
         return [study["study_instance_uid"] for study in answer.json()["studies"]]
 
@@ -101,17 +92,17 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert found(accession_number="exam Number") == [CR_STUDY]
     assert found(date_from="2004-12-01", date_to="2004-12-31") == [CT_STUDY]
     assert found(date_from="2004-08-26", date_to="2004-08-26") == [CR_STUDY]
-    bad = requests.get(f"{base}/studies", params={"date_from": "12/01/2004"}, auth=reader)
+    bad = requests.get(f"{base}/studies", params={"date_from": "12/01/2004"}, auth=READ)
     assert bad.status_code == 400 and "date_from" in bad.json()["detail"]
-    nul = requests.get(f"{base}/studies", params={"patient_name": "a\x00b"}, auth=reader)
+    nul = requests.get(f"{base}/studies", params={"patient_name": "a\x00b"}, auth=READ)
     assert nul.status_code == 400 and "NUL" in nul.json()["detail"]
-    listed = requests.get(f"{base}/studies", auth=reader, timeout=10).json()["studies"]
+    listed = requests.get(f"{base}/studies", auth=READ, timeout=10).json()["studies"]
     assert {s["study_instance_uid"]: s["modalities"] for s in listed}[CT_STUDY] == ["CT", "DX"]
     assert [s["job"] for s in listed] == [JOB_DONE, JOB_DONE]
 
     # The CT's timeline: received, stable, forwarded (timed), held back and why, each delivery
     # with the peer's answer; in time order.
-    answer = requests.get(f"{base}/studies/{CT_STUDY}", auth=reader, timeout=10)
+    answer = requests.get(f"{base}/studies/{CT_STUDY}", auth=READ, timeout=10)
     assert answer.status_code == 200
     shown = answer.json()
     assert shown["study"]["patient_id"] == CT_PATIENT
@@ -135,7 +126,7 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert {d["state"] for d in shown["deliveries"]} == {"pending"}
 
     # The radiograph's: the classifier ran (timed), its results are stored in the study.
-    events = requests.get(f"{base}/studies/{CR_STUDY}", auth=reader, timeout=10).json()["timeline"]
+    events = requests.get(f"{base}/studies/{CR_STUDY}", auth=READ, timeout=10).json()["timeline"]
     (model,) = [e for e in events if e["kind"] == "step"]
     assert "cxr_pneumonia" in model["text"] and model["duration"] > 0
     assert any(e["kind"] == "results" and "2 result(s) stored" in e["text"] for e in events)
@@ -143,11 +134,11 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert queued == "1 FHIR report(s) queued for fhir"
     assert tried.startswith("1 FHIR report(s) pending for fhir after up to 1 attempt(s)")
     assert "FHIR server unreachable" in tried
-    unknown = requests.get(f"{base}/studies/1.2.3.4", auth=reader, timeout=10)
+    unknown = requests.get(f"{base}/studies/1.2.3.4", auth=READ, timeout=10)
     assert unknown.status_code == 404
 
     # The running work: nothing running now, the outbox by destination with the peer's answer.
-    work = requests.get(f"{base}/work", auth=reader, timeout=10).json()
+    work = requests.get(f"{base}/work", auth=READ, timeout=10).json()
     assert work["running"] == []
     assert work["deliveries"] == {"research": {"pending": 3}, "fhir": {"pending": 1}}
     answers = {row["destination"]: row["last_error"] for row in work["not_delivered"]}
@@ -160,15 +151,15 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     # logged); a writer's retry of a delivery sends it now, to the peer that is back.
     delivery = shown["deliveries"][0]["id"]
     retry = f"{base}/deliveries/{delivery}/retry"
-    assert requests.post(retry, headers=GUARD, auth=reader, timeout=10).status_code == 403
-    assert requests.post(retry, auth=writer, timeout=10).status_code == 403
+    assert requests.post(retry, headers=GUARD, auth=READ, timeout=10).status_code == 403
+    assert requests.post(retry, auth=WRITE, timeout=10).status_code == 403
     assert "refused POST /ui/api/deliveries" in node.log()
     start_peer()
-    answer = requests.post(retry, headers=GUARD, auth=writer, timeout=10)
+    answer = requests.post(retry, headers=GUARD, auth=WRITE, timeout=10)
     assert answer.status_code == 200, answer.text
 
     def delivery_states() -> dict[int, str]:
-        shown = requests.get(f"{base}/studies/{CT_STUDY}", auth=reader, timeout=10).json()
+        shown = requests.get(f"{base}/studies/{CT_STUDY}", auth=READ, timeout=10).json()
         return {d["id"]: d["state"] for d in shown["deliveries"]}
 
     wait_until(lambda: delivery_states()[delivery] == "sent", timeout=30)
@@ -178,18 +169,18 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     # Running the job again: a reader may not; a writer may, once it is finished.
     job = shown["jobs"][0]["id"]
     again = f"{base}/jobs/{job}/retry"
-    assert requests.post(again, headers=GUARD, auth=reader, timeout=10).status_code == 403
-    assert requests.post(again, headers=GUARD, auth=writer, timeout=10).status_code == 200
-    missing = requests.post(f"{base}/jobs/999/retry", headers=GUARD, auth=writer, timeout=10)
+    assert requests.post(again, headers=GUARD, auth=READ, timeout=10).status_code == 403
+    assert requests.post(again, headers=GUARD, auth=WRITE, timeout=10).status_code == 200
+    missing = requests.post(f"{base}/jobs/999/retry", headers=GUARD, auth=WRITE, timeout=10)
     assert missing.status_code == 404
 
     def attempts() -> int:
-        shown = requests.get(f"{base}/studies/{CT_STUDY}", auth=reader, timeout=10).json()
+        shown = requests.get(f"{base}/studies/{CT_STUDY}", auth=READ, timeout=10).json()
         (state,) = shown["jobs"]
         return state["attempts"] if state["state"] == JOB_DONE else 0
 
     wait_until(lambda: attempts() == 2, timeout=60)
-    events = requests.get(f"{base}/studies/{CT_STUDY}", auth=reader, timeout=10).json()["timeline"]
+    events = requests.get(f"{base}/studies/{CT_STUDY}", auth=READ, timeout=10).json()["timeline"]
     assert any(e["text"] == f"job {job} started (attempt 2)" for e in events)
     # the first attempt keeps its own start and end (index.schema.job_attempts)
     (first,) = [e for e in events if e["text"] == f"job {job} attempt 1 done"]
@@ -198,10 +189,7 @@ def test_studies_are_found_followed_and_acted_on(make_node, tmp_path, research_p
     assert CT_PATIENT not in node.log()
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.is_file() or not (VIEWER / "node_modules" / "axe-core").is_dir(),
-    reason="needs /usr/bin/chromium and `npm ci --prefix tests/viewer`",
-)
+@needs_chromium
 @pytest.mark.parametrize("database_kind", ["sqlite"])  # what the browser shows: SQLite alone
 def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     make_node, tmp_path, research_peer
@@ -221,8 +209,7 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
     image.save_as(hostile / "hostile.dcm")
     assert dcmsend(node.port, hostile).returncode == 0
     wait_until(lambda: [state for _, state in job_rows(node)] == [JOB_DONE] * 3, timeout=60)
-    out = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console-studies"
-    out.mkdir(parents=True, exist_ok=True)
+    out = artefacts(tmp_path, "console-studies")
     arguments = {
         "url": f"http://127.0.0.1:{node.http_port}/ui/",
         "user": WRITER["username"],
@@ -233,15 +220,7 @@ def test_an_engineer_follows_a_study_and_retries_its_delivery_in_chromium(
         "hostile": ["<b>Bold</b>, <i>Italic</i>", HOSTILE["description"]],
         "out": str(out),
     }
-    run = subprocess.run(
-        ["node", str(VIEWER / "console_studies.mjs"), json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    (out / "report.json").write_text(run.stdout)
-    report = json.loads(run.stdout)
+    report = browser_report("console_studies.mjs", arguments)
     assert report["errors"] == []
     assert report["hostile"] == {"ran": False, "elements": 0, "shown": True}
     assert report["axe"] == {"search": [], "study": [], "work": []}

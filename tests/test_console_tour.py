@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pydicom
 import pytest
 import requests
 
+from .browser import artefacts, browser_report, needs_chromium, serious
 from .conftest import CR_CHEST
-from .test_console_predict import GUARD, READER, WRITE, WRITER, console_node, ended, stow
-from .test_console_predict_browser import CHROMIUM, VIEWER, serious
+from .test_console import GUARD, READER, WRITE, WRITER
+from .test_console_predict import console_node, ended, stow
 
 PREFIX = "/pacs-ai"
 #: headers a proxy does not pass on (RFC 9110 7.6.1), and the length it sets itself
@@ -37,13 +35,7 @@ HOP_BY_HOP = {
     "host",
 }
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.is_file() or not (VIEWER / "node_modules" / "playwright-core").is_dir(),
-        reason="needs /usr/bin/chromium and `npm ci --prefix tests/viewer`",
-    ),
-    pytest.mark.parametrize("database_kind", ["sqlite"]),
-]
+pytestmark = [needs_chromium, pytest.mark.parametrize("database_kind", ["sqlite"])]
 
 
 def prefix_proxy(port: int) -> ThreadingHTTPServer:
@@ -91,8 +83,7 @@ def test_a_reader_tours_every_page_behind_a_prefix(make_node, tmp_path):
     job = answer.json()["job"]
     assert ended(api, job, timeout=240)["state"] == "done"
     proxy = prefix_proxy(node.http_port)
-    out = Path(os.environ.get("DICOM_NODE_TEST_ARTEFACTS", tmp_path)) / "console_tour"
-    out.mkdir(parents=True, exist_ok=True)
+    out = artefacts(tmp_path, "console_tour")
     arguments = {
         "url": f"http://127.0.0.1:{proxy.server_port}{PREFIX}/ui/",
         "user": READER["username"],
@@ -102,17 +93,9 @@ def test_a_reader_tours_every_page_behind_a_prefix(make_node, tmp_path):
         "out": str(out),
     }
     try:
-        run = subprocess.run(
-            ["node", str(VIEWER / "console_tour.mjs"), json.dumps(arguments)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        report = browser_report("console_tour.mjs", arguments, timeout=300)
     finally:
         proxy.shutdown()
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
     assert report["errorsBeforeForcing"] == []
     assert report["outside"] == []
     assert report["forced"] == {

@@ -11,12 +11,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..dicomweb.auth import authorizer
-from . import predict, views
-from .configuration import configuration_api
+from ..dicomweb.context import user_name
+from . import configuration, predict, studies, views, work
 from .context import ConsoleContext
 from .guard import same_origin_only
-from .studies import studies_router
-from .work import work_router
 
 #: where the console lives under the node's HTTP root (DESIGN.md)
 ROOT = "/ui"
@@ -40,16 +38,13 @@ def mount_console(app: FastAPI, context: ConsoleContext) -> None:
         """Who the console talks to and whether they may change things (the pages hide the
         buttons of a read-only user; the API refuses them anyway)."""
         return {
-            "user": getattr(request.state, "user", None) or "anonymous",
+            "user": user_name(request),
             "can_write": getattr(request.state, "can_write", True),
             "ae_title": context.config.ae_title,
         }
 
-    api.include_router(studies_router(context))
-    api.include_router(work_router(context))
-    api.include_router(predict.router(context))
-    api.include_router(views.router(context))
-    api.include_router(configuration_api(context))
+    for page_api in (studies, work, predict, views, configuration):
+        api.include_router(page_api.router(context))
     app.include_router(pages)
     app.include_router(api)
 

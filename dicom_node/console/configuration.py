@@ -36,11 +36,11 @@ def _outcome(outcome: ReloadOutcome | None) -> dict[str, object] | None:
     }
 
 
-def configuration_api(context: ConsoleContext) -> APIRouter:
+def router(context: ConsoleContext) -> APIRouter:
     """The routes under the console's API (its access check and cross-site guard apply)."""
-    api = APIRouter()
+    routes = APIRouter()
 
-    @api.get("/config")
+    @routes.get("/config")
     def configuration() -> dict[str, object]:
         live = context.live
         files = live.files if live is not None else []
@@ -57,7 +57,7 @@ def configuration_api(context: ConsoleContext) -> APIRouter:
             "configuration": masked(context.config.model_dump(mode="json")),
         }
 
-    @api.post("/config/reload")
+    @routes.post("/config/reload")
     def reload() -> dict[str, object] | None:
         """Read and check the files again and apply them as SIGHUP does; 422 with the reason
         when they are refused (the running configuration stays)."""
@@ -69,7 +69,7 @@ def configuration_api(context: ConsoleContext) -> APIRouter:
             raise HTTPException(422, outcome.message)
         return _outcome(outcome)
 
-    @api.get("/peers")
+    @routes.get("/peers")
     def peers() -> list[dict[str, object]]:
         config = context.config
         research = {d for rule in config.inference.routes for d in rule.research_destinations}
@@ -88,7 +88,7 @@ def configuration_api(context: ConsoleContext) -> APIRouter:
             for name, peer in config.peers.items()
         ]
 
-    @api.post("/peers/{name}/echo")
+    @routes.post("/peers/{name}/echo")
     def echo_peer(name: str) -> dict[str, object]:
         """C-ECHO the peer as `dicom-node echo` does; the time covers the whole exchange
         (association, C-ECHO, release), which is what a sender waits for."""
@@ -111,4 +111,4 @@ def configuration_api(context: ConsoleContext) -> APIRouter:
             "round_trip_ms": milliseconds,
         }
 
-    return api
+    return routes

@@ -3,8 +3,8 @@
 A browser keeps basic credentials and sends them with any request to the node, including one a
 hostile page makes it send. A changing request (POST) must therefore carry a header that only
 script of the console's own origin can add: another origin cannot set a custom header without a
-CORS preflight, which the node never grants for the console. The fetch helper in `console.js`
-adds it to every request."""
+CORS preflight, which the node never grants for the console. The fetch helper `api()` in
+`static/api.js` adds it to every request."""
 
 from __future__ import annotations
 

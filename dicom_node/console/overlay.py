@@ -67,18 +67,22 @@ def labels_on(seg: hd.seg.Segmentation, source_uid: str) -> np.ndarray:
     )[0]
 
 
-def overlay_png(seg: hd.seg.Segmentation, source_uid: str, size: tuple[int, int]) -> bytes:
-    """The segments on ``source_uid`` as a transparent PNG of ``size`` (width, height), the
-    size the image itself was rendered at."""
+def segment_layer(seg: hd.seg.Segmentation, source_uid: str, size: tuple[int, int]) -> Image.Image:
+    """The segments on ``source_uid`` as an RGBA image of ``size`` (width, height), scaled
+    without blending so each pixel keeps its segment's colour."""
     rgba = coloured(labels_on(seg, source_uid), segment_colours(seg))
-    image = Image.fromarray(rgba, "RGBA").resize(size, Image.Resampling.NEAREST)
-    return png(image)
+    return Image.fromarray(rgba, "RGBA").resize(size, Image.Resampling.NEAREST)
+
+
+def overlay_png(seg: hd.seg.Segmentation, source_uid: str, size: tuple[int, int]) -> bytes:
+    """The segments on ``source_uid`` as a transparent PNG of ``size``, the size the image
+    itself was rendered at."""
+    return png(segment_layer(seg, source_uid, size))
 
 
 def blended(image: Image.Image, seg: hd.seg.Segmentation, source_uid: str) -> Image.Image:
     """``image`` (a rendered slice) with the segments on it blended in."""
-    rgba = coloured(labels_on(seg, source_uid), segment_colours(seg))
-    layer = Image.fromarray(rgba, "RGBA").resize(image.size, Image.Resampling.NEAREST)
+    layer = segment_layer(seg, source_uid, image.size)
     alpha = np.asarray(layer)[..., 3:].astype(np.float32) / 255 * SLICE_OVERLAY_OPACITY
     base = np.asarray(image.convert("RGB"), np.float32)
     mixed = base * (1 - alpha) + np.asarray(layer)[..., :3].astype(np.float32) * alpha

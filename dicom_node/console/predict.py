@@ -23,7 +23,7 @@ from inference.bundle import Bundle, BundleError
 from inference.result_codes import check_result_codes
 
 from ..audit import messages, record
-from ..dicomweb.context import http_user
+from ..dicomweb.context import http_user, user_name
 from ..index import jobs
 from ..index.contents import received_series
 from ..index.rows import InstanceAttributes
@@ -160,7 +160,7 @@ def router(context: ConsoleContext) -> APIRouter:
         limit = context.config.http.dicomweb.max_stow_part_bytes
         data, details, chosen = await _picture_form(request, limit)
         chosen = _chosen(chosen, bundles)
-        user = getattr(request.state, "user", None) or "anonymous"
+        user = user_name(request)
         try:
             attributes = await run_in_threadpool(
                 _store_picture, context.ingest, data, details, user

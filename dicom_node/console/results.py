@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import pydicom
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import Comprehensive3DSRStorage, SegmentationStorage
 from sqlalchemy import Engine
 
 from inference.bundle import Bundle
@@ -21,9 +22,6 @@ from ..index.contents import own_instances
 from ..store.storage import StorageArea
 
 log = logging.getLogger(__name__)
-
-SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
-COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,8 @@ def read_finding(report: Dataset, bundles: dict[str, Bundle]) -> Finding | None:
     model = _text(report, codes.DCM.AlgorithmName)
     bundle = bundles.get(model)
     labels = [bundle.labels[k] for k in sorted(bundle.labels)] if bundle else ["absent", "present"]
-    images = [e for e in _evidence(report) if e[1] not in (SEGMENTATION, COMPREHENSIVE_3D_SR)]
+    derived = (SegmentationStorage, Comprehensive3DSRStorage)
+    images = [e for e in _evidence(report) if e[1] not in derived]
     series, _, image = images[0] if images else ("", "", "")
     return Finding(
         model=model,
@@ -179,7 +178,7 @@ def _measurements(report: Dataset) -> Measurements | None:
         )
     if not volumes:
         return None
-    segmentation = next((e[2] for e in _evidence(report) if e[1] == SEGMENTATION), None)
+    segmentation = next((e[2] for e in _evidence(report) if e[1] == SegmentationStorage), None)
     return Measurements(
         _text(report, codes.DCM.AlgorithmName), str(report.SOPInstanceUID), segmentation, volumes
     )
@@ -206,9 +205,9 @@ def study_results(
         except Exception as error:  # a damaged result file: the others still show
             log.warning("console: result %s unreadable: %s", own.path, error)
             continue
-        if own.sop_class_uid == SEGMENTATION:
+        if own.sop_class_uid == SegmentationStorage:
             explanations[_explained_image(dataset)] = own.sop_instance_uid
-        elif own.sop_class_uid == COMPREHENSIVE_3D_SR:
+        elif own.sop_class_uid == Comprehensive3DSRStorage:
             finding = read_finding(dataset, bundles)
             if finding is not None:
                 findings.append(finding)

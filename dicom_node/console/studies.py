@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from ..audit import messages, record
 from ..config import FHIR_DESTINATION
-from ..dicomweb.context import http_user
+from ..dicomweb.context import http_user, user_name
 from ..index import jobs
 from ..index.history import Delivery, JobHistory, StudyHistory, last_job_states, study_history
 from ..index.query import Level, QueryError, build_query, matching_rows, study_counts
@@ -157,10 +157,11 @@ def timeline(history: StudyHistory) -> list[Event]:
     return sorted(events, key=lambda event: event.at)
 
 
-def studies_router(context: ConsoleContext) -> APIRouter:
-    router = APIRouter()
+def router(context: ConsoleContext) -> APIRouter:
+    """The studies search, a study's timeline and the two actions."""
+    routes = APIRouter()
 
-    @router.get("/studies")
+    @routes.get("/studies")
     def search(
         request: Request,
         patient_id: str = "",
@@ -193,7 +194,7 @@ def studies_router(context: ConsoleContext) -> APIRouter:
             found.append(study)
         return {"studies": found, "more": len(rows) > limit}
 
-    @router.get("/studies/{study_uid}")
+    @routes.get("/studies/{study_uid}")
     def study(study_uid: str) -> dict[str, object]:
         """The study's attributes, its timeline, its jobs and its deliveries."""
         try:
@@ -225,26 +226,22 @@ def studies_router(context: ConsoleContext) -> APIRouter:
             ],
         }
 
-    @router.post("/jobs/{job_id}/retry")
+    @routes.post("/jobs/{job_id}/retry")
     def retry_job(job_id: int, request: Request) -> dict[str, object]:
         """Run a finished or failed job again (what `dicom-node jobs retry` does)."""
         if jobs.get(context.engine, job_id) is None:
             raise HTTPException(404, f"no job {job_id}")
         if not jobs.retry(context.engine, job_id):
             raise HTTPException(409, f"job {job_id} is pending or running: it runs already")
-        log.info("console: %s put job %d back to pending", _who(request), job_id)
+        log.info("console: %s put job %d back to pending", user_name(request), job_id)
         return {"id": job_id, "state": "pending"}
 
-    @router.post("/deliveries/{delivery_id}/retry")
+    @routes.post("/deliveries/{delivery_id}/retry")
     def retry_delivery(delivery_id: int, request: Request) -> dict[str, object]:
         """Try a delivery that is not through again now (what `dicom-node outbox retry` does)."""
         if not context.box.retry([delivery_id]):
             raise HTTPException(409, f"delivery {delivery_id} does not exist or went through")
-        log.info("console: %s made delivery %d due now", _who(request), delivery_id)
+        log.info("console: %s made delivery %d due now", user_name(request), delivery_id)
         return {"id": delivery_id, "state": "pending"}
 
-    return router
-
-
-def _who(request: Request) -> str:
-    return getattr(request.state, "user", None) or "anonymous"
+    return routes

@@ -18,6 +18,7 @@ NOT_DELIVERED_SHOWN = 100
 
 
 def work_summary(engine: Engine, box: Outbox) -> dict[str, object]:
+    """The summary as JSON: the console's `/ui/api/work` and, beside the job counts, `/status`."""
     return {
         "running": [asdict(job) for job in running(engine)],
         "deliveries": box.counts(),
@@ -36,11 +37,11 @@ def work_summary(engine: Engine, box: Outbox) -> dict[str, object]:
     }
 
 
-def work_router(context: ConsoleContext) -> APIRouter:
-    router = APIRouter()
+def router(context: ConsoleContext) -> APIRouter:
+    routes = APIRouter()
 
-    @router.get("/work")
+    @routes.get("/work")
     def work() -> dict[str, object]:
         return work_summary(context.engine, context.box)
 
-    return router
+    return routes

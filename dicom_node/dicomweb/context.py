@@ -39,9 +39,13 @@ def service_url(request: Request) -> str:
     return str(url).rstrip("/") + ROOT
 
 
+def user_name(request: Request) -> str:
+    """The user the request's credentials named (set by the access check), or "anonymous" where
+    DICOMweb asks for none."""
+    return getattr(request.state, "user", None) or "anonymous"
+
+
 def http_user(request: Request, role: messages.Code | None = None) -> messages.Participant:
-    """Who made the request, for an audit message: the user the credentials named (set by the
-    access check), and the client's address."""
-    who = getattr(request.state, "user", None) or "anonymous"
+    """Who made the request, for an audit message: its user and the client's address."""
     address = request.client.host if request.client else None
-    return messages.Participant(who, True, role, address)
+    return messages.Participant(user_name(request), True, role, address)

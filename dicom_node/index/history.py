@@ -24,7 +24,9 @@ class Arrivals:
 
 
 @dataclass(frozen=True)
-class TimedText:
+class JobNote:
+    """What a job found or decided (`schema.job_notes`), and when."""
+
     at: float
     text: str
 
@@ -60,7 +62,7 @@ class JobHistory:
     started_at: float | None
     error: str
     steps: list[JobStep]
-    notes: list[TimedText]
+    notes: list[JobNote]
     #: every attempt's start and end, oldest first (jobs run before the index kept them: none)
     attempt_times: list[JobAttempt]
 
@@ -92,6 +94,8 @@ class StudyHistory:
 
 
 def _arrivals(connection: Connection, study_uid: str, own: bool, ae_title: str) -> Arrivals | None:
+    """The study's instances stored under ``ae_title`` (``own``: the node's results) or under
+    any other calling AE title (what was received), or None where there are none."""
     by_node = instances.c.calling_ae_title == ae_title
     count, first, last = connection.execute(
         select(func.count(), func.min(instances.c.received_at), func.max(instances.c.received_at))
@@ -140,7 +144,7 @@ def study_history(engine: Engine, study_uid: str, own_ae_title: str) -> StudyHis
         ids = [row.id for row in rows]
         steps = _by_job(connection, job_steps, ids, JobStep)
         attempts = _by_job(connection, job_attempts, ids, JobAttempt)
-        notes = _by_job(connection, job_notes, ids, TimedText)
+        notes = _by_job(connection, job_notes, ids, JobNote)
         deliveries = [
             Delivery(*row)
             for row in connection.execute(

@@ -5,37 +5,22 @@
 // every console error, page error and HTTP error answer.
 // Usage: node console_config.mjs '{"url": URL, "username": U, "password": P, "out": DIR,
 //   "echo": [PEER NAMES], "config_path": PATH, "fixed_config": YAML TEXT}'
-import { chromium } from "playwright-core";
 import { writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { join } from "node:path";
+import { axeViolations, collectErrors, isSerious, launch, openPage } from "./console_browser.mjs";
 
 const { url, username, password, out, echo, config_path, fixed_config } = JSON.parse(process.argv[2]);
-const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({
-  viewport: { width: 1280, height: 900 },
-  httpCredentials: { username, password },
-});
-const page = await context.newPage();
+const browser = await launch();
+const page = await openPage(browser, { username, password });
 const report = { echo: {}, violations: {}, errors: [], httpErrors: [] };
-page.on("console", (message) => {
-  if (message.type() === "error") report.errors.push(message.text());
-});
-page.on("pageerror", (error) => report.errors.push(`pageerror: ${error.message}`));
+collectErrors(page, report.errors);
 page.on("response", (response) => {
   if (response.status() >= 400) report.httpErrors.push(`${response.status()} ${new URL(response.url()).pathname}`);
 });
 
 async function axe(step) {
-  await page.addScriptTag({ path: axePath });
-  const found = await page.evaluate(async () => (await window.axe.run(document)).violations);
-  report.violations[step] = found
-    .filter((violation) => ["serious", "critical"].includes(violation.impact))
+  report.violations[step] = (await axeViolations(page))
+    .filter(isSerious)
     .map((violation) => `${violation.id}: ${violation.help} (${violation.nodes.length})`);
 }
 

@@ -3,25 +3,14 @@
 // cannot answer Bearer). Prints one JSON report: the page's status, the shell's session line,
 // and every console error and page error.
 // Usage: node console_login.mjs '{"url": URL, "username": U, "password": P, "out": DIR}'
-import { chromium } from "playwright-core";
 import { join } from "node:path";
+import { collectErrors, launch, openPage } from "./console_browser.mjs";
 
 const { url, username, password, out } = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const report = { errors: [] };
-const context = await browser.newContext({
-  viewport: { width: 1280, height: 700 },
-  httpCredentials: { username, password },
-});
-const page = await context.newPage();
-page.on("console", (message) => {
-  if (message.type() === "error") report.errors.push(message.text());
-});
-page.on("pageerror", (error) => report.errors.push(`pageerror: ${error.message}`));
+const page = await openPage(browser, { username, password, height: 700 });
+collectErrors(page, report.errors);
 
 try {
   const answer = await page.goto(url);

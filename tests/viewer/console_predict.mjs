@@ -8,30 +8,16 @@
 // Usage: node console_predict.mjs '{"url": URL, "user": NAME, "password": PASSWORD, "out": DIR,
 //   "uploads": [{"name": NAME, "files": [PATHS], "models": [NAMES], "details": {FIELD: VALUE},
 //   "kind": "finding"|"measurements", "via": "input"|"drop"}]}'
-import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
-import { basename } from "node:path";
-import { createRequire } from "node:module";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import { axeViolations, collectErrors, launch, openPage } from "./console_browser.mjs";
 
 const { url, user, password, out, uploads, timeoutMs = 300000 } = JSON.parse(process.argv[2]);
-const require = createRequire(import.meta.url);
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  // WebGL by SwiftShader, chromium's own CPU implementation, for the 3D view
-  args: ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({
-  viewport: { width: 1280, height: 1000 }, httpCredentials: { username: user, password },
-});
-const page = await context.newPage();
+// WebGL by SwiftShader, chromium's own CPU implementation, for the 3D view
+const browser = await launch(["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic"]);
+const page = await openPage(browser, { username: user, password, height: 1000 });
 const errors = [];
-page.on("console", (message) => {
-  if (message.type() === "error") errors.push(message.text());
-});
-page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
+collectErrors(page, errors);
 page.on("response", (response) => {
   if (response.status() >= 400) errors.push(`HTTP ${response.status()}: ${response.url()}`);
 });
@@ -86,18 +72,11 @@ const tableRows = (locator) =>
   locator.evaluate((table) => [...table.querySelectorAll("tbody tr")].map((row) =>
     [...row.cells].map((cell) => cell.textContent)));
 
-const axe = async () => {
-  await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
-  const result = await page.evaluate(() => window.axe.run(document));
-  return result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
-    nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-};
-
 const report = { errors, uploads: [] };
 await page.goto(`${url}#/predict`);
 await page.waitForSelector("#predict-models option", { timeout: 30000 });
 report.models = await page.$$eval("#predict-models option", (options) => options.map((o) => o.value));
-report.axeBefore = await axe();
+report.axeBefore = await axeViolations(page);
 
 for (const [index, upload] of uploads.entries()) {
   let shownDropped = null;
@@ -167,7 +146,7 @@ for (const [index, upload] of uploads.entries()) {
   await section.screenshot({ path: shown.screenshot });
   report.uploads.push(shown);
 }
-report.axeAfter = await axe();
+report.axeAfter = await axeViolations(page);
 report.screenshot = join(out, "page.png");
 await page.screenshot({ path: report.screenshot, fullPage: true });
 await browser.close();

@@ -7,35 +7,19 @@
 // Usage: node console_studies.mjs '{"url": ".../ui/", "user": U, "password": P,
 //   "reader": U, "readerPassword": P, "patientId": ID, "hostile": [TEXT...], "out": DIR}'
 // A study whose attributes are markup must be shown as that text (``hostile``), never parsed.
-import { createRequire } from "node:module";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { axeViolations, collectErrors, isSerious, launch, openPage } from "./console_browser.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve("axe-core/axe.min.js");
 const { url, user, password, reader, readerPassword, patientId, hostile, out,
   timeoutMs = 30000 } = JSON.parse(process.argv[2]);
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({
-  viewport: { width: 1400, height: 1000 },
-  httpCredentials: { username: user, password },
-});
-const page = await context.newPage();
+const browser = await launch();
+const page = await openPage(browser, { username: user, password, width: 1400, height: 1000 });
 page.setDefaultTimeout(timeoutMs);
 const errors = [];
 // A failed load is reported by its answer below, with its address (the browser's own favicon
 // request, which the console does not serve, left out).
-page.on("console", (message) => {
-  if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) {
-    errors.push(message.text());
-  }
-});
-page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
+collectErrors(page, errors, { skipFailedLoads: true });
 page.on("response", (response) => {
   if (response.status() >= 400 && !response.url().endsWith("/favicon.ico")) {
     errors.push(`HTTP ${response.status()}: ${response.url()}`);
@@ -44,15 +28,9 @@ page.on("response", (response) => {
 
 /** axe-core's serious and critical violations of the page as shown now. */
 async function axe(name) {
-  await page.addScriptTag({ path: AXE });
-  const found = await page.evaluate(async () => {
-    const result = await window.axe.run(document, { resultTypes: ["violations"] });
-    return result.violations.map((v) => ({
-      id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")),
-    }));
-  });
-  report.axe[name] = found.filter((v) => v.impact === "serious" || v.impact === "critical");
-  report.axeMinor[name] = found.filter((v) => !(v.impact === "serious" || v.impact === "critical"));
+  const found = await axeViolations(page);
+  report.axe[name] = found.filter(isSerious);
+  report.axeMinor[name] = found.filter((v) => !isSerious(v));
 }
 
 async function shot(name) {
@@ -123,11 +101,7 @@ report.work = await page.locator("main").innerText();
 await shot("4-work");
 
 // A read-only user sees the study without a button to press.
-const readOnly = await browser.newContext({
-  viewport: { width: 1400, height: 1000 },
-  httpCredentials: { username: reader, password: readerPassword },
-});
-const other = await readOnly.newPage();
+const other = await openPage(browser, { username: reader, password: readerPassword, width: 1400, height: 1000 });
 const studyUrl = page.url().replace("#/work", "");
 await other.goto(`${studyUrl}#/studies`);
 await other.locator("#study-results tbody a").first().click();

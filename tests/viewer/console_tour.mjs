@@ -5,30 +5,17 @@
 // screenshot; last, changing requests forced from the page (each must be refused, 403).
 // Usage: node console_tour.mjs '{"url": ".../prefix/ui/", "user": U, "password": P, "study": UID,
 //   "job": ID, "delivery": ID, "out": DIR}'
-import { createRequire } from "node:module";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { axeViolations, collectErrors, launch, openPage } from "./console_browser.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve("axe-core/axe.min.js");
 const { url, user, password, study, job, out, timeoutMs = 30000 } = JSON.parse(process.argv[2]);
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({
-  viewport: { width: 1400, height: 1000 }, httpCredentials: { username: user, password },
-});
-const page = await context.newPage();
+const browser = await launch();
+const page = await openPage(browser, { username: user, password, width: 1400, height: 1000 });
 page.setDefaultTimeout(timeoutMs);
 const errors = [];
 const requested = [];
-page.on("console", (message) => {
-  if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) errors.push(message.text());
-});
-page.on("pageerror", (error) => errors.push(`pageerror: ${error.message}`));
+collectErrors(page, errors, { skipFailedLoads: true });
 page.on("request", (request) => requested.push(request.url()));
 page.on("response", (response) => {
   if (response.status() >= 400 && !response.url().endsWith("/favicon.ico")) {
@@ -78,9 +65,7 @@ for (const [name, hash, loaded] of PAGES) {
   await page.goto(`${url}${hash}`);
   await page.locator(loaded).first().waitFor({ state: "attached" });
   await page.waitForLoadState("networkidle");
-  await page.addScriptTag({ path: AXE });
-  const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ["violations"] }))
-    .violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) })));
+  const violations = await axeViolations(page);
   const enabled = await page.evaluate(() => ({
     buttons: [...document.querySelectorAll("button")].filter((b) => !b.disabled && !b.closest("fieldset[disabled]")).map((b) => b.textContent.trim()),
     files: [...document.querySelectorAll('input[type="file"]')].filter((i) => !i.disabled).length,

@@ -3,16 +3,7 @@
 // volumes with its segments in 3D (three.js, bundled at install time) and its slices with the
 // segments blended in. Text from the node goes in as textContent only.
 
-/** A DOM element with properties (attributes for names with a dash) and children. */
-export function element(tag, properties = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(properties)) {
-    if (key.includes("-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
-  return node;
-}
+import { element, table } from "./dom.js";
 
 function loaded(url) {
   return new Promise((resolve, reject) => {
@@ -21,13 +12,6 @@ function loaded(url) {
     image.onerror = () => reject(new Error(`cannot load ${url}`));
     image.src = url;
   });
-}
-
-function table(caption, head, rows) {
-  return element("table", {},
-    element("caption", {}, caption),
-    element("thead", {}, element("tr", {}, ...head.map((text) => element("th", { scope: "col" }, text)))),
-    element("tbody", {}, ...rows.map((row) => element("tr", {}, ...row.map((text) => element("td", {}, text))))));
 }
 
 /** What the job noted about ``model``: where it ran (device) and how long it took. */

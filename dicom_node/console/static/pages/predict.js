@@ -3,7 +3,8 @@
 // the models, and follow the job until its results show. Everything the node returns is shown as
 // text (textContent), never as markup.
 import { api, GUARD } from "../api.js";
-import { element, showResults } from "../results_view.js";
+import { element } from "../dom.js";
+import { showResults } from "../results_view.js";
 
 const PICTURE = /\.(png|jpe?g)$/i;
 const DETAILS = [
