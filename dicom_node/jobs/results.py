@@ -34,6 +34,7 @@ from inference.dicom_seg import (
 from inference.dicom_sr import encode_finding, encode_measurements
 from inference.errors import UnsuitableInput
 from inference.image2d import display_pixels
+from inference.input_domain import patient_age_years
 from inference.run import classify, segment
 
 from .. import metrics
@@ -111,17 +112,31 @@ def _run_segmentation(
     return [seg, report], []
 
 
+def _domain_facts(stored: Dataset) -> Dataset:
+    """What a model's input check reads of the header, and nothing that identifies the patient:
+    the age in whole years (the de-identified header has none: the Basic Profile removes it and
+    the birth date), the view and the modality. The model never sees the stored header itself."""
+    facts = Dataset()
+    age = patient_age_years(stored)
+    if age is not None:
+        facts.PatientAge = f"{min(int(age), 999):03d}Y"
+    for keyword in ("ViewPosition", "Modality"):
+        if keyword in stored:
+            setattr(facts, keyword, stored.get(keyword))
+    return facts
+
+
 def _run_classifier(
     bundle: Bundle, paths: list[Path], headers: list[Dataset], plans: list[PlannedResult]
 ) -> tuple[list[Dataset], list[str]]:
-    """The results of each image, and a remark for each image outside the model's domain (the
-    stored header, not the de-identified one, is checked: it still says age and view)."""
+    """The results of each image, and a remark for each image outside the model's domain."""
     made: list[Dataset] = []
     remarks: list[str] = []
     for explanation_plan, finding_plan in zip(plans[::2], plans[1::2], strict=True):
         index = explanation_plan.source_index
         stored = pydicom.dcmread(paths[index])
-        (result,) = classify(bundle, [display_pixels(stored)], explain=True, headers=[stored])
+        facts = [_domain_facts(stored)]
+        (result,) = classify(bundle, [display_pixels(stored)], explain=True, headers=facts)
         if not result.assessed:
             remarks.append(
                 f"image {index + 1} not assessed, outside the model's domain "
