@@ -9,7 +9,9 @@ studies are indexed), then measures, alternating between the two servers:
 - WADO-RS `metadata` of the same series again: median latency of 20 calls;
 - WADO-RS retrieval of the 300-slice series as stored (multipart/related application/dicom):
   MB/s, median of 5;
-- WADO-RS retrieval of the 30-slice compressed series as stored: median latency of 20 calls.
+- WADO-RS retrieval of the 30-slice compressed series as stored: median latency of 20 calls,
+  and the server process's CPU time (user and system, all its threads) per call over them: less
+  disturbed than latency by other load on the machine.
 Prints each figure for both and the Orthanc/node ratio of times (node/Orthanc of rates): >= 1.0
 means the node is as fast.
 
@@ -19,6 +21,7 @@ means the node is as fast.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -77,6 +80,12 @@ def timed(call) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def get(url: str, accept: str) -> bytes:
     answer = requests.get(url, headers={"Accept": accept}, timeout=300)
     answer.raise_for_status()
@@ -112,6 +121,7 @@ def main() -> None:
             "node": (node_port, "AI_NODE", f"http://127.0.0.1:{node_http}/dicomweb"),
             "Orthanc": (orthanc.dicom_port, "ORTHANC", orthanc.dicomweb_url),
         }
+        pids = {"node": node.pid, "Orthanc": orthanc.pid}
         try:
             for name, (port, ae, _) in servers.items():
                 seconds, ok = send(port, ae, [*big, work / "small"])
@@ -129,7 +139,7 @@ def main() -> None:
                 if not ok or compressed.returncode != 0:
                     sys.exit(f"loading {name} failed")
                 print(f"loaded {name} in {seconds:.1f} s")
-            results = measure(servers, big, work / "compressed", args.calls)
+            results = measure(servers, pids, big, work / "compressed", args.calls)
         finally:
             node.terminate()
             node.wait(timeout=60)
@@ -145,6 +155,7 @@ def main() -> None:
             ("first series metadata (ms)", "first_metadata", 1000),
             ("series metadata again (ms)", "metadata", 1000),
             ("30 compressed slices WADO (ms)", "small_wado", 1000),
+            ("  CPU per call (ms)", "small_wado_cpu", 1000),
         ]:
             print(row(label, node_m[key] * scale, orthanc_m[key] * scale))
         print(
@@ -155,12 +166,23 @@ def main() -> None:
 
 
 def measure(
-    servers: dict[str, tuple[int, str, str]], big: list[Path], compressed: Path, calls: int
+    servers: dict[str, tuple[int, str, str]],
+    pids: dict[str, int],
+    big: list[Path],
+    compressed: Path,
+    calls: int,
 ) -> dict[str, dict[str, list[float]]]:
     """Each figure's samples per server, the servers taking turns (and turns about going
     first), so load from elsewhere on the machine falls on both alike."""
     results: dict[str, dict[str, list[float]]] = {
-        name: {"qido": [], "first_metadata": [], "metadata": [], "wado": [], "small_wado": []}
+        name: {
+            "qido": [],
+            "first_metadata": [],
+            "metadata": [],
+            "wado": [],
+            "small_wado": [],
+            "small_wado_cpu": [],
+        }
         for name in servers
     }
     urls = {name: url for name, (_, _, url) in servers.items()}
@@ -188,12 +210,17 @@ def measure(
             metadata_url = f"{url}{series_path(big[0])}/metadata"
             results[name]["metadata"].append(timed(lambda u=metadata_url: json_get(u)))
     sizes = {}
+    cpu = dict.fromkeys(servers, 0.0)  # summed per server: /proc counts in clock ticks (10 ms)
     for number in range(20):
         for name, url in turns(number):
             small_url = url + series_path(compressed)
+            cpu_before = cpu_seconds(pids[name])
             started = time.perf_counter()
             sizes[name] = len(get(small_url, AS_STORED))
             results[name]["small_wado"].append(time.perf_counter() - started)
+            cpu[name] += cpu_seconds(pids[name]) - cpu_before
+    for name, seconds in cpu.items():
+        results[name]["small_wado_cpu"].append(seconds / 20)
     print(f"30 compressed slices retrieved: {sizes}")
     for number in range(5):
         for name, url in turns(number):

@@ -52,6 +52,12 @@ class OrthancPeer:
         """The node's `peers` entry for this server."""
         return {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": self.dicom_port}
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id (for a benchmark's CPU figures)."""
+        assert self._process is not None, "Orthanc is not started"
+        return self._process.pid
+
     def start(self) -> None:
         self._process = subprocess.Popen(
             [ORTHANC, str(self.config)],
