@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .. import metrics
-from ..audit import messages, record, record_soon
+from ..audit import messages, record, record_unhurried
 from ..config import NodeConfig
 from . import tls, tuning
 from .auditing import requestor as requesting_peer
@@ -234,8 +234,8 @@ def _log_accepted(event: Event) -> None:
         requestor.port,
     )
     # The A-ASSOCIATE-AC has left when pynetdicom reports it: the message is synced in the
-    # background, not in the way of the association's first request.
-    record_soon(messages.association(requesting_peer(event.assoc), accepted=True))
+    # background with the first request's (a C-FIND's query), not in its way.
+    record_unhurried(messages.association(requesting_peer(event.assoc), accepted=True))
 
 
 def build_ae(
