@@ -20,9 +20,8 @@ pynetdicom is pinned to the version this was written against (the attributes swa
 internal).
 
 Stopping: pynetdicom's `stop_dul` waits for the DUL thread to end by sleeping for the DUL's nap,
-which is 0 here: the association thread spun on the GIL for the whole of the DUL's last wait
-(up to 10 ms of CPU per association, with a C-FIND's next peer waiting for a core). The DUL is
-woken instead and joined.
+which is 0 here: the association thread spun (sleep(0) in a loop) until the DUL's current wait
+ended, up to 10 ms, taking a core a waiting peer could use. The DUL is woken instead and joined.
 
 Sending: the socket sends each PDU at once (TCP_NODELAY), as Orthanc's and DCMTK's do.
 
