@@ -19,6 +19,7 @@ import os
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -155,7 +156,12 @@ def orthanc_filled(work: Path, studies: int) -> Iterator[tuple[int, int]]:
         assert orthanc._process is not None
         yield orthanc.dicom_port, orthanc._process.pid
     finally:
-        orthanc.stop()
+        try:
+            orthanc.stop()
+        except subprocess.TimeoutExpired:  # slow to stop on a loaded machine
+            assert orthanc._process is not None
+            orthanc._process.kill()
+            orthanc._process.wait()
 
 
 def main() -> None:
@@ -195,14 +201,21 @@ def main() -> None:
                 time.sleep(0.06)  # the association's last steps and background syncs
                 used = cpu_seconds(pid) - before - idle[name] * (time.perf_counter() - started)
                 cpu[name].append(used * 1000)
+        report(wall, cpu, args.rounds, args.studies)
+
+
+def report(
+    wall: dict[str, list[float]], cpu: dict[str, list[float]], rounds: int, studies: int
+) -> None:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"{args.rounds} rounds, {args.studies} studies, load average {load}")
-    for name in servers:
+    print(f"{rounds} rounds, {studies} studies, load average {load}", flush=True)
+    for name, times in wall.items():
+        low, _, high = statistics.quantiles(times, n=4)
         print(
-            f"  {name:40s} {statistics.median(wall[name]):6.2f} ms median "
-            f"(quartiles {statistics.quantiles(wall[name], n=4)[0]:.2f}-"
-            f"{statistics.quantiles(wall[name], n=4)[2]:.2f}), "
-            f"CPU {statistics.mean(cpu[name]):5.2f} ms per association"
+            f"  {name:40s} {statistics.median(times):6.2f} ms median "
+            f"(quartiles {low:.2f}-{high:.2f}), "
+            f"CPU {statistics.mean(cpu[name]):5.2f} ms per association",
+            flush=True,
         )
 
 
