@@ -10,6 +10,7 @@ import ssl
 import stat
 import subprocess
 import threading
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -264,3 +265,33 @@ def test_a_message_recorded_soon_is_on_disk_when_its_wait_returns(tmp_path, monk
         end = content.index(b"\n", content.index(caller.encode())) + 1
         assert any(size >= end for size in synced_sizes[: returned[caller]]), caller
     assert 1 <= len(synced_sizes) <= 20
+
+
+def test_an_unhurried_message_shares_the_next_awaited_sync(tmp_path, monkeypatch):
+    """`record_unhurried` (an association's message, after its answer left) is synced with the
+    next message somebody waits for: a C-FIND's answer waits for one fdatasync, not two in a
+    row; alone, it is synced all the same."""
+    from dicom_node.audit import trail
+
+    synced_sizes: list[int] = []  # the file's size as each sync began
+    real_sync = trail.os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced_sizes.append(trail.os.fstat(fd).st_size)
+        real_sync(fd)
+
+    monkeypatch.setattr(trail.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(trail, "UNHURRIED_SECONDS", 3600)  # only the awaited one syncs it
+    audit = trail.AuditTrail(tmp_path / "audit.xml", messages.AuditSource("AI_NODE", "h", 1), None)
+    peer = messages.Participant("FINDSCU", True, None, "127.0.0.1")
+    audit.record_unhurried(messages.association(peer, accepted=True))
+    audit.record_soon(messages.association(peer, accepted=True))()
+    assert synced_sizes == [(tmp_path / "audit.xml").stat().st_size]
+
+    monkeypatch.setattr(trail, "UNHURRIED_SECONDS", 0.01)
+    audit.record_unhurried(messages.association(peer, accepted=False, reason="test"))
+    deadline = time.monotonic() + 30
+    while len(synced_sizes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert synced_sizes[1:] == [(tmp_path / "audit.xml").stat().st_size]
+    audit.close()

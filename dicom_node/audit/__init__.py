@@ -4,6 +4,14 @@ sends them to an audit repository. A low layer that imports nothing else of the 
 every stage records its own events."""
 
 from .settings import AuditSettings, SyslogSettings
-from .trail import close_trail, open_trail, record, record_soon
+from .trail import close_trail, open_trail, record, record_soon, record_unhurried
 
-__all__ = ["AuditSettings", "SyslogSettings", "close_trail", "open_trail", "record", "record_soon"]
+__all__ = [
+    "AuditSettings",
+    "SyslogSettings",
+    "close_trail",
+    "open_trail",
+    "record",
+    "record_soon",
+    "record_unhurried",
+]

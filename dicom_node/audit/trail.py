@@ -5,9 +5,12 @@ at its start, as it configures logging, and its stages call `record`. Each messa
 appended to the one audit file with a single write (O_APPEND: lines of several processes never
 interleave) and synced to disk before the node answers for the event: `record` syncs before it
 returns; `record_soon` returns at once and syncs in the background, for a caller with work to do
-before its answer (a C-FIND: its query), which waits for the sync only then. Syncs asked for
-meanwhile are taken by one fdatasync (each costs milliseconds on a busy disk). The file is created
-0600 (messages name patients) and holds nothing else.
+before its answer (a C-FIND: its query), which waits for the sync only then; `record_unhurried`
+is for a message whose answer has already left (an association's, after its A-ASSOCIATE-AC): its
+sync waits up to UNHURRIED_SECONDS for a message that somebody waits for. Syncs asked for
+meanwhile are taken by one fdatasync (each costs milliseconds on a busy disk): a C-FIND's answer
+waited for two in a row, its association's and then its query's. The file is created 0600
+(messages name patients) and holds nothing else.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from .syslog import SyslogSender, frame
 
 log = logging.getLogger(__name__)
 
+#: How long a message nobody waits for may stay unsynced, for a sync shared with the next one.
+UNHURRIED_SECONDS = 0.05
+
 
 class _Syncer:
     """fdatasync of one file in a background thread; each sync covers every line written
@@ -37,13 +43,18 @@ class _Syncer:
         self._changed = threading.Condition()
         self._written = 0  # lines written (numbered from 1)
         self._synced = 0  # lines on disk
+        self._awaited = 0  # the last line written whose sync somebody will wait for
         self._thread: threading.Thread | None = None
 
-    def written(self) -> Callable[[], None]:
-        """Sync the lines written so far; the answer waits until they are on disk."""
+    def written(self, awaited: bool = True) -> Callable[[], None]:
+        """Sync the lines written so far; the answer waits until they are on disk. A line
+        nobody waits for (`awaited` False) is synced with the next awaited one, or after
+        UNHURRIED_SECONDS."""
         with self._changed:
             self._written += 1
             line = self._written
+            if awaited:
+                self._awaited = line
             # started on first use, and again in a child forked from a process that had one
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="audit-sync", daemon=True)
@@ -60,6 +71,9 @@ class _Syncer:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._synced < self._written)
+                self._changed.wait_for(
+                    lambda: self._awaited > self._synced, timeout=UNHURRIED_SECONDS
+                )
                 target = self._written
             try:
                 os.fdatasync(self._fd)
@@ -90,6 +104,10 @@ class AuditTrail:
         self._write(event)
         return self._syncer.written()
 
+    def record_unhurried(self, event: AuditEvent) -> None:
+        self._write(event)
+        self._syncer.written(awaited=False)
+
     def _write(self, event: AuditEvent) -> None:
         when = datetime.now().astimezone()
         message = to_xml(event, self.source, when)
@@ -100,6 +118,7 @@ class AuditTrail:
     def close(self) -> None:
         if self._sender is not None:
             self._sender.stop()
+        os.fdatasync(self._fd)  # an unhurried message may wait for its sync still
         os.close(self._fd)
 
 
@@ -146,6 +165,17 @@ def record_soon(event: AuditEvent) -> Callable[[], None]:
     except OSError as error:
         log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
         return _nothing
+
+
+def record_unhurried(event: AuditEvent) -> None:
+    """Write `event` to this process's trail now; it is synced with the next message somebody
+    waits for, within UNHURRIED_SECONDS in any case. For an event already answered."""
+    if _trail is None:
+        return
+    try:
+        _trail.record_unhurried(event)
+    except OSError as error:
+        log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
 
 
 def _nothing() -> None:

@@ -19,10 +19,15 @@ a third of a 0.5 MB instance's time. The loops themselves are pynetdicom's, unch
 pynetdicom is pinned to the version this was written against (the attributes swapped here are
 internal).
 
+Stopping: pynetdicom's `stop_dul` waits for the DUL thread to end by sleeping for the DUL's nap,
+which is 0 here: the association thread spun (sleep(0) in a loop) until the DUL's current wait
+ended, up to 10 ms, taking a core a waiting peer could use. The DUL is woken instead and joined.
+
 Sending: the socket sends each PDU at once (TCP_NODELAY), as Orthanc's and DCMTK's do.
 
-Answering: C-STORE responses are sent with their command set packed by `store_response`
-(when no handler watches the DIMSE messages sent); every other message goes through pynetdicom.
+Answering: C-STORE and C-FIND responses are sent with their command set packed by
+`response_command` (when no handler watches the DIMSE messages sent); every other message goes
+through pynetdicom.
 """
 
 from __future__ import annotations
@@ -40,11 +45,11 @@ from types import ModuleType
 import pynetdicom.association
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.pdu_primitives import P_DATA
 
 from . import reading
-from .store_response import encode_store_response
+from .response_command import encode_response
 
 #: Longest wait of an idle DUL or association loop: bounds how late timers, release requests
 #: and the stop of the association are noticed.
@@ -167,11 +172,29 @@ def install(association: Association, max_dataset_bytes: int) -> None:
     dul.to_provider_queue = _carried_over(dul.to_provider_queue, _OutgoingQueue(wake))
     dul.event_queue = _carried_over(dul.event_queue, _DulEventQueue(association, woken))
     dul._run_loop_delay = 0  # the event queue's wait takes the nap's place
+    _stop_promptly(association, wake)
     messages = _MessageQueue()
     association.dimse.msg_queue = _carried_over(association.dimse.msg_queue, messages)
     dul.to_user_queue = _carried_over(dul.to_user_queue, _UserQueue(messages))
     if not association.get_handlers(evt.EVT_DIMSE_SENT):
-        _answer_stores_directly(association)
+        _answer_directly(association)
+
+
+def _stop_promptly(association: Association, wake: socket.socket) -> None:
+    dul = association.dul
+
+    def stop_dul() -> bool:
+        """Like DULServiceProvider.stop_dul, waking the DUL's wait and joining its thread."""
+        if dul.state_machine.current_state != "Sta1":
+            return False
+        dul._kill_thread = True
+        with contextlib.suppress(OSError):
+            wake.send(b"\0")
+        if dul.is_alive() and dul is not threading.current_thread():
+            dul.join()
+        return True
+
+    dul.stop_dul = stop_dul  # type: ignore[method-assign]  # on purpose, for this association
 
 
 def _send_without_delay(association: Association) -> None:
@@ -184,20 +207,26 @@ def _send_without_delay(association: Association) -> None:
             transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _answer_stores_directly(association: Association) -> None:
+def _answer_directly(association: Association) -> None:
     dimse = association.dimse
     send_msg = dimse.send_msg
 
     def send(primitive, context_id: int) -> None:
-        """Like DIMSEServiceProvider.send_msg; a C-STORE-RSP goes out as one P-DATA."""
-        command = encode_store_response(primitive) if isinstance(primitive, C_STORE) else None
+        """Like DIMSEServiceProvider.send_msg; a C-STORE-RSP or C-FIND-RSP goes out as one
+        P-DATA for its command set and, for a match, one for its identifier (as pynetdicom
+        sends them when each fits in a PDU)."""
+        command = encode_response(primitive)
+        identifier = primitive.Identifier if isinstance(primitive, C_FIND) else None
+        dataset = identifier.getvalue() if identifier is not None else b""
         limit = dimse.maximum_pdu_size
-        if command is None or (limit and len(command) + 6 > limit):
+        if command is None or (limit and max(len(command), len(dataset)) + 6 > limit):
             send_msg(primitive, context_id)
             return
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
-        dimse.dul.send_pdu(pdata)
+        for flags, fragment in ((b"\x03", command), (b"\x02", dataset)):
+            if fragment:
+                pdata = P_DATA()
+                pdata.presentation_data_value_list.append((context_id, flags + fragment))
+                dimse.dul.send_pdu(pdata)
 
     dimse.send_msg = send  # type: ignore[method-assign]  # on purpose, for this association
 

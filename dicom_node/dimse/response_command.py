@@ -1,0 +1,65 @@
+"""The command set of a C-STORE or C-FIND response, encoded directly.
+
+pynetdicom builds each response as a pydicom Dataset and encodes it twice (once to learn the
+group length): about 0.27 ms, a tenth of what the node spends on a stored instance, and about
+0.6 ms of each C-FIND answer's (a one-result C-FIND sends two responses). These responses are
+always the same few elements, so they are packed here in one step, byte for byte as pynetdicom
+would encode them (the tests compare the two). Anything unusual (an Offending Element, text
+that is not ASCII) is left to pynetdicom.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
+
+_ELEMENT_HEADER = struct.Struct("<HHI")  # implicit VR little endian: group, element, length
+_US = struct.Struct("<H")
+_COMMAND_FIELDS = {C_STORE: 0x8001, C_FIND: 0x8020}
+_NO_DATASET = 0x0101
+_DATASET = 0x0001  # what pynetdicom writes when a data set follows
+
+
+def encode_response(primitive: C_STORE | C_FIND) -> bytes | None:
+    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2) or C-FIND-RSP (9.3.2.2) primitive,
+    or None when this is not a plain response of either."""
+    command_field = _COMMAND_FIELDS.get(type(primitive))
+    if command_field is None:
+        return None
+    if primitive.MessageIDBeingRespondedTo is None or primitive.Status is None:
+        return None
+    if primitive.OffendingElement is not None:
+        return None
+    instance_uid = primitive.AffectedSOPInstanceUID if isinstance(primitive, C_STORE) else None
+    texts = (primitive.AffectedSOPClassUID, primitive.ErrorComment, instance_uid)
+    if not all(text is None or str(text).isascii() for text in texts):
+        return None
+    class_uid, comment, _ = texts
+    # pynetdicom's test of a C-FIND's Identifier (a BytesIO) is its presence, not its length.
+    has_dataset = isinstance(primitive, C_FIND) and primitive.Identifier is not None
+    elements = [
+        _text(0x0002, class_uid, b"\0"),
+        _element(0x0100, _US.pack(command_field)),
+        _element(0x0120, _US.pack(primitive.MessageIDBeingRespondedTo)),
+        _element(0x0800, _US.pack(_DATASET if has_dataset else _NO_DATASET)),
+        _element(0x0900, _US.pack(primitive.Status)),
+        _text(0x0902, comment, b" "),
+        _text(0x1000, instance_uid, b"\0"),
+    ]
+    body = b"".join(elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return _ELEMENT_HEADER.pack(0x0000, element, len(value)) + value
+
+
+def _text(element: int, value: str | None, padding: bytes) -> bytes:
+    """A text element padded to even length; absent (b"") when the value is None."""
+    if value is None:
+        return b""
+    encoded = str(value).encode("ascii")
+    if len(encoded) % 2:
+        encoded += padding
+    return _element(element, encoded)
