@@ -31,3 +31,23 @@ def test_the_console_asks_for_the_dicomweb_credentials_and_says_who_may_write(ma
     session = requests.get(f"{base}/api/session", auth=READ, timeout=10).json()
     assert session == {"user": "reader", "can_write": False, "ae_title": "AI_NODE"}
     assert requests.get(f"{base}/api/session", auth=WRITE, timeout=10).json()["can_write"]
+
+
+def test_a_job_or_delivery_number_past_the_index_range_is_a_client_error(make_node):
+    """Found by schemathesis: a job number of 25 digits reached SQLite's driver and came back as
+    a 500. Numbers a row id cannot hold are refused by the route (422), like any other bad
+    path value; one in range that is no row is a 404."""
+    node = make_node(http={"dicomweb": {"auth": {"basic_users": [READER, WRITER]}}})
+    node.start()
+    api = f"http://127.0.0.1:{node.http_port}/ui/api"
+    huge = "5841725854446789391810560"
+    assert requests.get(f"{api}/predict/jobs/{huge}", auth=READ, timeout=10).status_code == 422
+    for path in (
+        f"jobs/{huge}/retry",
+        f"deliveries/{huge}/retry",
+        "jobs/0/retry",
+        f"jobs/{2**31}/retry",
+    ):
+        answer = requests.post(f"{api}/{path}", auth=WRITE, headers=GUARD, timeout=10)
+        assert answer.status_code == 422, path
+    assert requests.get(f"{api}/predict/jobs/{2**31 - 1}", auth=READ, timeout=10).status_code == 404

@@ -65,3 +65,33 @@ def test_silent_slow_and_stalled_clients_are_dropped(node):
     assert healthy(node)
     assert "closed: no complete request head in 1 s" in node.log()
     assert "closed: nothing received for 1 s" in node.log()
+
+
+def test_an_endless_request_head_is_refused_with_431(node):
+    """httptools keeps every header field it parses: a head sent without end would fill the
+    node's memory within the head deadline. Past 16 KiB it is answered 431 and closed (the
+    client stops sending at 17 kB, as the node would otherwise reset the line); a large
+    POST body arriving with its head in one read is not mistaken for a head."""
+    fields = b"".join(b"X-Field-%03d: " % number + b"a" * 87 + b"\r\n" for number in range(170))
+    with socket.create_connection(("127.0.0.1", node.http_port)) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields)  # 17 kB, no end
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert "request head over 16384 bytes" in node.log()
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + b"x" * 200_000 + b"\r\n--b--\r\n"
+    with socket.create_connection(("127.0.0.1", node.http_port)) as sock:
+        sock.sendall(
+            b"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+            b'Content-Type: multipart/related; type="application/dicom"; boundary=b\r\n'
+            b"Connection: close\r\n\r\n" % len(body) + body
+        )
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert not answer.startswith(b"HTTP/1.1 431 ")
+    assert answer.startswith(b"HTTP/1.1 409 ")  # STOW-RS's: the one part is not DICOM
+    assert healthy(node)

@@ -4,7 +4,9 @@ the index, the storage area, the outbox and the ingest path."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from fastapi import Path
 from sqlalchemy import Engine
 
 from ..config import NodeConfig
@@ -12,6 +14,10 @@ from ..config.live import LiveConfiguration
 from ..outbox.queue import Outbox
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea
+
+#: A job's or delivery's number in a path: a row id the index can hold (its ids are INTEGER
+#: columns, 32 bits on PostgreSQL); a larger number would be the driver's overflow, a 500.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @dataclass

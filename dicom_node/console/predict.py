@@ -32,7 +32,7 @@ from ..index.studies import complete_with_models
 from ..jobs.bundles import load_bundles
 from ..store.ingest import Ingest, StoreFailure
 from ..store.own_instances import encode_instance
-from .context import ConsoleContext
+from .context import ConsoleContext, RowId
 from .picture import PictureDetails, PictureRefused, picture_to_dicom
 from .results import study_results
 
@@ -192,7 +192,7 @@ def router(context: ConsoleContext) -> APIRouter:
         return _start(context, asked.study, chosen)
 
     @routes.get("/jobs/{job_id}")
-    def job(job_id: int) -> dict[str, object]:
+    def job(job_id: RowId) -> dict[str, object]:
         """The job's state and notes, and, once it has ended, the results in its study."""
         found = jobs.get(context.engine, job_id)
         if found is None:

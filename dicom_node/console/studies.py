@@ -19,7 +19,7 @@ from ..index.history import Delivery, JobHistory, StudyHistory, last_job_states,
 from ..index.query import Level, QueryError, build_query, matching_rows, study_counts
 from ..index.schema import OUTBOX_PENDING, OUTBOX_SENT
 from ..index.wildcard import has_wildcard
-from .context import ConsoleContext
+from .context import ConsoleContext, RowId
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def router(context: ConsoleContext) -> APIRouter:
         }
 
     @routes.post("/jobs/{job_id}/retry")
-    def retry_job(job_id: int, request: Request) -> dict[str, object]:
+    def retry_job(job_id: RowId, request: Request) -> dict[str, object]:
         """Run a finished or failed job again (what `dicom-node jobs retry` does)."""
         if jobs.get(context.engine, job_id) is None:
             raise HTTPException(404, f"no job {job_id}")
@@ -237,7 +237,7 @@ def router(context: ConsoleContext) -> APIRouter:
         return {"id": job_id, "state": "pending"}
 
     @routes.post("/deliveries/{delivery_id}/retry")
-    def retry_delivery(delivery_id: int, request: Request) -> dict[str, object]:
+    def retry_delivery(delivery_id: RowId, request: Request) -> dict[str, object]:
         """Try a delivery that is not through again now (what `dicom-node outbox retry` does)."""
         if not context.box.retry([delivery_id]):
             raise HTTPException(409, f"delivery {delivery_id} does not exist or went through")
