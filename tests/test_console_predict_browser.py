@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from .browser import artefacts, browser_report, needs_chromium, serious
-from .conftest import CR_CHEST, CT_SERIES
+from .conftest import CR_CHEST, CT_THROUGH_LUNGS
 from .test_console_predict import (
     BAND_COLOURS,
     CXR_THRESHOLD,
@@ -34,9 +34,6 @@ from .test_console_predict import (
 )
 from .test_model_trust import BREASTMNIST
 
-#: 10 cm of the shared chest CT through the lungs (about 1.5 l of lung): the page's CT views
-#: on a third of the series' bytes
-CT_THROUGH_LUNGS = sorted(CT_SERIES.glob("*.dcm"))[80:160]
 THREE = Path(__file__).parents[1] / "dicom_node" / "console" / "static" / "vendor" / "three.js"
 
 pytestmark = [
