@@ -51,6 +51,11 @@ def event_of(message: etree._Element) -> tuple[str, str, str]:
     )
 
 
+def outcome_of(message: etree._Element) -> str:
+    """EventOutcomeIndicator: "0" success, "4" minor failure, "8" serious failure."""
+    return message.find("EventIdentification").get("EventOutcomeIndicator")
+
+
 def of_event(found: list[etree._Element], event: tuple[str, str, str]) -> list[etree._Element]:
     return [message for message in found if event_of(message) == event]
 
@@ -163,6 +168,15 @@ def test_dicomweb_events_are_audited(make_node):
     found = requests.get(f"{root}/studies?PatientID=MIDRC*", auth=reader)
     assert found.status_code == 200 and len(found.json()) == 1
     assert requests.get(f"{root}/studies/{STUDY_UID}", auth=reader).status_code == 200
+    # Refused (406: no form the client takes): audited as not sent, never as a read.
+    jpeg_baseline = (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    )
+    for path, accept in (("", jpeg_baseline), ("/metadata", "application/dicom+xml")):
+        refused = requests.get(
+            f"{root}/studies/{STUDY_UID}{path}", headers={"Accept": accept}, auth=reader
+        )
+        assert refused.status_code == 406, path
     node.stop()
 
     found = audit_messages(node.storage / "audit.log")
@@ -172,10 +186,16 @@ def test_dicomweb_events_are_audited(make_node):
     (query,) = of_event(found, ("110112", "", "E"))
     request = query.find("ParticipantObjectIdentification/ParticipantObjectQuery").text
     assert base64.b64decode(request) == b"PatientID=MIDRC*"
-    (read,) = of_event(found, ("110104", "", "R"))
+    reads = of_event(found, ("110104", "", "R"))
+    (read,) = [message for message in reads if outcome_of(message) == "0"]
     assert read.find("ActiveParticipant[@UserID='reader']") is not None
+    refusals = [message for message in reads if outcome_of(message) == "4"]
+    assert len(refusals) == len(reads) - 1 == 2
+    for refusal in refusals:
+        description = refusal.find("EventIdentification/EventOutcomeDescription").text
+        assert description.startswith("not sent: answered 406: none of the accepted media types")
     (failed_login,) = of_event(found, ("110114", "110122", "E"))
-    assert failed_login.find("EventIdentification").get("EventOutcomeIndicator") == "4"
+    assert outcome_of(failed_login) == "4"
     (forbidden,) = of_event(found, ("110113", "110132", "E"))
     assert forbidden.find("ActiveParticipant[@UserID='reader']") is not None
 

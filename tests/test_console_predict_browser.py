@@ -1,13 +1,14 @@
 """Upload and predict as a person does it, in Debian's chromium (tests/viewer/console_predict.mjs,
 playwright-core): a BreastMNIST ultrasound picture and the NEMA chest CR dropped on the drop zone
-(a real drop event), a real chest radiograph JPEG with the patient's details and the shared
-chest CT through the page's file input, each with its model chosen in the dropdown. The page
-shows the probability and the model's threshold (for the adult CR, outside the model's 0-17
-years, and the ultrasound, unlike its training images: *not assessed* and why), where each model
-ran, the explanation drawn over the image (a pixel of the overlay in the explanation's colour at
-full opacity), the tissue volumes, a 3D view that rendered (its WebGL canvas read back,
-non-blank, changed by a drag and by arrow keys, described by the volumes table) and the slices;
-axe-core finds no serious or critical violation. Screenshots stay in the test's folder, or under
+(a real drop event), a real chest radiograph JPEG with the patient's details and 80 slices of the
+shared chest CT (the whole series goes through the console in test_console_predict.py) through
+the page's file input, each with its model chosen in the dropdown. The page shows the
+probability and the model's threshold (for the adult CR, outside the model's 0-17 years, and the
+ultrasound, unlike its training images: *not assessed* and why), where each model ran, the
+explanation drawn over the image (a pixel of the overlay in the explanation's colour at full
+opacity), the tissue volumes, a 3D view that rendered (its WebGL canvas read back, non-blank,
+changed by a drag and by arrow keys, described by the volumes table) and the slices; axe-core
+finds no serious or critical violation. Screenshots stay in the test's folder, or under
 $DICOM_NODE_TEST_ARTEFACTS. Skipped where chromium, tests/viewer's packages or the console's
 three.js bundle (`npm run build --prefix dicom_node/console/frontend`) are missing."""
 
@@ -22,7 +23,7 @@ import pytest
 from PIL import Image
 
 from .browser import artefacts, browser_report, needs_chromium, serious
-from .conftest import CR_CHEST, CT_SERIES
+from .conftest import CR_CHEST, CT_THROUGH_LUNGS
 from .test_console_predict import (
     BAND_COLOURS,
     CXR_THRESHOLD,
@@ -81,7 +82,7 @@ def test_a_person_uploads_and_reads_the_predictions(make_node, tmp_path):
         },
         {
             "name": "ct",
-            "files": [str(p) for p in sorted(CT_SERIES.glob("*.dcm"))],
+            "files": [str(p) for p in CT_THROUGH_LUNGS],
             "models": ["ct_tissue"],
             "kind": "measurements",
         },

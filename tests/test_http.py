@@ -13,7 +13,6 @@ from pydicom import dcmread
 
 from dicom_node.config import parse_config
 from dicom_node.index.database import open_engine
-from dicom_node.outbox.queue import open_outbox
 from dicom_node.serve.http_app import HttpServer, create_app
 from dicom_node.store.storage import StorageArea
 
@@ -84,7 +83,6 @@ def test_healthz_fails_when_the_dicom_listener_stopped(tmp_path):
         engine,
         StorageArea(tmp_path),
         "AI_NODE",
-        open_outbox(config, engine),
         config.http,
         None,
         dicom_listening=lambda: listening["now"],

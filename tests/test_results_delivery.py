@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import signal
 import subprocess
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -59,12 +60,13 @@ def stored_results(node, study_uid: str) -> dict[str, pydicom.Dataset]:
     return {f"{d.Modality} {d.SeriesNumber}": d for d in found if d.StudyInstanceUID == study_uid}
 
 
-def storescu_ct(port: int, called_ae: str) -> subprocess.CompletedProcess:
-    """The shared chest CT by storescu, proposing its own transfer syntax (JPEG lossless)."""
+def storescu_ct(port: int, called_ae: str, folder: Path = CT_SERIES) -> subprocess.CompletedProcess:
+    """The shared chest CT (or the slices of it in ``folder``) by storescu, proposing its own
+    transfer syntax (JPEG lossless)."""
     return dcmtk(
         "storescu",
         *("-aet", "MODALITY", "-aec", called_ae, "-xs", "+sd", "+sp", "*.dcm"),
-        *("127.0.0.1", str(port), str(CT_SERIES)),
+        *("127.0.0.1", str(port), str(folder)),
         timeout=300,
     )
 

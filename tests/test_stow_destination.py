@@ -1,18 +1,22 @@
 """Results delivered to a DICOMweb server with STOW-RS (`peers.NAME.dicomweb_url`), against
 Orthanc's DICOMweb plugin: stored as the node keeps them, retried while the server is down, and
-still delivered after the node was killed meanwhile."""
+still delivered after the node was killed meanwhile; a reload closes the connections it replaces."""
 
 from __future__ import annotations
 
 import io
 import signal
+import time
 
 import pydicom
 import pytest
 
 from dicom_node.config import ConfigError, parse_config
+from dicom_node.index.database import open_engine
+from dicom_node.outbox.queue import open_outbox
+from dicom_node.outbox.sender import OutboxSender
 
-from .conftest import CR_CHEST, dcmsend
+from .conftest import CR_CHEST, TRANSFER_SYNTAXES, dcmsend
 from .orthanc import OrthancPeer
 from .test_durability import wait_until
 from .test_research_forwarding import job_rows, outbox_rows
@@ -66,3 +70,29 @@ def test_a_peer_needs_a_dicom_address_or_a_dicomweb_url():
     config = parse_config({"peers": {"archive": {"dicomweb_url": "http://pacs/dicom-web"}}})
     with pytest.raises(ConfigError, match="has no DICOM address"):
         config.dicom_peer("archive")
+
+
+def test_a_reload_closes_the_stow_rs_connections_it_replaces(orthanc, tmp_path):
+    orthanc.start()
+    settings = {
+        "storage": {"path": str(tmp_path / "storage")},
+        "peers": {"archive": {"dicomweb_url": orthanc.dicomweb_url, "timeout_seconds": 5}},
+    }
+    config = parse_config(settings)
+    config.storage.path.mkdir()
+    box = open_outbox(config, open_engine(config.storage.database_url))
+    box.recover()
+    instance = (TRANSFER_SYNTAXES / "CT_small.dcm").read_bytes()
+    sender = OutboxSender(config, box)
+    box.enqueue("archive", "1.2.3.1", [instance], None)
+    assert sender.run_once(time.time()) == 1
+    # Held here as a traceback or a debugger would hold it: only an explicit close ends its
+    # kept-alive connection (dropped and freed, urllib3's finalizer would close it).
+    replaced = sender._destinations["archive"]
+    connections = replaced.session.get_adapter(orthanc.dicomweb_url).poolmanager.pools
+    assert len(connections) == 1
+    sender.reconfigure(parse_config(settings))
+    box.enqueue("archive", "1.2.3.2", [instance], None)
+    assert sender.run_once(time.time()) == 1  # on the reloaded configuration
+    assert len(connections) == 0
+    assert sender._destinations["archive"] is not replaced

@@ -1,6 +1,7 @@
 """What a radiologist sees of every AI result in OHIF 3.13.2, in Debian's chromium: the node gets
-the chest CT and the chest CR by DCMTK, makes its results, and serves them by DICOMweb to OHIF's
-own built viewer (tests/viewer, `npm ci --prefix tests/viewer`), which playwright-core drives.
+the chest CT (80 slices of it) and the chest CR by DCMTK, makes its results, and serves them by
+DICOMweb to OHIF's own built viewer (tests/viewer, `npm ci --prefix tests/viewer`), which
+playwright-core drives.
 Each result series is double-clicked as a radiologist would; no error boundary, no console
 error; the segment names, the measurement panel's entries with their values, and the overlay's
 colour at a point the model found are there. Screenshots stay in the test's folder, or under
@@ -29,7 +30,7 @@ import pytest
 
 from inference.dicom_seg import NOT_FOR_DIAGNOSIS
 
-from .conftest import CR_CHEST, CT_SERIES, dciodvfy_errors, dcmsend
+from .conftest import CR_CHEST, CT_SERIES, CT_THROUGH_LUNGS, dciodvfy_errors, dcmsend
 from .test_durability import wait_until
 from .test_results_delivery import job_states, stored_results, storescu_ct
 
@@ -102,12 +103,14 @@ def ohif(node_for_viewer):
 
 
 @pytest.fixture
-def node_for_viewer(make_node, tmp_path):
-    """A node that took the chest CT and the chest CR and made all their results."""
+def node_for_viewer(make_node, tmp_path, copy_files):
+    """A node that took the chest CT (80 slices through the lungs: what the viewer shows of
+    the results does not need the whole series) and the chest CR and made all their results."""
     node = make_node(study={"stable_seconds": 1, "check_interval_seconds": 0.2})
     node.settings["http"]["dicomweb"] = {"cors_origins": ["*"]}
     node.start()
-    assert storescu_ct(node.port, "AI_NODE").returncode == 0
+    ct = copy_files(CT_SERIES, [path.name for path in CT_THROUGH_LUNGS])
+    assert storescu_ct(node.port, "AI_NODE", ct).returncode == 0
     radiograph = pydicom.dcmread(CR_CHEST)
     del radiograph.PixelSpacing  # 0\0 in the sample: no image a viewer can lay out
     (tmp_path / "cr").mkdir()
@@ -141,7 +144,7 @@ def drawn_in(colour: list[int], segment: pydicom.Dataset) -> bool:
 
 def test_radiologist_sees_every_result_in_ohif(node_for_viewer, ohif, tmp_path):
     node = node_for_viewer
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in CT_SERIES.glob("*.dcm")]
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in CT_THROUGH_LUNGS]
     slices = {h.SOPInstanceUID: h for h in headers}
     ct, cr = headers[0], pydicom.dcmread(CR_CHEST, stop_before_pixels=True)
     results = stored_results(node, ct.StudyInstanceUID) | stored_results(node, cr.StudyInstanceUID)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from tempfile import SpooledTemporaryFile
 from typing import Any
 
@@ -22,7 +23,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ..audit import messages, record_soon
+from ..audit import messages, record, record_soon
+from ..audit.messages import Outcome
 from ..index.query import studies_of
 from ..multipart import (
     Part,
@@ -118,25 +120,46 @@ def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile 
 
 def _audit_read(request: Request, rows: list[dict]) -> Callable[[], None]:
     """The instances (or their metadata) a WADO-RS request reads: sent to its user. Returns
-    the wait for that line to be on disk, which the answer calls before its last bytes."""
+    the wait for that line to be on disk, which the answer calls before its last bytes. Called
+    once the answer is certain, so that a refused request is never audited as a read."""
     user = http_user(request, messages.DESTINATION)
     return record_soon(messages.instances_sent(user, studies_of(rows)))
 
 
-def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
-    audited = _audit_read(request, rows)
-    plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
-    transcoded = _transcoded(context, plan)
-    boundary = new_boundary()
+@contextmanager
+def _refusal_audited(request: Request, rows: list[dict]) -> Iterator[None]:
+    """A request answered with an error (406: no acceptable form; 500: a file unreadable) is
+    audited as a transfer that failed, with the answer, and nothing counted as sent."""
     try:
-        parts = [
-            _part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True)
-        ]
-    except DicomwebError:
-        for spool in transcoded:
-            if spool is not None:
-                spool.close()
+        yield
+    except DicomwebError as refused:
+        server_side = refused.status_code >= 500
+        record(
+            messages.instances_sent(
+                http_user(request, messages.DESTINATION),
+                studies_of(rows),
+                outcome=Outcome.SERIOUS_FAILURE if server_side else Outcome.MINOR_FAILURE,
+                description=f"not sent: answered {refused.status_code}: {refused.detail}",
+            )
+        )
         raise
+
+
+def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Response:
+    with _refusal_audited(request, rows):
+        plan = _plan(rows, requested_syntaxes(request.headers.get("accept")))
+        transcoded = _transcoded(context, plan)
+        try:
+            parts = [
+                _part(context, row, spool) for (row, _), spool in zip(plan, transcoded, strict=True)
+            ]
+        except DicomwebError:
+            for spool in transcoded:
+                if spool is not None:
+                    spool.close()
+            raise
+    audited = _audit_read(request, rows)
+    boundary = new_boundary()
     return StreamingResponse(
         coalesced(last_held(multipart_body(parts, boundary), audited)),
         media_type=multipart_content_type(DICOM, boundary),
@@ -146,27 +169,28 @@ def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Re
 
 def metadata(context: DicomwebContext, request: Request, study: str, rows: list[dict]) -> Response:
     base = service_url(request)
-    for item in accepted(request.headers.get("accept"), DICOM_JSON):
-        if item.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
-            break
-    else:
-        raise not_acceptable(DICOM_JSON)
-    audited = _audit_read(request, rows)
-    answers = []
-    for row in rows:
-        url = (
-            f"{base}/studies/{study}/series/{row['series_instance_uid']}/instances/"
-            + row["sop_instance_uid"]
-        )
-        try:
-            answers.append(instance_metadata_json(context.storage, row, url))
-        except OSError as error:
-            log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
-            raise DicomwebError(500, "a stored instance could not be read") from None
-        except Exception as error:  # pydicom raises many types (and RecursionError)
-            raise undecodable(row, "DICOM JSON metadata", error) from None
-    audited()
+    with _refusal_audited(request, rows):
+        for item in accepted(request.headers.get("accept"), DICOM_JSON):
+            if item.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+                break
+        else:
+            raise not_acceptable(DICOM_JSON)
+        answers = [_metadata_of(context, row, f"{base}/studies/{study}") for row in rows]
+    _audit_read(request, rows)()  # on disk before the answer
     return Response(b"[" + b",".join(answers) + b"]", media_type=DICOM_JSON)
+
+
+def _metadata_of(context: DicomwebContext, row: dict, study_url: str) -> bytes:
+    """One instance's metadata as DICOM JSON; 500 if its file cannot be read, 406 if pydicom
+    cannot decode it."""
+    url = f"{study_url}/series/{row['series_instance_uid']}/instances/{row['sop_instance_uid']}"
+    try:
+        return instance_metadata_json(context.storage, row, url)
+    except OSError as error:
+        log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
+        raise DicomwebError(500, "a stored instance could not be read") from None
+    except Exception as error:  # pydicom raises many types (and RecursionError)
+        raise undecodable(row, "DICOM JSON metadata", error) from None
 
 
 def router(context: DicomwebContext) -> APIRouter:

@@ -16,13 +16,12 @@ from .. import metrics
 from ..config import ConfigError, HttpConfig
 from ..console.app import mount_console
 from ..console.context import ConsoleContext
-from ..console.work import work_summary
 from ..dicomweb.app import mount_dicomweb
 from ..dicomweb.auth import AuthSetupError, load_jwks
 from ..dicomweb.context import DicomwebContext
 from ..index import jobs
 from ..index.heartbeat import check_writable as check_index_writable
-from ..outbox.queue import Outbox
+from ..index.work import work_summary
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea, StorageError
 from .http_timeouts import guarded_protocol
@@ -34,7 +33,6 @@ def create_app(
     engine: Engine,
     storage: StorageArea,
     ae_title: str,
-    box: Outbox,
     http: HttpConfig,
     ingest: Ingest | None,
     dicom_listening: Callable[[], bool] | None = None,
@@ -89,7 +87,7 @@ def create_app(
         destination and state, and the deliveries that were tried and are not through (with the
         peer's last answer): what `dicom-node jobs` and `dicom-node outbox` show, for a
         monitoring system."""
-        return {"jobs": jobs.counts(engine), **work_summary(engine, box)}
+        return {"jobs": jobs.counts(engine), **work_summary(engine)}
 
     @app.get("/metrics")
     def prometheus() -> Response:

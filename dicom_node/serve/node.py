@@ -406,7 +406,6 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
             engine,
             storage,
             config.ae_title,
-            box,
             config.http,
             receiver.ingest,
             dicom_listening=receiver.listening,

@@ -1,7 +1,7 @@
 """The kinds of destination the outbox delivers to, one module each, and the registry that
 picks a destination's kind from the configuration: a DICOM peer (C-STORE), a DICOMweb server
 (STOW-RS) and the FHIR server (DiagnosticReport transactions). A new kind is one module with a
-class that has `deliver`, and one line in `KINDS`."""
+class that has `deliver` and `close`, and one line in `KINDS`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ class Destination(Protocol):
     def deliver(self, outbox: Outbox, rows: list[OutboxRow], now: float) -> int:
         """Try to deliver ``rows`` (all due, all for this destination), record each outcome in
         ``outbox``; returns how many were delivered."""
+        ...
+
+    def close(self) -> None:
+        """Release what the destination keeps open between rounds; it is not used after."""
         ...
 
 

@@ -20,6 +20,9 @@ class DicomPeer:
         self._config = config
         self.name = name
 
+    def close(self) -> None:
+        """Nothing to release: each round's association is released as the round ends."""
+
     def deliver(self, outbox: Outbox, rows: list[OutboxRow], now: float) -> int:
         paths = {str(outbox.area.path(row.path)): row for row in rows}
         try:

@@ -36,6 +36,9 @@ class FhirServer:
         self._config = config
         self._client = client
 
+    def close(self) -> None:
+        """Nothing to release: the client is the sender's, opened once at start, kept."""
+
     def deliver(self, outbox: Outbox, rows: list[OutboxRow], now: float) -> int:
         if self._client is None:
             for row in rows:

@@ -103,6 +103,10 @@ class StowRsPeer:
             log.info("outbox: %d object(s) stored on %s with STOW-RS", delivered, self.name)
         return delivered
 
+    def close(self) -> None:
+        """The session's kept-alive connections to the server closed."""
+        self.session.close()
+
     def _post(self, parts: list[bytes]) -> requests.Response | str:
         boundary = new_boundary()
         body = b"".join(multipart_body([Part(DICOM, [part]) for part in parts], boundary))
