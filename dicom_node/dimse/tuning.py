@@ -15,9 +15,9 @@ queued for sending; the DIMSE message queue, when polled, waits (bounded) for a 
 the peer's release or abort (the DUL's queue for the association wakes it). The association
 loop's own nap (a 1 ms sleep before each look at the message queue) is skipped in these
 associations, whose message queue waits instead; it cost a millisecond per instance, more than
-a third of a 0.5 MB instance's time; the DUL loop's (a sleep of 0 once its delay is 0) is
-skipped too. The loops themselves are pynetdicom's, unchanged; pynetdicom is pinned to the
-version this was written against (the attributes swapped here are internal).
+a third of a 0.5 MB instance's time. The loops themselves are pynetdicom's, unchanged;
+pynetdicom is pinned to the version this was written against (the attributes swapped here are
+internal).
 
 Sending: the socket sends each PDU at once (TCP_NODELAY), as Orthanc's and DCMTK's do.
 
@@ -38,11 +38,9 @@ import time
 from types import ModuleType
 
 import pynetdicom.association
-import pynetdicom.dul
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
 from . import reading
@@ -138,13 +136,11 @@ class _UserQueue(queue.Queue):
 
 
 class _ReactorTime(ModuleType):
-    """pynetdicom.association's and pynetdicom.dul's `time` module: the same, except that the
-    naps of a tuned association's two loops are skipped (its queues wait instead, so neither
-    loop spins). The DUL's nap is a sleep(0), still a system call that releases the GIL: three
-    or four per stored instance. Every other sleep, and every other association's, is kept."""
+    """pynetdicom.association's `time` module: the same, except that the association loop's
+    nap is skipped in the thread of a tuned association (its message queue waits instead, so
+    the loop does not spin). Every other sleep, and every other association's, is kept."""
 
     _LOOP = Association._run_reactor.__code__
-    _DUL_LOOP = DULServiceProvider.run_reactor.__code__
 
     def __getattr__(self, name: str):
         return getattr(time, name)
@@ -155,17 +151,13 @@ class _ReactorTime(ModuleType):
         if caller is self._LOOP and isinstance(thread, Association):
             if isinstance(thread.dimse.msg_queue, _MessageQueue):
                 return
-        if caller is self._DUL_LOOP and isinstance(thread, DULServiceProvider):
-            if isinstance(thread.event_queue, _DulEventQueue):
-                return
         time.sleep(seconds)
 
 
 def install(association: Association, max_dataset_bytes: int) -> None:
     """Tune a new acceptor association (on EVT_CONN_OPEN: its threads have not started)."""
-    for module in (pynetdicom.association, pynetdicom.dul):
-        if not isinstance(module.time, _ReactorTime):
-            module.time = _ReactorTime("time")
+    if not isinstance(pynetdicom.association.time, _ReactorTime):
+        pynetdicom.association.time = _ReactorTime("time")
     reading.install(association, max_dataset_bytes)
     _send_without_delay(association)
     woken, wake = socket.socketpair()
