@@ -37,9 +37,6 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from soak import process_tree  # noqa: E402
-
 # The tests' own helpers start the peers: the benchmark runs Orthanc as the tests do.
 from tests.conftest import (  # noqa: E402
     CT_SERIES,
@@ -113,6 +110,20 @@ def send(port: int, called_ae: str, folders: list[Path]) -> tuple[float, bool]:
         if sender.returncode != 0 or b"E:" in errors:
             ok = False
     return time.perf_counter() - started, ok
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its children, theirs included."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue  # the thread or process ended meanwhile
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
