@@ -7,7 +7,11 @@ starts `dicom-node serve` (SQLite index, or with `--postgresql` a fresh PostgreS
 Orthanc (Debian package, default SQLite index) and storescp (one process per association, files
 written without any flush and nothing indexed) with throw-away configurations, then sends
 alternately to each, five times: first with one storescu, then with four in parallel (each with
-its own series). Prints instances/s and MB/s, the medians and the ratios to Orthanc.
+its own series). Prints instances/s and MB/s, the medians and the ratios to Orthanc, and the
+CPU seconds the node's processes spent per instance: while receiving, and after (the metadata
+documents it writes once idle). Every send waits until the node is idle, so that its deferred
+work does not run during another receiver's turn; on a shared machine the CPU figure is the
+steadier one.
 
     python benchmarks/ingest.py [--rounds 5] [--workers 2] [--slices 300] [--small] [--postgresql]
 """
@@ -47,6 +51,9 @@ STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
 #: side of the small instances' image: 8 kB of pixels, about 10 kB a file
 SMALL_SIDE = 64
+_TICKS = os.sysconf("SC_CLK_TCK")
+#: the node counts as idle once its processes use less than this share of a core
+_IDLE_SHARE = 0.05
 
 
 def load_template_slices(small: bool = False) -> list:
@@ -103,6 +110,43 @@ def send(port: int, called_ae: str, folders: list[Path]) -> tuple[float, bool]:
         if sender.returncode != 0 or b"E:" in errors:
             ok = False
     return time.perf_counter() - started, ok
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its children, theirs included."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue  # the thread or process ended meanwhile
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its children (the receiving processes)."""
+    total = 0
+    for process in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+def wait_until_idle(pid: int, interval: float = 0.5, patience: float = 120.0) -> None:
+    """Return once the node's processes have been (nearly) idle for `interval` seconds."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(interval)
+        if cpu_seconds(pid) - before < _IDLE_SHARE * interval:
+            return
+    print("  the node is still busy: measuring anyway")
 
 
 def start_node(
@@ -169,6 +213,8 @@ def main() -> None:
         "storescp": (storescp_port, "STORESCP"),
     }
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    #: per number of senders: the node's CPU ms per instance while receiving, and after
+    node_cpu: dict[int, list[tuple[float, float]]] = {}
     try:
         for senders in (1, 4):
             for round_number in range(args.rounds):
@@ -180,7 +226,10 @@ def main() -> None:
                         # The series just written must not be flushed to disk during the
                         # run, competing with the receiver's own writes.
                         os.sync()
+                        wait_until_idle(node.pid)
+                        cpu_before = cpu_seconds(node.pid)
                         seconds, ok = send(port, ae, folders)
+                        cpu_received = cpu_seconds(node.pid)
                         shutil.rmtree(batch)
                         if ok:
                             break
@@ -192,10 +241,17 @@ def main() -> None:
                     count = args.slices * senders
                     rate, throughput = count / seconds, size / seconds / 1e6
                     results.setdefault((name, senders), []).append((rate, throughput))
+                    cpu = ""
+                    if name == "node":
+                        wait_until_idle(node.pid)
+                        during = (cpu_received - cpu_before) / count * 1000
+                        after = (cpu_seconds(node.pid) - cpu_received) / count * 1000
+                        node_cpu.setdefault(senders, []).append((during, after))
+                        cpu = f", CPU {during:.2f} ms per instance (+{after:.2f} after)"
                     print(
                         f"{senders} sender(s), round {round_number + 1}, {name:8s}: "
                         f"{rate:7.1f} instances/s {throughput:7.1f} MB/s "
-                        f"({count} in {seconds:.2f} s)"
+                        f"({count} in {seconds:.2f} s{cpu}), load {os.getloadavg()[0]:.2f}"
                     )
     finally:
         node.send_signal(signal.SIGTERM)
@@ -221,12 +277,15 @@ def main() -> None:
             for name in receivers
         }
         orthanc_rate = medians["orthanc"][0]
+        during = statistics.median(d for d, _ in node_cpu[senders])
+        after = statistics.median(a for _, a in node_cpu[senders])
         print(
             f"  {senders} sender(s): "
             + ", ".join(
                 f"{name} {rate:.1f}/s ({throughput:.1f} MB/s, {rate / orthanc_rate:.2f}× Orthanc)"
                 for name, (rate, throughput) in medians.items()
             )
+            + f"; node CPU {during:.2f} ms per instance while receiving, {after:.2f} after"
         )
 
 

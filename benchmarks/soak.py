@@ -38,7 +38,7 @@ from pynetdicom.sop_class import CTImageStorage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from ingest import start_node  # noqa: E402
+from ingest import process_tree, start_node  # noqa: E402
 
 from tests.conftest import TRANSFER_SYNTAXES  # noqa: E402
 from tests.orthanc import OrthancPeer  # noqa: E402
@@ -196,16 +196,6 @@ def reader(http: int, tally: Tally, stop: threading.Event) -> None:
             for code in codes:
                 tally.http[code // 100 * 100] += 1
         time.sleep(0.2)
-
-
-def process_tree(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            todo += [int(child) for child in task.read_text().split()]
-    return found
 
 
 def sample(pid: int) -> dict[int, tuple[int, int, str]]:

@@ -5,8 +5,13 @@ the header declares, from a socket that has no timeout: 20 bytes of an associati
 then silence hold the connection (and its association slot) for as long as the peer keeps it
 open, and a 1 GB PDU is buffered whole. The reader installed here
 
-- takes what the kernel has, up to 1 MB per recv() (pynetdicom takes 4 KB: over a hundred
-  trips through the GIL for one CT slice);
+- takes what the kernel has, up to 1 MB per read (pynetdicom takes 4 KB: over a hundred
+  trips through the GIL for one CT slice), straight into the buffer it returns;
+- on a plain (not TLS) socket, reads what is already there with one readv() call: a socket
+  with a timeout polls before every recv(), and setting the timeout again (an ioctl) before
+  each read cost as much; only when nothing is there does it wait, with the timeout. Each
+  system call releases the GIL, and in a process serving several associations nearly every
+  release hands the GIL to another thread (about a hundred futex calls per stored instance);
 - gives the whole association request the ACSE timeout, and each read after it the network
   timeout; a read that runs out ends as a closed connection does;
 - refuses a PDU longer than the node accepts when its header arrives, before reading it: an
@@ -22,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import ssl
 import struct
 import time
 from io import BytesIO
@@ -75,12 +82,14 @@ class _PduReader:
         assert transport is not None and transport.socket is not None and address is not None
         assert association.acse_timeout is not None
         self._socket = transport.socket
+        #: read directly from the descriptor (TLS records must go through the SSL layer)
+        self._plain = not isinstance(transport.socket, ssl.SSLSocket)
         self._peer = address.as_tuple[:2]
         self._request_deadline = time.monotonic() + association.acse_timeout
         self._largest_data = max_dataset_bytes + _COMMAND_ALLOWANCE
         self._header_next = True
 
-    def __call__(self, nr_bytes: int) -> bytes:
+    def __call__(self, nr_bytes: int) -> bytes | bytearray:
         """`nr_bytes`, or less if the connection closed or its time ran out."""
         data = self._read(nr_bytes)
         if not self._header_next:
@@ -101,25 +110,52 @@ class _PduReader:
         with contextlib.suppress(OSError, AttributeError):
             self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
-    def _read(self, nr_bytes: int) -> bytes:
-        chunks = []
+    def _read(self, nr_bytes: int) -> bytes | bytearray:
+        # Filled in place up to 1 MB at a time: a PDU's declared length is not allocated
+        # before its bytes arrive (a header may announce a gigabyte and send nothing).
+        pieces = []
         remaining = nr_bytes
         while remaining > 0:
-            timeout = self._timeout()
-            if timeout <= 0:
-                self._timed_out()
+            wanted = min(remaining, _RECV_CHUNK)
+            piece = self._read_piece(wanted)
+            pieces.append(piece)
+            remaining -= len(piece)
+            if len(piece) < wanted:  # closed, or the time ran out
                 break
-            self._socket.settimeout(timeout)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _read_piece(self, nr_bytes: int) -> bytearray:
+        buffer = bytearray(nr_bytes)
+        filled = 0
+        with memoryview(buffer) as view:
+            while filled < nr_bytes:
+                count = self._read_into(view[filled:])
+                if not count:
+                    break
+                filled += count
+        del buffer[filled:]
+        return buffer
+
+    def _read_into(self, view: memoryview) -> int:
+        """Read into `view`; the number of bytes read, 0 if the connection closed or the
+        time ran out."""
+        # A socket with a timeout has a non-blocking descriptor: readv() never waits.
+        if self._plain and self._socket.gettimeout() is not None:
             try:
-                data = self._socket.recv(min(remaining, _RECV_CHUNK))
-            except TimeoutError:
-                self._timed_out()
-                break
-            if not data:
-                break
-            chunks.append(data)
-            remaining -= len(data)
-        return b"".join(chunks)
+                return os.readv(self._socket.fileno(), [view])
+            except BlockingIOError:
+                pass  # nothing there yet: wait for it below
+        timeout = self._timeout()
+        if timeout <= 0:
+            self._timed_out()
+            return 0
+        if timeout != self._socket.gettimeout():
+            self._socket.settimeout(timeout)
+        try:
+            return self._socket.recv_into(view)
+        except TimeoutError:
+            self._timed_out()
+            return 0
 
     def _timeout(self) -> float:
         if self._association.is_established:
