@@ -240,3 +240,21 @@ def test_serve_starts_on_the_shipped_default_verbatim(tmp_path):
     audit = (tmp_path / "storage" / "audit.log").read_text()
     for name in ("node.yaml", "node.local.yaml"):
         assert str(tmp_path / "config" / name) in audit  # each file read, with its SHA-256
+
+
+def test_a_job_or_outbox_id_out_of_the_index_range_is_refused_by_the_command_line(tmp_path):
+    """Past 32 bits an id would reach PostgreSQL's driver as an overflow (a traceback): it is
+    refused with the range, as a usage error, before the index is opened."""
+    config = write_config(tmp_path, {})
+    for args in (
+        ["jobs", "show", str(2**31)],
+        ["outbox", "retry", "7", "0"],
+        ["jobs", "show", "x"],
+    ):
+        result = dicom_node("--config", str(config), *args)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr
+    assert (
+        f"ids run from 1 to {2**31 - 1}: {2**31}"
+        in dicom_node("--config", str(config), "jobs", "show", str(2**31)).stderr
+    )

@@ -21,6 +21,18 @@ from ..config import (
 )
 from ..config.secrets import masked
 from ..deid.settings import DeidentificationOptions
+from ..index.ids import MAX_ROW_ID
+
+
+def _row_id(text: str) -> int:
+    """A job or outbox id as typed: a number the index's ids can be."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"ids run from 1 to {MAX_ROW_ID}: {text}")
+    return value
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -331,13 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.set_defaults(run=_anonymize)
     jobs = commands.add_parser("jobs", help="list jobs, show what one did, retry one")
     jobs.add_argument("action", nargs="?", choices=["list", "show", "retry"], default="list")
-    jobs.add_argument("id", nargs="?", type=int, help="job id (show, retry)")
+    jobs.add_argument("id", nargs="?", type=_row_id, help="job id (show, retry)")
     jobs.add_argument("--limit", type=int, default=50)
     jobs.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     jobs.set_defaults(run=_jobs)
     outbox = commands.add_parser("outbox", help="objects waiting for or sent to peers; retry")
     outbox.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
-    outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to retry (default: all)")
+    outbox.add_argument("ids", nargs="*", type=_row_id, help="outbox ids to retry (default: all)")
     outbox.add_argument("--state", choices=["pending", "sent", "failed"])
     outbox.add_argument("--limit", type=int, default=100)
     outbox.add_argument("--config", type=Path, default=argparse.SUPPRESS)

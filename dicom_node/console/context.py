@@ -11,13 +11,14 @@ from sqlalchemy import Engine
 
 from ..config import NodeConfig
 from ..config.live import LiveConfiguration
+from ..index.ids import MAX_ROW_ID
 from ..outbox.queue import Outbox
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea
 
-#: A job's or delivery's number in a path: a row id the index can hold (its ids are INTEGER
-#: columns, 32 bits on PostgreSQL); a larger number would be the driver's overflow, a 500.
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+#: A job's or delivery's number in a path: a row id the index can hold (a larger number would
+#: be the driver's overflow, a 500).
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 @dataclass
