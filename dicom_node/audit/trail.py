@@ -22,12 +22,15 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from .messages import AuditEvent, AuditSource, to_xml
 from .settings import AuditSettings
 from .syslog import SyslogSender, frame
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How long a message nobody waits for may stay unsynced, for a sync shared with the next one.
 UNHURRIED_SECONDS = 0.05
@@ -146,36 +149,33 @@ def close_trail() -> None:
 
 def record(event: AuditEvent) -> None:
     """Record `event` in this process's trail (nothing where none is open: a command that does
-    not serve). A write that fails is logged, never raised: the operation it audits is done."""
-    if _trail is None:
-        return
-    try:
-        _trail.record(event)
-    except OSError as error:
-        log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
+    not serve)."""
+    _to_trail(lambda trail: trail.record(event), None)
 
 
 def record_soon(event: AuditEvent) -> Callable[[], None]:
     """Write `event` to this process's trail now and sync it in the background; call the
     answer before answering for the event: it returns once the message is on disk."""
-    if _trail is None:
-        return _nothing
-    try:
-        return _trail.record_soon(event)
-    except OSError as error:
-        log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
-        return _nothing
+    return _to_trail(lambda trail: trail.record_soon(event), _nothing)
 
 
 def record_unhurried(event: AuditEvent) -> None:
     """Write `event` to this process's trail now; it is synced with the next message somebody
     waits for, within UNHURRIED_SECONDS in any case. For an event already answered."""
-    if _trail is None:
-        return
+    _to_trail(lambda trail: trail.record_unhurried(event), None)
+
+
+def _to_trail(write: Callable[[AuditTrail], T], otherwise: T) -> T:
+    """`write` applied to this process's trail; `otherwise` where none is open or the write
+    fails. A failed write is logged, never raised: the operation it audits is done."""
+    trail = _trail
+    if trail is None:
+        return otherwise
     try:
-        _trail.record_unhurried(event)
+        return write(trail)
     except OSError as error:
-        log.error("cannot write to the audit file %s: %s", _trail.path, error.strerror)
+        log.error("cannot write to the audit file %s: %s", trail.path, error.strerror)
+        return otherwise
 
 
 def _nothing() -> None:
