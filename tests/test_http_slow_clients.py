@@ -41,6 +41,14 @@ def closed_by_server(sock: socket.socket, trickle: bytes = b"", within: float = 
     return False
 
 
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything the node sends until it closes the connection."""
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    return answer
+
+
 def healthy(node) -> bool:
     answer = requests.get(f"http://127.0.0.1:{node.http_port}/healthz", timeout=10)
     return answer.status_code == 200
@@ -76,9 +84,7 @@ def test_an_endless_request_head_is_refused_with_431(node):
     with socket.create_connection(("127.0.0.1", node.http_port)) as sock:
         sock.settimeout(10)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields)  # 17 kB, no end
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+        answer = read_to_end(sock)
     assert answer.startswith(b"HTTP/1.1 431 ")
     assert "request head over 16384 bytes" in node.log()
     body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + b"x" * 200_000 + b"\r\n--b--\r\n"
@@ -89,9 +95,7 @@ def test_an_endless_request_head_is_refused_with_431(node):
             b"Connection: close\r\n\r\n" % len(body) + body
         )
         sock.settimeout(10)
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+        answer = read_to_end(sock)
     assert not answer.startswith(b"HTTP/1.1 431 ")
     assert answer.startswith(b"HTTP/1.1 409 ")  # STOW-RS's: the one part is not DICOM
     assert healthy(node)
