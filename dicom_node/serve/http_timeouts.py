@@ -91,9 +91,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._cancel()
 
     def _refuse_head(self) -> None:
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
         log.warning(
-            "HTTP connection from %s closed: request head over %d bytes", client, MAX_HEAD_BYTES
+            "HTTP connection from %s closed: request head over %d bytes",
+            self._client_name(),
+            MAX_HEAD_BYTES,
         )
         self._cancel()
         message = b"request head too large"
@@ -102,6 +103,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message)
         )
         self.transport.close()
+
+    def _client_name(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
 
     def _arm_head(self) -> None:
         if self._head_timer is None:
@@ -133,8 +137,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.flow is not None and self.flow.read_paused:
             self._arm_idle()  # the node is not reading (the app is busy): not the client's fault
             return
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
-        log.warning("HTTP connection from %s closed: %s", client, why)
+        log.warning("HTTP connection from %s closed: %s", self._client_name(), why)
         self._cancel()
         self.transport.close()
 
