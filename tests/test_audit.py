@@ -15,11 +15,13 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
 from lxml import etree
 
 from dicom_node.audit import messages
+from dicom_node.dicomweb import pixel_audit
 
 from .conftest import CT_SERIES, DCMTK, TOOL_ENV, dcmsend, dcmtk, free_port, wait_for_port
 from .test_dicomweb_access import self_signed
@@ -198,6 +200,61 @@ def test_dicomweb_events_are_audited(make_node):
     assert outcome_of(failed_login) == "4"
     (forbidden,) = of_event(found, ("110113", "110132", "E"))
     assert forbidden.find("ActiveParticipant[@UserID='reader']") is not None
+
+
+def test_pixel_reads_are_audited_once_per_user_client_and_study(make_node):
+    """Frames, rendered images, thumbnails and bulk data are reads of the patient's images: the
+    first by each user is on disk before its answer; the same user's next reads of the study
+    (a viewer's other frames) are covered by it; a refused request is not a read."""
+    users = [
+        {"username": "reader", "password": "reader-password", "write": True},
+        {"username": "other", "password": "other-password"},
+    ]
+    node = make_node(http={"dicomweb": {"auth": {"basic_users": users}}})
+    node.start()
+    root = f"http://127.0.0.1:{node.http_port}/dicomweb"
+    path = sorted(CT_SERIES.glob("*.dcm"))[0]
+    body, content_type = stow_body(path)
+    reader, other = ("reader", "reader-password"), ("other", "other-password")
+    stowed = requests.post(
+        f"{root}/studies", body, headers={"Content-Type": content_type}, auth=reader
+    )
+    assert stowed.status_code == 200
+    instance = f"{root}/studies/{STUDY_UID}/series/{SERIES_UID}/instances/"
+    instance += str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    before = len(of_event(audit_messages(node.storage / "audit.log"), ("110104", "", "R")))
+    for suffix in ("/frames/1", "/frames/1", "/rendered", "/thumbnail", "/bulkdata/7FE00010"):
+        assert requests.get(instance + suffix, auth=reader).status_code == 200, suffix
+        reads = of_event(audit_messages(node.storage / "audit.log"), ("110104", "", "R"))
+        assert len(reads) == before + 1, suffix  # the first on disk before its answer
+    assert requests.get(instance + "/frames/9", auth=other).status_code == 404
+    assert requests.get(instance + "/rendered", auth=other).status_code == 200
+    node.stop()
+
+    reads = of_event(audit_messages(node.storage / "audit.log"), ("110104", "", "R"))[before:]
+    assert [outcome_of(read) for read in reads] == ["0", "0"]
+    expected = (("reader", "frames 1"), ("other", "a rendered image"))
+    for read, (user, what) in zip(reads, expected, strict=True):
+        assert read.find(f"ActiveParticipant[@UserID='{user}']") is not None
+        description = read.find("EventIdentification/EventOutcomeDescription").text
+        assert description.startswith(f"{what}; this user's further frames")
+        objects = read.findall("ParticipantObjectIdentification")
+        assert STUDY_UID in [item.get("ParticipantObjectID") for item in objects]
+
+
+def test_a_pixel_read_is_audited_again_after_the_window(monkeypatch):
+    recorded = []
+    monkeypatch.setattr(pixel_audit, "record", recorded.append)
+    now = [1000.0]
+    reads = pixel_audit.StudyReadsAudited(window=300, clock=lambda: now[0])
+    row = {"study_instance_uid": "1.2", "patient_id": "P", "patient_name": "N"}
+    row["sop_class_uid"] = "1.2.840.10008.5.1.4.1.1.2"
+    user = messages.Participant("reader", True, messages.DESTINATION, "10.0.0.1")
+    elsewhere = messages.Participant("reader", True, messages.DESTINATION, "10.0.0.2")
+    for seconds, who in ((0, user), (299, user), (299, elsewhere), (300, user), (301, user)):
+        now[0] = 1000.0 + seconds
+        reads.read(who, row, "frames 1")
+    assert len(recorded) == 3  # at 0 s, from the other address, and at 300 s
 
 
 class _SyslogHandler(socketserver.StreamRequestHandler):

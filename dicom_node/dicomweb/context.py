@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy import Engine
@@ -11,6 +11,7 @@ from ..audit import messages
 from ..config.dicomweb import DicomwebSettings
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea
+from .pixel_audit import StudyReadsAudited
 
 #: where DICOMweb lives under the node's HTTP root (DESIGN.md)
 ROOT = "/dicomweb"
@@ -23,6 +24,8 @@ class DicomwebContext:
     #: None where this process does not store (then STOW-RS answers 503)
     ingest: Ingest | None
     settings: DicomwebSettings
+    #: reads of pixels and bulk data audited lately, so that a viewer's frames are audited once
+    pixel_reads: StudyReadsAudited = field(default_factory=StudyReadsAudited)
 
 
 def service_url(request: Request) -> str:
@@ -49,3 +52,9 @@ def http_user(request: Request, role: messages.Code | None = None) -> messages.P
     """Who made the request, for an audit message: its user and the client's address."""
     address = request.client.host if request.client else None
     return messages.Participant(user_name(request), True, role, address)
+
+
+def audit_pixel_read(context: DicomwebContext, request: Request, row: dict, what: str) -> None:
+    """Audit the request's read of pixels or bulk data of the instance in `row` (once per user,
+    client and study in a window: :mod:`.pixel_audit`); called once the answer is certain."""
+    context.pixel_reads.read(http_user(request, messages.DESTINATION), row, what)

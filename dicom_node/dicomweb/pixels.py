@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from ..multipart import Part, multipart_body, multipart_content_type, new_boundary
 from ..store.metadata import is_native
 from . import params
-from .context import DicomwebContext
+from .context import DicomwebContext, audit_pixel_read
 from .errors import DicomwebError, not_acceptable, not_found
 from .instances import read_stored, stored_instances
 from .media import FRAME_MEDIA_TYPES, accepted
@@ -97,6 +97,7 @@ def retrieve_frames(context: DicomwebContext, request: Request, row: dict, text:
         except Exception as error:
             log.error("cannot decode frames of %s: %s", row["path"], error)
             raise not_acceptable(f"{FRAME_MEDIA_TYPES.get(stored_syntax)} (as stored)") from None
+    audit_pixel_read(context, request, row, f"frames {text}")
     boundary = new_boundary()
     parts = [Part(content_type, [frame]) for frame in frames]
     part_type = content_type.split(";")[0]
@@ -130,6 +131,7 @@ def retrieve_bulkdata(context: DicomwebContext, request: Request, row: dict, pat
     value = data_element.value
     if not isinstance(value, bytes):
         raise not_found(f"bulk data {path!r} (not a binary value)")
+    audit_pixel_read(context, request, row, f"bulk data {path}")
     if single:
         return Response(value, media_type=OCTET_STREAM)
     boundary = new_boundary()

@@ -17,7 +17,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, pixel_array
 
 from . import params
-from .context import DicomwebContext
+from .context import DicomwebContext, audit_pixel_read
 from .errors import DicomwebError, not_acceptable
 from .instances import read_stored, stored_instances, undecodable
 from .media import accepted
@@ -131,6 +131,7 @@ def _answer(
         raise
     except Exception as error:  # pixel decoders raise many types
         raise undecodable(row, "a rendered image", error) from None
+    audit_pixel_read(context, request, row, "a thumbnail" if size else "a rendered image")
     buffer = io.BytesIO()
     if _FORMATS[media_type] == "JPEG":
         image.save(buffer, "JPEG", quality=quality)
