@@ -314,7 +314,8 @@ calibration was fitted on).
 ## Reading these figures
 The validation patients come from the same hospital, period and preparation as the training
 patients, so these figures flatter the model; on other data (other sites, adults, other devices)
-expect lower specificity.
+expect lower specificity (the table of changed images above shows how far a change in the images
+alone can move it).
 
 ## Data and training
 - Data: {training["data"]}. {metadata["data_source"]}
