@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from inference.bundle import Bundle
+from inference.acquisition_shifts import SHIFTS
 from inference.calibration import Calibration
 from inference.datasets import LOADERS, Split
 from inference.input_domain import (
@@ -118,6 +119,10 @@ def evaluate(bundle_path: Path, split: Split, command: str) -> ValidationReport:
     metadata["threshold"] = round(report.threshold, 4)
     metadata["calibration"] = calibration.as_metadata()
     metadata["validation"] = report.summary()
+    metadata["validation_shifts"] = {
+        name: report.under_shift(network_outputs(bundle, shift(split.val.images))[0])
+        for name, shift in SHIFTS.items()
+    }
     metadata["evaluation"] = {"command": command}
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
     write_model_card(bundle_path, metadata, report)

@@ -77,6 +77,15 @@ class ValidationReport:
         labels, probabilities = self.labels, self.probabilities
         if rows is not None:
             labels, probabilities = labels[rows], probabilities[rows]
+        return self._figures(labels, probabilities)
+
+    def under_shift(self, logits: np.ndarray) -> dict[str, float]:
+        """The same figures, threshold and calibration for the network's ``logits`` of the same
+        images changed (:mod:`inference.acquisition_shifts`), rounded as the metadata keeps them."""
+        figures = self._figures(self.labels, self.calibration.positive_probability(logits))
+        return {name: round(value, 4) for name, value in figures.items()}
+
+    def _figures(self, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
         predicted = probabilities >= self.threshold
         return {
             "auc": roc_auc(labels, probabilities),
@@ -201,6 +210,25 @@ def _domain_text(domain: dict) -> str:
     return text
 
 
+def _shifts_text(shifts: dict[str, dict[str, float]], summary: dict) -> str:
+    """The card's table of figures on the validation images changed as another site might."""
+    if not shifts:
+        return ""
+    rows = "\n".join(
+        f"| {name} | {f['sensitivity']:.3f} | {f['specificity']:.3f} | {f['auc']:.3f} |"
+        for name, f in shifts.items()
+    )
+    return f"""
+The same validation images, changed as another hospital's might be (tone curve, sharpness,
+framing), at the same threshold; a drop here is a drop to expect elsewhere:
+
+| images | sensitivity | specificity | AUC |
+|---|---|---|---|
+| as they are | {summary["sensitivity"]:.3f} | {summary["specificity"]:.3f} | {summary["auc"]:.3f} |
+{rows}
+"""
+
+
 def write_model_card(bundle: Path, metadata: dict, report: ValidationReport) -> None:
     """``docs/README.md`` and its figures from the bundle's metadata (description, intended use,
     population, limitations, input domain) and the validation report."""
@@ -261,7 +289,7 @@ Confusion matrix at the threshold (`confusion.png`):
 | {negative} | {confusion["false_positive"]} | {confusion["true_negative"]} |
 
 ROC curve with the operating point marked: `roc.png`.
-
+{_shifts_text(metadata.get("validation_shifts", {}), summary)}
 ![ROC](roc.png) ![Confusion matrix](confusion.png)
 
 ## Calibration
@@ -286,13 +314,15 @@ calibration was fitted on).
 ## Reading these figures
 The validation patients come from the same hospital, period and preparation as the training
 patients, so these figures flatter the model; on other data (other sites, adults, other devices)
-expect lower specificity.
+expect lower specificity (the table of changed images above shows how far a change in the images
+alone can move it).
 
 ## Data and training
 - Data: {training["data"]}. {metadata["data_source"]}
 - Network: see `configs/inference.json`; pre-processing: the same deterministic transforms for
   training and inference (robust contrast stretch, resize); augmentation during training only
-  (affine, gamma, intensity scale, blur, noise).
+  (affine, tone curves, uneven exposure, intensity scale, blur or sharpening, noise, hidden
+  patches).
 - Reproduce: `{training["command"]}` (seed {training["seed"]}, {training["epochs"]} epochs,
   {training["minutes"]} minutes on the 2-core CPU it was trained on). This report alone:
   `{metadata["evaluation"]["command"]}`.

@@ -26,9 +26,14 @@ from monai.transforms import (
     Compose,
     RandAdjustContrast,
     RandAffine,
+    RandBiasField,
+    RandCoarseDropout,
     RandGaussianNoise,
+    RandGaussianSharpen,
     RandGaussianSmooth,
+    RandHistogramShift,
     RandScaleIntensity,
+    ThresholdIntensity,
 )
 from monai.utils import set_determinism
 
@@ -38,22 +43,36 @@ from inference.model_card import roc_auc
 
 
 def augmentation(size: int) -> Compose:
-    """Geometry and exposure changes seen across sites and devices; no flips (the heart is on the
-    left)."""
+    """Geometry, exposure and processing changes seen across sites and devices, strong enough
+    that one hospital's look is not what the network learns: framing (zoom by up to 30 %), tone
+    curves (gamma, a nonlinear histogram shift), uneven exposure (a smooth bias field),
+    sharpening or blur (sigma up to 2 % of the side), noise, and patches hidden so no single
+    region decides. The network trained with milder ones (zoom 15 %, blur 0.5 %) called most
+    validation normals pneumonia once they were blurred by 2 % or zoomed by a third. No flips
+    (the heart is on the left)."""
     return Compose(
         [
             RandAffine(
                 prob=0.9,
                 rotate_range=0.17,
-                scale_range=(0.15, 0.15),
+                scale_range=(0.3, 0.3),
                 shear_range=(0.05, 0.05),
                 translate_range=(0.08 * size, 0.08 * size),
                 padding_mode="zeros",
             ),
-            RandAdjustContrast(prob=0.5, gamma=(0.6, 1.6)),
+            RandAdjustContrast(prob=0.6, gamma=(0.5, 2.0)),
+            RandHistogramShift(prob=0.3, num_control_points=(5, 10)),
+            RandBiasField(prob=0.3, coeff_range=(0.0, 0.3)),
             RandScaleIntensity(prob=0.3, factors=0.15),
-            RandGaussianSmooth(prob=0.2, sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2)),
+            RandGaussianSmooth(prob=0.3, sigma_x=(0.3, 0.022 * size), sigma_y=(0.3, 0.022 * size)),
+            RandGaussianSharpen(prob=0.15),
             RandGaussianNoise(prob=0.3, std=0.03),
+            RandCoarseDropout(
+                holes=1, max_holes=4, spatial_size=size // 10, max_spatial_size=size // 5, prob=0.3
+            ),
+            # back to the 0..1 range the deterministic pre-processing always gives
+            ThresholdIntensity(threshold=1.0, above=False, cval=1.0),
+            ThresholdIntensity(threshold=0.0, above=True, cval=0.0),
         ]
     )
 
@@ -62,7 +81,7 @@ def predict(network: torch.nn.Module, images: torch.Tensor, batch: int = 128) ->
     """Probability of class 1 for each image."""
     network.eval()
     out = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad():
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch].contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(network(chunk).float(), dim=1)[:, 1])
@@ -107,11 +126,10 @@ def train(args: argparse.Namespace) -> None:
         for start in range(0, len(order), args.batch):
             index = order[start : start + args.batch]
             images = torch.stack([torch.as_tensor(augment(image)) for image in train_images[index]])
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = loss_fn(
-                    network(images.contiguous(memory_format=torch.channels_last)).float(),
-                    train_labels[index],
-                )
+            loss = loss_fn(
+                network(images.contiguous(memory_format=torch.channels_last)),
+                train_labels[index],
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from dicom_node.config import BUILTIN_BUNDLES
+from inference.acquisition_shifts import SHIFTS, blurred, gamma, zoomed
 from inference.bundle import Bundle
 from inference.calibration import Calibration, expected_calibration_error
 from inference.datasets import cxr_split_files
@@ -71,6 +72,10 @@ def test_bundle_states_calibration_threshold_and_card(name):
         assert (docs / figure).stat().st_size < 60_000
     assert "## Who it was trained on" in card and "## Intended use" in card
     assert f"**{validation['threshold']}**" in card
+    shifts = metadata["validation_shifts"]
+    assert set(shifts) == set(SHIFTS)
+    for name, figures in shifts.items():
+        assert f"| {name} | {figures['sensitivity']:.3f} | {figures['specificity']:.3f} |" in card
     assert metadata["evaluation"]["command"].startswith("python -m inference.evaluate")
 
 
@@ -116,7 +121,28 @@ def test_evaluation_reproduces_the_committed_calibration_threshold_and_card(tmp_
     assert made["calibration"] == pytest.approx(shipped["calibration"], abs=2e-4)
     assert made["validation"] == shipped["validation"]
     assert made["input_domain"] == shipped["input_domain"]
+    assert made["validation_shifts"] == shipped["validation_shifts"]
     assert all((copy / "docs" / figure).is_file() for figure in CARD_FIGURES)
+
+
+def test_acquisition_shifts_change_what_they_say_and_keep_the_rest():
+    """The card's shifted images: same shape and range; a flat image stays flat under blur and
+    framing; gamma darkens mid-greys only; zooming in enlarges the middle, zooming out shrinks
+    the image into the middle of the frame."""
+    flat = torch.full((1, 1, 64, 64), 0.4)
+    for shift in SHIFTS.values():
+        assert shift(flat).shape == flat.shape
+        assert torch.allclose(shift(flat), shift(flat).mean(), atol=1e-5)
+    ramp = torch.linspace(0, 1, 64).repeat(64, 1)[None, None]
+    assert gamma(1.5)(ramp)[..., 0, 32] < ramp[..., 0, 32] and gamma(1.5)(ramp).max() == 1.0
+    square = torch.zeros(1, 1, 64, 64)
+    square[..., 24:40, 24:40] = 1.0
+    assert float(zoomed(0.5)(square).mean()) == pytest.approx(4 * float(square.mean()), rel=0.05)
+    assert float(zoomed(2.0)(square).mean()) == pytest.approx(float(square.mean()) / 4, rel=0.05)
+    assert zoomed(1.0)(square).equal(square)
+    spread = blurred(0.05)(square)
+    assert float(spread.sum()) == pytest.approx(float(square.sum()), rel=1e-3)
+    assert spread.max() < 1.0
 
 
 # Inputs outside the model's domain -------------------------------------------------------------
