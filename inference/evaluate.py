@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.bundle import Bundle
 from inference.acquisition_shifts import SHIFTS
+from inference.bundle import Bundle
 from inference.calibration import Calibration
 from inference.datasets import LOADERS, Split
 from inference.input_domain import (

@@ -320,7 +320,7 @@ alone can move it).
 ## Data and training
 - Data: {training["data"]}. {metadata["data_source"]}
 - Network: see `configs/inference.json`; pre-processing: the same deterministic transforms for
-  training and inference (robust contrast stretch, resize); augmentation during training only
+  training and inference (resize, robust contrast stretch); augmentation during training only
   (affine, tone curves, uneven exposure, intensity scale, blur or sharpening, noise, hidden
   patches).
 - Reproduce: `{training["command"]}` (seed {training["seed"]}, {training["epochs"]} epochs,

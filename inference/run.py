@@ -119,6 +119,7 @@ def classify(
     inputs = [convert_to_tensor(bundle.preprocessing(image), track_meta=False) for image in images]
     network = bundle.network  # loaded first: it settles bundle.device
     batch = torch.stack(inputs).float().to(bundle.device)
+    batch = batch.contiguous(memory_format=torch.channels_last)  # as the weights are laid out
     domain, statistics = bundle.input_domain, bundle.feature_statistics
     features: list[torch.Tensor] = []
     hook = (
