@@ -21,7 +21,8 @@ def gamma(exponent: float) -> Shift:
 
 def blurred(sigma_fraction: float) -> Shift:
     """A softer detector or a stronger smoothing filter: Gaussian blur, sigma a fraction of the
-    image's side."""
+    image's side. Edges are repeated beyond the border (MONAI's GaussianSmooth pads with zeros,
+    which would darken a flat image's margins into a change of its own)."""
 
     def shift(images: torch.Tensor) -> torch.Tensor:
         sigma = max(sigma_fraction * images.shape[-1], 0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,9 @@ def cxr_patient(name: str) -> str:
     return match.group(1)
 
 
-def _stack(preprocess: Preprocess, pixels: list[np.ndarray]) -> torch.Tensor:
+def preprocessed(preprocess: Preprocess, pixels: Iterable) -> torch.Tensor:
+    """Display-space images through the bundle's deterministic pre-processing, stacked
+    (N, 1, S, S) float32: the network's inputs, as the node would make them."""
     return torch.stack([torch.as_tensor(preprocess(p)) for p in pixels]).float()
 
 
@@ -76,7 +78,7 @@ def load_cxr(
 
     def part(chosen: list[tuple[Path, int]]) -> Part:
         return Part(
-            _stack(preprocess, [image_file_pixels(p) for p, _ in chosen]),
+            preprocessed(preprocess, [image_file_pixels(p) for p, _ in chosen]),
             torch.tensor([label for _, label in chosen]),
             [cxr_patient(p.name) for p, _ in chosen],
         )
@@ -100,7 +102,8 @@ def load_breastmnist(
     def part(key: str) -> Part:
         images = [image[None].astype(np.float32) / 255.0 for image in arrays[f"{key}_images"]]
         labels = torch.as_tensor(1 - arrays[f"{key}_labels"][:, 0].astype(np.int64))
-        return Part(_stack(preprocess, images), labels, [f"{key}{i}" for i in range(len(labels))])
+        patients = [f"{key}{i}" for i in range(len(labels))]
+        return Part(preprocessed(preprocess, images), labels, patients)
 
     return Split(
         part("train") if with_train else None,

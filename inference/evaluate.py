@@ -25,7 +25,7 @@ import torch
 from inference.acquisition_shifts import SHIFTS
 from inference.bundle import Bundle
 from inference.calibration import Calibration
-from inference.datasets import LOADERS, Split
+from inference.datasets import LOADERS, Split, preprocessed
 from inference.input_domain import (
     FEATURE_COMPONENTS,
     FEATURE_PERCENTILE,
@@ -88,9 +88,7 @@ def fit_input_domain(bundle: Bundle, split: Split, val_features: np.ndarray) -> 
         "windowed out": lambda image: windowed_out(image, rng),
     }
     for name, transform in transforms.items():
-        images = torch.stack(
-            [torch.as_tensor(bundle.preprocessing(transform(i))) for i in split.val.images]
-        )
+        images = preprocessed(bundle.preprocessing, (transform(i) for i in split.val.images))
         _, features = network_outputs(bundle, images, domain.feature_layer)
         assert features is not None
         flagged[name] = round(float((statistics.distance(features) > threshold).mean()), 4)
@@ -120,7 +118,10 @@ def evaluate(bundle_path: Path, split: Split, command: str) -> ValidationReport:
     metadata["calibration"] = calibration.as_metadata()
     metadata["validation"] = report.summary()
     metadata["validation_shifts"] = {
-        name: report.under_shift(network_outputs(bundle, shift(split.val.images))[0])
+        # shifted, then pre-processed as such an image would be by the node
+        name: report.under_shift(
+            network_outputs(bundle, preprocessed(bundle.preprocessing, shift(split.val.images)))[0]
+        )
         for name, shift in SHIFTS.items()
     }
     metadata["evaluation"] = {"command": command}

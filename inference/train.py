@@ -84,7 +84,7 @@ def predict(network: torch.nn.Module, images: torch.Tensor, batch: int = 128) ->
     with torch.no_grad():
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch].contiguous(memory_format=torch.channels_last)
-            out.append(torch.softmax(network(chunk).float(), dim=1)[:, 1])
+            out.append(torch.softmax(network(chunk), dim=1)[:, 1])
     return torch.cat(out).numpy()
 
 
