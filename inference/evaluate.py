@@ -30,8 +30,11 @@ from inference.input_domain import (
     FEATURE_COMPONENTS,
     FEATURE_PERCENTILE,
     FEATURE_STATISTICS,
+    MID_TONES,
+    TONE_PERCENTILE,
     FeatureStatistics,
     feature_hook,
+    mid_tone_share,
 )
 from inference.model_card import ValidationReport, write_model_card
 
@@ -46,15 +49,16 @@ def network_outputs(
     it, and the (N, D) features at ``layer`` if one is named."""
     outputs: list[torch.Tensor] = []
     features: list[torch.Tensor] = []
-    hook = feature_hook(bundle.network, layer, features) if layer else None
+    network = bundle.network
+    hook = feature_hook(network, layer, features) if layer else None
     try:
         with torch.no_grad():
             for start in range(0, len(images), batch):
-                outputs.append(bundle.network(images[start : start + batch].float()))
+                outputs.append(network(images[start : start + batch].float().to(bundle.device)))
     finally:
         if hook is not None:
             hook.remove()
-    return torch.cat(outputs).numpy(), torch.cat(features).numpy() if features else None
+    return torch.cat(outputs).cpu().numpy(), torch.cat(features).cpu().numpy() if features else None
 
 
 def inverted(image: torch.Tensor) -> torch.Tensor:
@@ -70,19 +74,25 @@ def windowed_out(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 
 def fit_input_domain(bundle: Bundle, split: Split, val_features: np.ndarray) -> dict[str, object]:
-    """Fit the feature check on the training images' features, set its threshold on the
-    validation images' and measure how often it flags them and synthetic out-of-domain versions
-    of them (inverted, windowed out); saves the statistics, returns the metadata to record."""
+    """Fit the input checks: the feature statistics on the training images' features, the
+    feature and tone thresholds on the validation images; measure how often either check flags
+    the validation images and synthetic out-of-domain versions of them (inverted, windowed
+    out); saves the statistics, returns the metadata to record."""
     domain = bundle.input_domain
     assert domain is not None and domain.feature_layer and split.train is not None
     _, train_features = network_outputs(bundle, split.train.images, domain.feature_layer)
     assert train_features is not None
     statistics = FeatureStatistics.fit(train_features)
     statistics.save(bundle.path / FEATURE_STATISTICS)
-    val_distances = statistics.distance(val_features)
-    threshold = float(np.percentile(val_distances, FEATURE_PERCENTILE))
+    threshold = float(np.percentile(statistics.distance(val_features), FEATURE_PERCENTILE))
+    min_tones = float(np.percentile(mid_tone_share(split.val.images), TONE_PERCENTILE))
+
+    def flagged(images: torch.Tensor, features: np.ndarray) -> float:
+        outside = (statistics.distance(features) > threshold) | (mid_tone_share(images) < min_tones)
+        return round(float(outside.mean()), 4)
+
+    rates = {"validation images": flagged(split.val.images, val_features)}
     rng = np.random.default_rng(DEFAULT_SEED)
-    flagged = {"validation images": round(float((val_distances > threshold).mean()), 4)}
     transforms = {
         "inverted": inverted,
         "windowed out": lambda image: windowed_out(image, rng),
@@ -91,20 +101,28 @@ def fit_input_domain(bundle: Bundle, split: Split, val_features: np.ndarray) -> 
         images = preprocessed(bundle.preprocessing, (transform(i) for i in split.val.images))
         _, features = network_outputs(bundle, images, domain.feature_layer)
         assert features is not None
-        flagged[name] = round(float((statistics.distance(features) > threshold).mean()), 4)
+        rates[name] = flagged(images, features)
+    low, high = MID_TONES
     return {
         "feature_threshold": round(threshold, 3),
         "feature_threshold_rule": f"{FEATURE_PERCENTILE}th percentile of the validation images' "
         f"distances from the first {FEATURE_COMPONENTS} principal components of the training "
         "images' features",
-        "flagged_on_validation": flagged,
+        "min_mid_tone_share": round(min_tones, 3),
+        "min_mid_tone_share_rule": f"{TONE_PERCENTILE}th percentile of the validation images' "
+        f"share of pre-processed pixels strictly between {low} and {high}",
+        "flagged_on_validation": rates,
     }
 
 
-def evaluate(bundle_path: Path, split: Split, command: str) -> ValidationReport:
+def evaluate(
+    bundle_path: Path, split: Split, command: str, device: str = "cpu"
+) -> ValidationReport:
     """Calibrate and choose the threshold on ``split``'s validation part with the weights in
-    ``bundle_path``, record them and the figures in the bundle, and write its model card."""
+    ``bundle_path`` (run on ``device``), record them and the figures in the bundle, and write
+    its model card."""
     bundle = Bundle.load(bundle_path)
+    bundle.device = device
     labels = split.val.labels.numpy()
     layer = feature_layer(bundle)
     logits, features = network_outputs(bundle, split.val.images, layer)

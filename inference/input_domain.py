@@ -5,6 +5,11 @@ Two kinds of check, both declared in the bundle's ``metadata.json`` under ``inpu
 - the header, where it says something the training data rules out: a patient age outside
   ``patient_age_years`` (from Patient's Age, else birth and study dates), a View Position outside
   ``view_positions`` (a lateral chest film), a Modality outside ``modalities``;
+- the tones of the network's input: a radiograph or an ultrasound frame, stretched to 0..1, has
+  most of its pixels in mid-greys; one shown through a narrow window is nearly all black and
+  white. ``min_mid_tone_share`` is a low percentile of the validation images' share of pixels
+  strictly inside :data:`MID_TONES`; it does not depend on the network, which (trained on strong
+  contrast changes) can see a windowed-out radiograph as an ordinary one;
 - the network's own view of the pixels: the features at ``feature_layer`` (the pooled features the
   classifier head reads) of an image the network was trained on lie close to a low-dimensional
   subspace of the training images' features; the distance from it (the norm of what the
@@ -36,6 +41,10 @@ FEATURE_STATISTICS = Path("models") / "feature_statistics.pt"
 FEATURE_COMPONENTS = 32
 #: percentile of the validation images' feature distances used as the threshold
 FEATURE_PERCENTILE = 99.5
+#: grey levels of the 0..1 network input between which a pixel counts as a mid-tone
+MID_TONES = (0.02, 0.98)
+#: percentile of the validation images' mid-tone shares used as the lowest in-domain share
+TONE_PERCENTILE = 0.5
 AGE_UNITS = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}
 
 
@@ -77,6 +86,12 @@ class FeatureStatistics:
         return np.linalg.norm(residual, axis=1)
 
 
+def mid_tone_share(images: torch.Tensor) -> np.ndarray:
+    """Share of each (N, 1, S, S) pre-processed image's pixels that are mid-tones."""
+    low, high = MID_TONES
+    return ((images > low) & (images < high)).flatten(1).float().mean(1).cpu().numpy()
+
+
 def patient_age_years(ds: Dataset) -> float | None:
     """Patient's Age (``081Y``, ``006M``; a bare number taken as years), else Study Date minus
     Patient's Birth Date; None when the header says neither."""
@@ -105,6 +120,7 @@ class InputDomain:
     description: str
     feature_layer: str | None = None
     feature_threshold: float | None = None
+    min_mid_tone_share: float | None = None
     age_years: tuple[float, float] | None = None
     view_positions: frozenset[str] | None = None
     modalities: frozenset[str] | None = None
@@ -118,10 +134,12 @@ class InputDomain:
         views = given.get("view_positions")
         modalities = given.get("modalities")
         threshold = given.get("feature_threshold")
+        tones = given.get("min_mid_tone_share")
         return cls(
             description=str(given.get("description", "")),
             feature_layer=given.get("feature_layer"),
             feature_threshold=None if threshold is None else float(threshold),
+            min_mid_tone_share=None if tones is None else float(tones),
             age_years=None if ages is None else (float(ages[0]), float(ages[1])),
             view_positions=None if views is None else frozenset(v.upper() for v in views),
             modalities=None if modalities is None else frozenset(m.upper() for m in modalities),
@@ -149,8 +167,16 @@ class InputDomain:
         if self.feature_threshold is None or distance <= self.feature_threshold:
             return None
         return (
-            f"image unlike the training images (feature distance {distance:.1f} > "
+            f"image unlike the training images (feature distance {distance:.3g} > "
             f"{self.feature_threshold:g})"
+        )
+
+    def tone_concern(self, share: float) -> str | None:
+        if self.min_mid_tone_share is None or share >= self.min_mid_tone_share:
+            return None
+        return (
+            f"image nearly all black and white (mid-tones {share:.0%} of the pixels < "
+            f"{self.min_mid_tone_share:.0%}): windowed out or saturated"
         )
 
 

@@ -205,8 +205,14 @@ def _domain_text(domain: dict) -> str:
         rates = ", ".join(f"{name} {share:.1%}" for name, share in flagged.items())
         text += (
             f"\n\nFeature check: distance > {domain['feature_threshold']} "
-            f"({domain['feature_threshold_rule']}). Flagged on validation: {rates}."
+            f"({domain['feature_threshold_rule']})."
         )
+        if "min_mid_tone_share" in domain:
+            text += (
+                f" Tone check: mid-tones < {domain['min_mid_tone_share']:.1%} of the pixels "
+                f"({domain['min_mid_tone_share_rule']})."
+            )
+        text += f" Flagged by either on validation: {rates}."
     return text
 
 

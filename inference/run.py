@@ -18,7 +18,7 @@ from pydicom import Dataset
 
 from inference.bundle import Bundle, BundleError
 from inference.ct_series import CTVolume
-from inference.input_domain import feature_hook
+from inference.input_domain import feature_hook, mid_tone_share
 
 
 @dataclass
@@ -140,6 +140,7 @@ def classify(
         if statistics is not None and features
         else [None] * len(images)
     )
+    tones = mid_tone_share(batch).tolist()
     names = [bundle.labels[i] for i in sorted(bundle.labels)]
     results = []
     for index, (output, distance) in enumerate(zip(outputs, distances, strict=True)):
@@ -148,6 +149,8 @@ def classify(
         if domain is not None:
             if headers is not None:
                 concerns += domain.header_concerns(headers[index])
+            if concern := domain.tone_concern(tones[index]):
+                concerns.append(concern)
             if distance is not None and (concern := domain.feature_concern(distance)):
                 concerns.append(concern)
         results.append(

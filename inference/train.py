@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
+from monai.data import DataLoader
 from monai.transforms import (
     Compose,
     RandAdjustContrast,
@@ -37,7 +38,8 @@ from monai.transforms import (
 )
 from monai.utils import set_determinism
 
-from inference.datasets import LOADERS
+from inference.datasets import LOADERS, Part
+from inference.device import choose_device, device_label
 from inference.evaluate import add_data_arguments, command_line, evaluate
 from inference.model_card import roc_auc
 
@@ -77,14 +79,30 @@ def augmentation(size: int) -> Compose:
     )
 
 
+class AugmentedPart(torch.utils.data.Dataset):
+    """A training part's images, each augmented afresh whenever it is read. MONAI's DataLoader
+    seeds ``transform`` in each loader worker, so augmenting in parallel (``--workers``: what
+    keeps a GPU fed) stays reproducible for a given number of workers."""
+
+    def __init__(self, part: Part, transform: Compose) -> None:
+        self.part, self.transform = part, transform
+
+    def __len__(self) -> int:
+        return len(self.part.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.as_tensor(self.transform(self.part.images[index])), self.part.labels[index]
+
+
 def predict(network: torch.nn.Module, images: torch.Tensor, batch: int = 128) -> np.ndarray:
     """Probability of class 1 for each image."""
     network.eval()
+    device = next(network.parameters()).device
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            chunk = images[start : start + batch].contiguous(memory_format=torch.channels_last)
-            out.append(torch.softmax(network(chunk), dim=1)[:, 1])
+            chunk = images[start : start + batch].to(device, memory_format=torch.channels_last)
+            out.append(torch.softmax(network(chunk), dim=1)[:, 1].cpu())
     return torch.cat(out).numpy()
 
 
@@ -107,55 +125,83 @@ def train(args: argparse.Namespace) -> None:
     split = LOADERS[args.dataset](Path(args.data), preprocess, args.val_fraction, args.seed)
     print(split.description, flush=True)
 
-    network = parser.get_parsed_content("network_def").to(memory_format=torch.channels_last)
+    device = choose_device(args.device)
+    network = parser.get_parsed_content("network_def").to(device, memory_format=torch.channels_last)
     assert split.train is not None
-    train_images, train_labels = split.train.images, split.train.labels
-    counts = torch.bincount(train_labels, minlength=2).float()
-    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / (2 * counts), label_smoothing=0.1)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps = (len(train_labels) + args.batch - 1) // args.batch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=steps * args.epochs
+    counts = torch.bincount(split.train.labels, minlength=2).float()
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=(counts.sum() / (2 * counts)).to(device), label_smoothing=0.1
     )
-    augment = augmentation(size)
-    generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loader = DataLoader(
+        AugmentedPart(split.train, augmentation(size)),
+        batch_size=args.batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=len(loader) * args.epochs
+    )
+    # An exponential moving average of the weights (BatchNorm statistics too): a flatter
+    # optimum than the last step's, which tends to hold up better on images unlike the training
+    # ones at no cost when the model runs.
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            network,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
+            use_buffers=True,
+        )
+        if args.ema
+        else None
+    )
     for epoch in range(args.epochs):
         network.train()
-        order = torch.randperm(len(train_labels), generator=generator)
         total = 0.0
-        for start in range(0, len(order), args.batch):
-            index = order[start : start + args.batch]
-            images = torch.stack([torch.as_tensor(augment(image)) for image in train_images[index]])
-            loss = loss_fn(
-                network(images.contiguous(memory_format=torch.channels_last)),
-                train_labels[index],
-            )
+        for images, labels in loader:
+            labels = labels.to(device)
+            loss = loss_fn(network(images.to(device, memory_format=torch.channels_last)), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(index)
+            if averaged is not None:
+                averaged.update_parameters(network)
+            total += loss.item() * len(labels)
         auc = roc_auc(split.val.labels.numpy(), predict(network, split.val.images))
         print(
-            f"epoch {epoch + 1}/{args.epochs} loss {total / len(order):.4f} val AUC {auc:.4f} "
-            f"({time.monotonic() - started:.0f} s)",
+            f"epoch {epoch + 1}/{args.epochs} loss {total / len(split.train.labels):.4f} "
+            f"val AUC {auc:.4f} ({time.monotonic() - started:.0f} s)",
             flush=True,
         )
+    if averaged is not None:
+        network = averaged.module
 
     (bundle / "models").mkdir(exist_ok=True)
-    save_half_precision(network, bundle / "models" / "model.pt")
+    save_half_precision(network.cpu(), bundle / "models" / "model.pt")
     metadata_path = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
     metadata["training"] = {
-        "command": command_line("train", args, f"--epochs {args.epochs}"),
+        "command": command_line("train", args, *training_options(args)),
         "seed": args.seed,
         "epochs": args.epochs,
+        "device": device_label(device),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "data": split.description,
     }
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
-    report = evaluate(bundle, split, command_line("evaluate", args))
+    report = evaluate(bundle, split, command_line("evaluate", args), args.device)
     print(json.dumps(report.summary(), indent=2))
+
+
+def training_options(args: argparse.Namespace) -> list[str]:
+    """The options that shape the weights, as the recorded command repeats them (the device and
+    the number of loader workers change only the speed and the random streams)."""
+    options = [f"--epochs {args.epochs}"]
+    if args.ema:
+        options.append(f"--ema {args.ema}")
+    return options
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,6 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument(
+        "--ema", type=float, default=0.0, help="decay of the weights' moving average (0: none)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes that augment the training images"
+    )
     train(parser.parse_args(argv))
 
 
