@@ -74,19 +74,20 @@ def test_monochrome1_is_shown_inverted_like_monochrome2():
     assert image[60:100, 25:55].mean() < image[60:100, 70:90].mean()
 
 
-def test_jpeg2000_decoded_at_half_size_matches_a_full_decode_shrunk_by_two():
-    """The CR's codestream decoded one resolution level down gives the classifier what a full
-    decode averaged over 2 x 2 blocks gives it. The two are not bit-equal: the level is the 9/7
+def test_jpeg2000_decoded_at_quarter_size_matches_a_full_decode_shrunk_by_four():
+    """The CR's codestream decoded two resolution levels down gives the classifier what a full
+    decode averaged over 4 x 4 blocks gives it. The two are not bit-equal: the level is the 9/7
     wavelet's low-pass band of a lossy codestream, a smoother filter than a block mean, and one row
-    and column longer (OpenJPEG rounds sides up). After the contrast stretch and the area resize to
-    the network's 160 x 160 (another 6-fold averaging) they differ by 0.3 % of the grey range on
-    average and the pneumonia probability by about 0.001; 1 % and 0.01 leave room for other
-    platforms' float rounding while still catching a wrong bit shift, scale or inversion."""
+    and column longer (OpenJPEG rounds sides up: 489 x 461, where Pillow's own reduce would make
+    it 460 wide and refuse the tile). After the contrast stretch and the area resize to the
+    network's 224 x 224 they differ by 0.7 % of the grey range on average and the pneumonia
+    probability by about 0.001; 1 % and 0.01 leave room for other platforms' float rounding while
+    still catching a wrong bit shift, scale or inversion."""
     ds = pydicom.dcmread(CR_MONOCHROME1)
     reduced = display_pixels(ds)
-    assert reduced.shape == (1, 978, 921)  # half of 1955 x 1841, rounded up: the reduced path
-    reference = to_display(shrink(ds.pixel_array, 2), ds)
-    transform = image_transforms(160)
+    assert reduced.shape == (1, 489, 461)  # a quarter of 1955 x 1841, rounded up
+    reference = to_display(shrink(ds.pixel_array, 4), ds)
+    transform = image_transforms(224)
     difference = np.abs(np.asarray(transform(reduced)) - np.asarray(transform(reference)))
     assert difference.mean() < 0.01
     bundle = find_bundles([BUILTIN_BUNDLES])["cxr_pneumonia"]
@@ -96,13 +97,12 @@ def test_jpeg2000_decoded_at_half_size_matches_a_full_decode_shrunk_by_two():
     )
 
 
-def test_jpeg2000_reduction_keeps_the_display_size_and_pillows_rounding():
-    assert jpeg2000_reduction(1955, 1841) == 1  # 1/4 would be 489 x 461, under 512
+def test_jpeg2000_reduction_keeps_the_display_size():
+    assert jpeg2000_reduction(1955, 1841) == 2  # 489 x 461; 1/8 would be under 448
     assert jpeg2000_reduction(3000, 2500) == 2  # 750 x 625
-    assert jpeg2000_reduction(4096, 4096) == 3
-    assert jpeg2000_reduction(900, 900) == 0
-    # 1/4 of 2300 x 2305: OpenJPEG 575 x 577, Pillow 575 x 576: stop at 1/2.
-    assert jpeg2000_reduction(2300, 2305) == 1
+    assert jpeg2000_reduction(4096, 4096) == 3  # 512 x 512
+    assert jpeg2000_reduction(900, 900) == 1  # 450 x 450
+    assert jpeg2000_reduction(800, 900) == 0
 
 
 def test_window_from_the_header_is_applied():
