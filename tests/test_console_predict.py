@@ -26,6 +26,7 @@ from dicom_node.console.results import read_finding
 from dicom_node.index.contents import instance_path
 
 from .conftest import CR_CHEST, CT_SERIES, SHARED_DATA, dciodvfy_errors
+from .test_audit import audit_messages, of_event
 from .test_console import GUARD, READ, READER, WRITE, WRITER
 
 KERMANY = SHARED_DATA / "chest_xray_kermany_224" / "train"
@@ -159,6 +160,20 @@ def test_a_picture_and_a_cr_are_classified_with_their_explanation(node_and_api):
         f"http://viewer.example/viewer?StudyInstanceUIDs={state['study']}"
     )
     finding = check_finding(api, state)
+    # the pictures are reads of the patient's image: audited once for the reader and the study
+    reads = [
+        read
+        for read in of_event(audit_messages(node.storage / "audit.log"), ("110104", "", "R"))
+        if state["study"]
+        in [
+            item.get("ParticipantObjectID")
+            for item in read.findall("ParticipantObjectIdentification")
+        ]
+    ]
+    assert len(reads) == 1
+    assert reads[0].find("ActiveParticipant[@UserID='reader']") is not None
+    description = reads[0].find("EventIdentification/EventOutcomeDescription").text
+    assert description.startswith("a console picture of the image; ")
     base = f"{api}/studies/{state['study']}/explanations"
     for seg, image in (
         (finding["report"], finding["image"]),

@@ -3,7 +3,8 @@
 layer of the same size (the page lays one over the other with an opacity slider), a CT's SEG as
 a 3D mesh, and its slices with the segments blended in. The images are rendered by WADO-RS's
 rendered-resource code (modality LUT, window, MONOCHROME1 inverted), so the console shows what a
-DICOMweb viewer asking for a rendered image gets."""
+DICOMweb viewer asking for a rendered image gets. Each picture is a read of the patient's images
+and is audited as WADO-RS's rendered images are (once per user, client and study in a window)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fastapi.responses import Response
 from PIL import Image
 from pydicom import Dataset
 
-from ..dicomweb.context import DicomwebContext
+from ..dicomweb.context import DicomwebContext, audit_pixel_read
 from ..dicomweb.instances import read_stored, stored_instances, undecodable
 from ..dicomweb.rendered import render
 from .context import ConsoleContext
@@ -75,11 +76,13 @@ def router(context: ConsoleContext) -> APIRouter:
     @routes.get("/images/{image}", response_class=Response)
     def image(study: str, image: str, request: Request) -> Response:
         """The classified image as a PNG (`window=center,width` as for WADO-RS rendered)."""
-        picture = rendered(instance(study, image), request)
+        row = instance(study, image)
+        picture = rendered(row, request)
+        audit_pixel_read(dicomweb, request, row, "a console picture of the image")
         return Response(png(picture), media_type=PNG, headers=_CACHED)
 
     @routes.get("/explanations/{seg}/{image}", response_class=Response)
-    def explanation(study: str, seg: str, image: str) -> Response:
+    def explanation(study: str, seg: str, image: str, request: Request) -> Response:
         """The segments of the explanation SEG on the image, as a transparent PNG of the size
         `images/{image}` is drawn at."""
         row = instance(study, image)
@@ -89,17 +92,20 @@ def router(context: ConsoleContext) -> APIRouter:
             drawn = overlay_png(found, image, size)
         except (ValueError, KeyError, RuntimeError) as error:
             raise _unusable(f"the segmentation {seg} cannot be drawn on {image}", error) from None
+        audit_pixel_read(dicomweb, request, row, "a console picture of an explanation")
         return Response(drawn, media_type=PNG)
 
     @routes.get("/ct/{seg}/mesh", response_class=Response)
-    def mesh(study: str, seg: str) -> Response:
+    def mesh(study: str, seg: str, request: Request) -> Response:
         """The SEG's segments as surfaces (the binary mesh `ct3d` describes)."""
         segmentation(study, seg)  # a SEG highdicom reads, else 422
-        path = context.storage.path(instance(study, seg)["path"])
+        row = instance(study, seg)
+        path = context.storage.path(row["path"])
         try:
             mesh = segment_meshes(path)
         except (ValueError, KeyError, RuntimeError) as error:  # not a volume
             raise _unusable(f"the segmentation {seg} is not a volume", error) from None
+        audit_pixel_read(dicomweb, request, row, "a console 3D view of a segmentation")
         return Response(mesh, media_type="application/octet-stream", headers=_CACHED)
 
     @lru_cache(maxsize=8)
@@ -122,8 +128,10 @@ def router(context: ConsoleContext) -> APIRouter:
         slices = ordered(study, seg)
         if not 0 <= number < len(slices):
             raise HTTPException(404, f"slice {number}: the SEG lies on {len(slices)} slices")
-        picture = rendered(instance(study, slices[number]), request)
+        row = instance(study, slices[number])
+        picture = rendered(row, request)
         drawn = blended(picture, segmentation(study, seg), slices[number])
+        audit_pixel_read(dicomweb, request, row, "a console picture of a slice")
         return Response(png(drawn), media_type=PNG, headers=_CACHED)
 
     return routes
