@@ -84,14 +84,15 @@ def fit_input_domain(bundle: Bundle, split: Split, val_features: np.ndarray) -> 
     assert train_features is not None
     statistics = FeatureStatistics.fit(train_features)
     statistics.save(bundle.path / FEATURE_STATISTICS)
-    threshold = float(np.percentile(statistics.distance(val_features), FEATURE_PERCENTILE))
-    min_tones = float(np.percentile(mid_tone_share(split.val.images), TONE_PERCENTILE))
+    val_distances = statistics.distance(val_features)
+    val_tones = mid_tone_share(split.val.images)
+    threshold = float(np.percentile(val_distances, FEATURE_PERCENTILE))
+    min_tones = float(np.percentile(val_tones, TONE_PERCENTILE))
 
-    def flagged(images: torch.Tensor, features: np.ndarray) -> float:
-        outside = (statistics.distance(features) > threshold) | (mid_tone_share(images) < min_tones)
-        return round(float(outside.mean()), 4)
+    def flagged(distances: np.ndarray, tones: np.ndarray) -> float:
+        return round(float(((distances > threshold) | (tones < min_tones)).mean()), 4)
 
-    rates = {"validation images": flagged(split.val.images, val_features)}
+    rates = {"validation images": flagged(val_distances, val_tones)}
     rng = np.random.default_rng(DEFAULT_SEED)
     transforms = {
         "inverted": inverted,
@@ -101,7 +102,7 @@ def fit_input_domain(bundle: Bundle, split: Split, val_features: np.ndarray) -> 
         images = preprocessed(bundle.preprocessing, (transform(i) for i in split.val.images))
         _, features = network_outputs(bundle, images, domain.feature_layer)
         assert features is not None
-        rates[name] = flagged(images, features)
+        rates[name] = flagged(statistics.distance(features), mid_tone_share(images))
     low, high = MID_TONES
     return {
         "feature_threshold": round(threshold, 3),

@@ -191,7 +191,7 @@ def train(args: argparse.Namespace) -> None:
         "data": split.description,
     }
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
-    report = evaluate(bundle, split, command_line("evaluate", args), args.device)
+    report = evaluate(bundle, split, command_line("evaluate", args), device)
     print(json.dumps(report.summary(), indent=2))
 
 
