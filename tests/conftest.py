@@ -38,10 +38,20 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+#: every port handed out in this session: the kernel may free and give out a port twice in a
+#: row, and a node configured with one port for DICOM and HTTP does not start
+_ISSUED_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now and no earlier call returned."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _ISSUED_PORTS:
+            _ISSUED_PORTS.add(port)
+            return port
 
 
 def wait_for_port(

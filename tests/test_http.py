@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from pydicom import dcmread
 
 from dicom_node.config import parse_config
 from dicom_node.index.database import open_engine
-from dicom_node.serve.http_app import HttpServer, create_app
+from dicom_node.serve.http_app import HttpServer, create_app, open_http_socket
 from dicom_node.store.storage import StorageArea
 
 from .conftest import MALFORMED, free_port, wait_for_port
@@ -74,6 +75,19 @@ def test_healthz_fails_when_storage_cannot_be_written(node):
     assert get(node, "/healthz")[0] == 200
 
 
+def test_a_taken_http_port_stops_the_node_at_start(make_node):
+    """uvicorn binds in its own thread: a taken port ended that thread and the node ran on
+    without HTTP, answering a monitor's /status on the DICOM port it shared (an A-ABORT)."""
+    node = make_node()
+    node.settings["http"]["port"] = node.port  # the node's own DICOM port
+    with contextlib.suppress(RuntimeError):  # it may exit before its DICOM port answers
+        node.start()
+    assert node.process is not None and node.process.wait(timeout=60) != 0
+    assert f"http.port: cannot listen on 127.0.0.1:{node.port}: Address already in use" in (
+        node.log()
+    )
+
+
 def test_healthz_fails_when_the_dicom_listener_stopped(tmp_path):
     """The HTTP app asks the receiver whether its listener runs; a stopped one is a 503."""
     config = parse_config({"storage": {"path": str(tmp_path)}, "http": {"port": free_port()}})
@@ -87,7 +101,7 @@ def test_healthz_fails_when_the_dicom_listener_stopped(tmp_path):
         None,
         dicom_listening=lambda: listening["now"],
     )
-    server = HttpServer(app, config.http)
+    server = HttpServer(app, config.http, open_http_socket(config.http))
     server.start()
     try:
         wait_for_port(config.http.port)

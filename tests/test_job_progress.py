@@ -19,7 +19,7 @@ from dicom_node.index.history import StudyHistory, study_history
 from dicom_node.index.progress import running
 from dicom_node.index.schema import JOB_PENDING, STUDY_COMPLETE, studies
 from dicom_node.jobs.progress import JobProgress
-from dicom_node.serve.http_app import HttpServer, create_app
+from dicom_node.serve.http_app import HttpServer, create_app, open_http_socket
 from dicom_node.store.storage import StorageArea
 
 from .conftest import free_port, wait_for_port
@@ -59,7 +59,7 @@ def test_a_running_jobs_step_and_percentage_show_everywhere(database_url, tmp_pa
     assert (started.step, started.percent, started.models) == ("starting", 0, ["cxr_pneumonia"])
     assert started.started_at is not None and started.started_at >= now
     app = create_app(engine, StorageArea(tmp_path), "AI_NODE", config.http, None)
-    server = HttpServer(app, config.http)
+    server = HttpServer(app, config.http, open_http_socket(config.http))
     server.start()
     try:
         wait_for_port(config.http.port)

@@ -4,6 +4,7 @@ and DICOMweb under `/dicomweb`."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 
@@ -133,10 +134,22 @@ def _first_line(error: Exception) -> str:
     return str(original).strip().splitlines()[0] if str(original).strip() else ""
 
 
-class HttpServer:
-    """uvicorn in a thread of the node's main process."""
+def open_http_socket(http: HttpConfig) -> socket.socket:
+    """The HTTP port, bound before the node starts: uvicorn binds it in its thread and, when
+    the port is taken, logs and ends that thread while the node runs on without HTTP."""
+    family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
+    try:
+        return socket.create_server((http.host, http.port), family=family, backlog=2048)
+    except OSError as error:
+        raise ConfigError(
+            f"http.port: cannot listen on {http.host}:{http.port}: {error.strerror}"
+        ) from None
 
-    def __init__(self, app: FastAPI, http: HttpConfig) -> None:
+
+class HttpServer:
+    """uvicorn in a thread of the node's main process, serving an already bound socket."""
+
+    def __init__(self, app: FastAPI, http: HttpConfig, listening: socket.socket) -> None:
         config = uvicorn.Config(
             app,
             host=http.host,
@@ -152,7 +165,9 @@ class HttpServer:
             loop="uvloop",  # libuv's loop: a tenth less CPU per DICOMweb answer than asyncio's
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, args=([listening],), name="http", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

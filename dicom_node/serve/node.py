@@ -317,7 +317,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     from ..outbox.queue import open_outbox
     from ..outbox.sender import OutboxSender
     from .config_check import checked_config
-    from .http_app import HttpServer, check_http, create_app
+    from .http_app import HttpServer, check_http, create_app, open_http_socket
 
     fhir = open_fhir_client(config)
     check_http(config.http)
@@ -345,6 +345,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
         storage_lock=lock.share(),
     )
+    http_socket = open_http_socket(config.http)
     stop = _stop_on_signal()
     live = LiveConfiguration(config_paths[0] if config_paths else "", config, checked_config)
     receiver = Receiver(config, shared, 0)
@@ -412,6 +413,7 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
             console=console,
         ),
         config.http,
+        http_socket,
     )
     http.start()
     record(messages.application_activity(True, getpass.getuser()))
