@@ -54,6 +54,17 @@ def free_port() -> int:
             return port
 
 
+def receiving_processes(pid: int) -> list[int]:
+    """The receiving processes the node's main thread started: not multiprocessing's resource
+    tracker, which it may start first (killed alone, nothing is replaced)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
 def wait_for_port(
     port: int, process: subprocess.Popen | None = None, timeout=30.0, host: str = "127.0.0.1"
 ) -> None:

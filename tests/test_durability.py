@@ -25,7 +25,7 @@ from dicom_node.index.schema import (
 from dicom_node.store import storage as storage_module
 from dicom_node.store.storage import StorageArea
 
-from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, dcmtk
+from .conftest import DCMTK, TOOL_ENV, TRANSFER_SYNTAXES, dcmtk, receiving_processes
 from .test_store import stored_rows
 
 
@@ -239,8 +239,7 @@ def test_receivers_stop_when_the_main_process_is_killed(make_node):
 def test_a_killed_receiving_process_is_replaced(make_node, tmp_path):
     node = make_node(dicom={"workers": 2})
     node.start()
-    children = Path(f"/proc/{node.process.pid}/task/{node.process.pid}/children")
-    receivers = wait_until(lambda: [int(pid) for pid in children.read_text().split()])
+    receivers = wait_until(lambda: receiving_processes(node.process.pid))
     for pid in receivers:
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: "starting it again" in node.log())

@@ -9,15 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from dicom_node.store.lock import LOCK_NAME, StorageLock, StorageLocked, take_lock
 
-from .conftest import free_port
-from .test_durability import send_new_study
+from .conftest import free_port, receiving_processes
+from .test_durability import send_new_study, wait_until
 from .test_store import stored_rows
 
 
@@ -62,23 +61,23 @@ def test_a_second_node_on_the_same_storage_is_refused_and_touches_nothing(make_n
     assert len(stored_rows(node)) == len(rows_before) + 2
 
 
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def test_the_receiving_processes_hold_the_storage_lock(make_node):
     node = make_node(dicom={"workers": 3})
     node.start()
     lock_file = (node.storage / LOCK_NAME).resolve()
-    holding = [
-        child
-        for child in _children(node.process.pid)
-        if any(
-            os.path.realpath(f"/proc/{child}/fd/{fd}") == str(lock_file)
-            for fd in os.listdir(f"/proc/{child}/fd")
-        )
-    ]
-    assert len(holding) == 2  # the two receiving processes beside the main one
+
+    def holding() -> list[int]:
+        return [
+            child
+            for child in receiving_processes(node.process.pid)
+            if any(
+                os.path.realpath(f"/proc/{child}/fd/{fd}") == str(lock_file)
+                for fd in os.listdir(f"/proc/{child}/fd")
+            )
+        ]
+
+    # the two receiving processes beside the main one (started once its port listens)
+    wait_until(lambda: len(holding()) == 2)
 
 
 # A node's main process that dies (os._exit) while its receiving process (spawned, holding the
