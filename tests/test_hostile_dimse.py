@@ -167,6 +167,27 @@ def test_garbage_p_data_is_aborted_and_frees_its_association(make_node):
     assert_still_serves(node)
 
 
+@pytest.mark.parametrize(
+    "items",
+    [
+        struct.pack(">L", 0),  # an item of no bytes: no context ID, no control header
+        struct.pack(">LB", 1, 1),  # a context ID and no control header
+        struct.pack(">LBB", 900, 1, 0x03) + b"\0" * 8,  # longer than the PDU holding it
+        struct.pack(">LBB", 3, 1, 0x03) + b"\0" + b"\0\0",  # then 2 bytes of a next item
+    ],
+    ids=["empty", "no-control-header", "overrunning", "cut-short"],
+)
+def test_p_data_with_broken_items_is_aborted(make_node, items):
+    """The node reads P-DATA-TF items itself (views of the bytes read, not pynetdicom's
+    copies): each malformed one is an invalid PDU, as pynetdicom's decoder made it."""
+    node = started(make_node)
+    with associate(node.port, (Verification, ImplicitVRLittleEndian)) as sock:
+        sock.sendall(struct.pack(">BBL", _P_DATA_TF, 0, len(items)) + items)
+        assert closed_after(sock) == [_A_ABORT]
+    assert "undecodable PDU of type 0x04 received" in node.log()
+    assert_still_serves(node)
+
+
 def test_partial_association_requests_are_closed_at_the_acse_timeout(make_node):
     node = started(make_node, max_associations=2, acse_timeout=1.0)
     senders = [connect(node.port) for _ in range(4)]
