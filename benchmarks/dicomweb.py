@@ -11,7 +11,9 @@ studies are indexed), then measures, alternating between the two servers:
   MB/s, median of 5;
 - WADO-RS retrieval of the 30-slice compressed series as stored: median latency of 20 calls,
   and the server process's CPU time (user and system, all its threads) per call over them: less
-  disturbed than latency by other load on the machine.
+  disturbed than latency by other load on the machine;
+- the first frame of each of those 30 instances, one request each, as OHIF loads a series
+  (multipart, the frames as stored): median time for all 30 over 20 turns, and CPU per frame.
 Prints each figure for both and the Orthanc/node ratio of times (node/Orthanc of rates): >= 1.0
 means the node is as fast.
 
@@ -40,6 +42,7 @@ from tests.conftest import CT_SERIES, TRANSFER_SYNTAXES, dcmtk  # noqa: E402
 
 SMALL_CT = TRANSFER_SYNTAXES / "CT_small.dcm"
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+FRAMES_AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
 def write_small_studies(count: int, folder: Path) -> None:
@@ -156,6 +159,8 @@ def main() -> None:
             ("series metadata again (ms)", "metadata", 1000),
             ("30 compressed slices WADO (ms)", "small_wado", 1000),
             ("  CPU per call (ms)", "small_wado_cpu", 1000),
+            ("their 30 first frames, one by one (ms)", "frames", 1000),
+            ("  CPU per frame (ms)", "frames_cpu", 1000),
         ]:
             print(row(label, node_m[key] * scale, orthanc_m[key] * scale))
         print(
@@ -182,6 +187,8 @@ def measure(
             "wado": [],
             "small_wado": [],
             "small_wado_cpu": [],
+            "frames": [],
+            "frames_cpu": [],
         }
         for name in servers
     }
@@ -222,6 +229,22 @@ def measure(
     for name, seconds in cpu.items():
         results[name]["small_wado_cpu"].append(seconds / 20)
     print(f"30 compressed slices retrieved: {sizes}")
+    slices = sorted(compressed.glob("*.dcm"))
+    instances = [
+        f"{series_path(compressed)}/instances/{uid}"
+        for uid in (dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in slices)
+    ]
+    cpu = dict.fromkeys(servers, 0.0)
+    for number in range(20):
+        for name, url in turns(number):
+            cpu_before = cpu_seconds(pids[name])
+            started = time.perf_counter()
+            sizes[name] = sum(len(get(f"{url}{i}/frames/1", FRAMES_AS_STORED)) for i in instances)
+            results[name]["frames"].append(time.perf_counter() - started)
+            cpu[name] += cpu_seconds(pids[name]) - cpu_before
+    for name, seconds in cpu.items():
+        results[name]["frames_cpu"].append(seconds / 20 / len(instances))
+    print(f"30 first frames retrieved: {sizes}")
     for number in range(5):
         for name, url in turns(number):
             started = time.perf_counter()
