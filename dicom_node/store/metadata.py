@@ -137,9 +137,11 @@ class IdleDocumentWriter:
     def add(self, relative: str, syntax: str, attributes: InstanceAttributes) -> None:
         """Queue the stored file `relative` for its document."""
         with self._changed:
+            idle = not self._pending
             self._pending.append((relative, syntax, attributes))
             self._last_added = time.monotonic()
-            self._changed.notify()
+            if idle:  # else the thread's timed wait ends by itself, then sees this addition
+                self._changed.notify()
 
     def _next(self) -> tuple[str, str, InstanceAttributes]:
         with self._changed:
