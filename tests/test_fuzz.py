@@ -14,7 +14,7 @@ import socket
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -123,6 +123,7 @@ def test_query_matching_refuses_only_with_query_errors(index, level, identifier)
 
 @FUZZ
 @given(st.text(max_size=40))
+@example("0\x1f")  # str.strip() takes the separator, int() does not: once an uncaught 500
 def test_dicomweb_numbers_refuse_with_400(text):
     for parse in (
         lambda: params.integer(text, "limit", 0, 10_000),

@@ -18,7 +18,8 @@ _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?", 
 
 def integer(text: str, name: str, low: int = 0, high: int | None = None) -> int:
     """`text` as an integer from `low` to `high`; 400 otherwise."""
-    value = int(text) if _INTEGER.fullmatch(text.strip()) else None
+    digits = text.strip()  # what is checked is what is parsed: strip() takes more than int()
+    value = int(digits) if _INTEGER.fullmatch(digits) else None
     if value is None or value < low or (high is not None and value > high):
         bounds = f"from {low}" + (f" to {high}" if high is not None else "")
         raise DicomwebError(400, f"{name} must be an integer {bounds}, not {text!r}")
@@ -27,8 +28,8 @@ def integer(text: str, name: str, low: int = 0, high: int | None = None) -> int:
 
 def decimals(text: str, name: str, count: int) -> list[float]:
     """The first `count` comma-separated finite decimal numbers of `text`; 400 otherwise."""
-    items = text.split(",")[:count]
-    if len(items) != count or not all(_DECIMAL.fullmatch(item.strip()) for item in items):
+    items = [item.strip() for item in text.split(",")[:count]]
+    if len(items) != count or not all(_DECIMAL.fullmatch(item) for item in items):
         raise DicomwebError(400, f"{name} must be {count} comma-separated numbers, not {text!r}")
     values = [float(item) for item in items]
     if not all(math.isfinite(value) for value in values):
