@@ -26,8 +26,9 @@ ended, up to 10 ms, taking a core a waiting peer could use. The DUL is woken ins
 Sending: the socket sends each PDU at once (TCP_NODELAY), as Orthanc's and DCMTK's do.
 
 Answering: C-STORE and C-FIND responses are sent with their command set packed by
-`response_command` (when no handler watches the DIMSE messages sent); every other message goes
-through pynetdicom.
+`response_command` (when no handler watches the DIMSE messages sent), from the association's
+own thread straight to the socket (see `_DirectSender`); every other message goes through
+pynetdicom.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import pynetdicom.association
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from . import reading
@@ -210,6 +212,7 @@ def _send_without_delay(association: Association) -> None:
 def _answer_directly(association: Association) -> None:
     dimse = association.dimse
     send_msg = dimse.send_msg
+    sender = _DirectSender(association)
 
     def send(primitive, context_id: int) -> None:
         """Like DIMSEServiceProvider.send_msg; a C-STORE-RSP or C-FIND-RSP goes out as one
@@ -220,15 +223,53 @@ def _answer_directly(association: Association) -> None:
         dataset = identifier.getvalue() if identifier is not None else b""
         limit = dimse.maximum_pdu_size
         if command is None or (limit and max(len(command), len(dataset)) + 6 > limit):
+            sender.queued = True
             send_msg(primitive, context_id)
             return
         for flags, fragment in ((b"\x03", command), (b"\x02", dataset)):
             if fragment:
                 pdata = P_DATA()
                 pdata.presentation_data_value_list.append((context_id, flags + fragment))
-                dimse.dul.send_pdu(pdata)
+                sender.send(pdata)
 
     dimse.send_msg = send  # type: ignore[method-assign]  # on purpose, for this association
+
+
+class _DirectSender:
+    """Sends an answer's P-DATA from the association's own thread. Handed to the DUL thread
+    (its queue, a wake-up through the socket pair, its state machine), each response cost a
+    switch between threads. Done here only while the association is established (Sta6, where
+    sending P-DATA changes no state) and nothing has ever gone through the DUL's queue since
+    (`queued`), so PDUs keep their order; the DUL thread's own sends (a release, an abort) take
+    the same lock, so none interleave on the socket. With a handler watching sent PDUs, every
+    PDU goes through the DUL as pynetdicom sends it."""
+
+    def __init__(self, association: Association) -> None:
+        self._dul = association.dul
+        self.queued = bool(
+            association.get_handlers(evt.EVT_PDU_SENT)
+            or association.get_handlers(evt.EVT_DATA_SENT)
+        )
+        transport = self._dul.socket
+        assert transport is not None  # connected, on EVT_CONN_OPEN
+        self._lock = threading.Lock()
+        self._send_bytes = transport.send
+
+        def locked(data: bytes) -> None:
+            with self._lock:
+                self._send_bytes(data)
+
+        transport.send = locked  # type: ignore[method-assign, assignment]  # on purpose, this one
+
+    def send(self, pdata: P_DATA) -> None:
+        dul = self._dul
+        if not self.queued:
+            with self._lock:
+                if dul.state_machine.current_state == "Sta6" and dul.to_provider_queue.empty():
+                    self._send_bytes(P_DATA_TF(pdata).encode())
+                    return
+        self.queued = True
+        dul.send_pdu(pdata)
 
 
 def _carried_over(old: queue.Queue, new: queue.Queue) -> queue.Queue:
