@@ -242,16 +242,18 @@ class _DirectSender:
     sending P-DATA changes no state) and nothing has ever gone through the DUL's queue since
     (`queued`), so PDUs keep their order; the DUL thread's own sends (a release, an abort) take
     the same lock, so none interleave on the socket. With a handler watching sent PDUs, every
-    PDU goes through the DUL as pynetdicom sends it."""
+    PDU goes through the DUL as pynetdicom sends it; so does every PDU of a TLS association
+    (OpenSSL must not read and write one connection from two threads at once)."""
 
     def __init__(self, association: Association) -> None:
         self._dul = association.dul
+        transport = self._dul.socket
+        assert transport is not None  # connected, on EVT_CONN_OPEN
         self.queued = bool(
             association.get_handlers(evt.EVT_PDU_SENT)
             or association.get_handlers(evt.EVT_DATA_SENT)
+            or isinstance(transport.socket, ssl.SSLSocket)
         )
-        transport = self._dul.socket
-        assert transport is not None  # connected, on EVT_CONN_OPEN
         self._lock = threading.Lock()
         self._send_bytes = transport.send
 
