@@ -224,8 +224,11 @@ def test_job_workers_stop_when_the_main_process_is_killed(make_node, tmp_path):
 
 
 def test_receivers_stop_when_the_main_process_is_killed(make_node):
+    """Killed while its listener held a lock shared with the receivers, the main process left
+    one receiver waiting on that lock for ever (seen once here): now there is none to hold."""
     node = make_node(dicom={"workers": 2})
     node.start()
+    receivers = wait_until(lambda: receiving_processes(node.process.pid))
     node.stop(signal.SIGKILL)
     deadline = time.monotonic() + 20
     while True:  # the child receiver notices and releases the port
@@ -234,6 +237,7 @@ def test_receivers_stop_when_the_main_process_is_killed(make_node):
                 break
         assert time.monotonic() < deadline, "a receiver outlived the main process"
         time.sleep(0.2)
+    wait_until(lambda: not any(is_alive(pid) for pid in receivers), timeout=20)
 
 
 def test_a_killed_receiving_process_is_replaced(make_node, tmp_path):

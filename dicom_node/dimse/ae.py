@@ -13,7 +13,6 @@ import copy
 import logging
 import socket
 import time
-from multiprocessing.sharedctypes import SynchronizedArray
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
@@ -35,7 +34,7 @@ from ..audit import messages, record, record_unhurried
 from ..config import NodeConfig
 from . import tls, tuning
 from .auditing import requestor as requesting_peer
-from .connections import Connections
+from .connections import Connections, SharedCounts
 from .store import answer_incomplete_stores
 
 log = logging.getLogger(__name__)
@@ -257,7 +256,7 @@ def _log_accepted(event: Event) -> None:
 
 
 def build_ae(
-    config: NodeConfig, loads: SynchronizedArray, associations: SynchronizedArray, slot: int
+    config: NodeConfig, loads: SharedCounts, associations: SharedCounts, slot: int
 ) -> NodeAE:
     """The SCP entity of receiving process `slot` (contexts, limits, AE title checks)."""
     dicom = config.dicom

@@ -7,6 +7,11 @@ is given back exactly once, whichever way its association ends: on EVT_CONN_CLOS
 its association thread ends, which also covers what pynetdicom ends without that event (a
 reader thread killed by a bad PDU, an association request timed out).
 
+Each process writes only its own slot of the shared counts (its threads take turns on a lock
+of its own) and reads the others' without a lock. A lock shared between processes was held for
+ever by a process killed while holding it (SIGKILL, the out-of-memory killer): every other
+receiving process's listener then waited on it, and the node accepted no association again.
+
 Connections still waiting to send their association request are bounded separately: past the
 bound, the one waiting longest is closed, so idle connections cannot starve senders.
 """
@@ -16,14 +21,17 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from ctypes import Array, c_int
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import SynchronizedArray
 
 from pynetdicom.association import Association
 
 from .. import metrics
 
 log = logging.getLogger(__name__)
+
+#: one count per receiving process, in memory they all share (no lock: see the module's text)
+SharedCounts = Array[c_int]
 
 
 @dataclass
@@ -39,8 +47,8 @@ class Connections:
 
     def __init__(
         self,
-        loads: SynchronizedArray,
-        associations: SynchronizedArray,
+        loads: SharedCounts,
+        associations: SharedCounts,
         slot: int,
         max_pending: int,
     ) -> None:
@@ -49,6 +57,8 @@ class Connections:
         self._slot = slot
         self._max_pending = max_pending
         self._lock = threading.Lock()
+        #: this process's threads take turns at its slots
+        self._count_lock = threading.Lock()
         #: by socket, oldest first: accepted, association not yet requested
         self._pending: dict[socket.socket, _Connection] = {}
         self._open: dict[Association, _Connection] = {}
@@ -64,7 +74,7 @@ class Connections:
     def accepted(self, sock: socket.socket, address: tuple) -> None:
         """Counted at accept (in the listener thread) so that connections arriving together
         already see this process as busier; closes the longest waiting one past the bound."""
-        _add(self._loads, self._slot, +1)
+        self._count(self._loads, +1)
         with self._lock:
             self._pending[sock] = _Connection(sock, address)
             evicted = None
@@ -109,7 +119,7 @@ class Connections:
                 return
             self._pending.pop(connection.socket, None)
             connection.requested = True
-        _add(self._associations, self._slot, +1)
+        self._count(self._associations, +1)
 
     def closed(self, association: Association) -> None:
         """Give the connection back (EVT_CONN_CLOSE or the end of its thread; once)."""
@@ -119,15 +129,14 @@ class Connections:
                 return
             connection.released = True
             self._pending.pop(connection.socket, None)
-        _add(self._loads, self._slot, -1)
+        self._count(self._loads, -1)
         if connection.requested:
-            _add(self._associations, self._slot, -1)
+            self._count(self._associations, -1)
         metrics.OPEN_ASSOCIATIONS.dec()
 
-
-def _add(counts: SynchronizedArray, slot: int, change: int) -> None:
-    with counts.get_lock():
-        counts[slot] += change
+    def _count(self, counts: SharedCounts, change: int) -> None:
+        with self._count_lock:
+            counts[self._slot] += change
 
 
 def _shut_down(sock: socket.socket) -> None:

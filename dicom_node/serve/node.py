@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Lock as LockType
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from sqlalchemy import Engine
 from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
 from ..config.live import LiveConfiguration, reload_on_sighup
+from ..dimse.connections import SharedCounts
 from ..index.clock import DatabaseClock
 from ..index.database import open_engine
 from ..index.receiver_leases import GoneOwners, ReceiverLease
@@ -62,8 +62,8 @@ class SharedState:
 
     plain_socket: socket.socket | None
     tls_socket: socket.socket | None
-    loads: SynchronizedArray
-    associations: SynchronizedArray
+    loads: SharedCounts
+    associations: SharedCounts
     index_lock: LockType | None
     storage_lock: LockShare
 
@@ -240,8 +240,7 @@ def _replace_if_dead(child, context, config: NodeConfig, shared: SharedState, sl
     sending.close()
     log.error("receiving process %s exited with code %s: starting it again", slot, process.exitcode)
     for counts in (shared.loads, shared.associations):
-        with counts.get_lock():
-            counts[slot] = 0  # its connections died with it
+        counts[slot] = 0  # its connections died with it (and it wrote nothing else)
     return _start_receiver(context, config, shared, slot)
 
 
@@ -340,8 +339,8 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     shared = SharedState(
         plain_socket=_listen(config.dicom.host, config.dicom.port, "dicom.port"),
         tls_socket=_listen(config.dicom.host, config.dicom.tls.port, "dicom.tls.port"),
-        loads=context.Array("i", config.dicom.workers),
-        associations=context.Array("i", config.dicom.workers),
+        loads=context.RawArray("i", config.dicom.workers),
+        associations=context.RawArray("i", config.dicom.workers),
         index_lock=context.Lock() if engine.dialect.name == "sqlite" else None,
         storage_lock=lock.share(),
     )
