@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Lock as LockType
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import config as pydicom_config
 from pynetdicom import evt
@@ -36,7 +37,6 @@ from sqlalchemy import Engine
 from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
 from ..config.live import LiveConfiguration, reload_on_sighup
-from ..dimse.connections import SharedCounts
 from ..index.clock import DatabaseClock
 from ..index.database import open_engine
 from ..index.receiver_leases import GoneOwners, ReceiverLease
@@ -46,6 +46,9 @@ from ..statuses import SUCCESS
 from ..store.lock import LockShare, StorageLocked, join_cluster, take_lock
 from ..store.recovery import reconcile
 from ..store.storage import NAMES_AHEAD, StorageArea
+
+if TYPE_CHECKING:  # imported for real only once `serve` has set up the metrics folder
+    from ..dimse.connections import SharedCounts
 
 log = logging.getLogger(__name__)
 
