@@ -10,12 +10,23 @@ case-sensitively (C.2.2.2.4), on SQLite as on PostgreSQL (`index.wildcard`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.sql import FromClause, Select
 
 from ..audit.messages import StudyData, studies_of_instances
@@ -288,6 +299,49 @@ class StudyCounts:
     sop_classes: list[str]
 
 
+#: The UIDs (or patient IDs) a grouped count names: one expanding parameter, so that each count
+#: statement below is built and compiled once, not per query (SQLAlchemy's construction of a
+#: statement costs more than SQLite's answer to it, on every C-FIND and QIDO).
+_NAMED = bindparam("named", expanding=True)
+_STUDY_COUNTS = (
+    select(
+        series.c.study_instance_uid,
+        func.count(func.distinct(series.c.series_instance_uid)),
+        func.count(instances.c.sop_instance_uid),
+    )
+    .select_from(series.outerjoin(instances))
+    .where(series.c.study_instance_uid.in_(_NAMED))
+    .group_by(series.c.study_instance_uid)
+)
+_STUDY_MODALITIES = (
+    select(series.c.study_instance_uid, series.c.modality)
+    .where(series.c.study_instance_uid.in_(_NAMED))
+    .distinct()
+)
+_STUDY_SOP_CLASSES = (
+    select(series.c.study_instance_uid, instances.c.sop_class_uid)
+    .select_from(series.join(instances))
+    .where(series.c.study_instance_uid.in_(_NAMED))
+    .distinct()
+)
+_SERIES_COUNTS = (
+    select(instances.c.series_instance_uid, func.count())
+    .where(instances.c.series_instance_uid.in_(_NAMED))
+    .group_by(instances.c.series_instance_uid)
+)
+_PATIENT_COUNTS = (
+    select(
+        studies.c.patient_id,
+        func.count(func.distinct(studies.c.study_instance_uid)),
+        func.count(func.distinct(series.c.series_instance_uid)),
+        func.count(instances.c.sop_instance_uid),
+    )
+    .select_from(studies.outerjoin(series).outerjoin(instances))
+    .where(studies.c.patient_id.in_(_NAMED))
+    .group_by(studies.c.patient_id)
+)
+
+
 def study_counts(
     bind: Engine | Connection, uids: list[str], sop_classes: bool = False
 ) -> dict[str, StudyCounts]:
@@ -296,22 +350,11 @@ def study_counts(
     found: dict[str, StudyCounts] = {}
     with _connection(bind) as connection:
         for chunk in _chunks(uids):
-            in_studies = series.c.study_instance_uid.in_(chunk)
-            counts = connection.execute(
-                select(
-                    series.c.study_instance_uid,
-                    func.count(func.distinct(series.c.series_instance_uid)),
-                    func.count(instances.c.sop_instance_uid),
-                )
-                .select_from(series.outerjoin(instances))
-                .where(in_studies)
-                .group_by(series.c.study_instance_uid)
-            ).all()
-            modalities = _distinct_per_study(connection, series.c.modality, series, in_studies)
+            named = {"named": chunk}
+            counts = connection.execute(_STUDY_COUNTS, named).all()
+            modalities = _distinct_per_study(connection.execute(_STUDY_MODALITIES, named))
             classes = (
-                _distinct_per_study(
-                    connection, instances.c.sop_class_uid, series.join(instances), in_studies
-                )
+                _distinct_per_study(connection.execute(_STUDY_SOP_CLASSES, named))
                 if sop_classes
                 else {}
             )
@@ -322,14 +365,10 @@ def study_counts(
     return found
 
 
-def _distinct_per_study(
-    connection: Connection, column: ColumnElement, joined: FromClause, where: ColumnElement
-) -> dict[str, list[str]]:
-    """The distinct non-empty values of `column` in each study, sorted."""
+def _distinct_per_study(pairs: Iterable[Row]) -> dict[str, list[str]]:
+    """The distinct (study UID, value) `pairs` as each study's non-empty values, sorted."""
     values: dict[str, list[str]] = {}
-    for uid, value in connection.execute(
-        select(series.c.study_instance_uid, column).select_from(joined).where(where).distinct()
-    ):
+    for uid, value in pairs:
         if value:
             values.setdefault(uid, []).append(value)
     return {uid: sorted(found) for uid, found in values.items()}
@@ -340,33 +379,16 @@ def series_counts(bind: Engine | Connection, uids: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     with _connection(bind) as connection:
         for chunk in _chunks(uids):
-            found.update(
-                connection.execute(
-                    select(instances.c.series_instance_uid, func.count())
-                    .where(instances.c.series_instance_uid.in_(chunk))
-                    .group_by(instances.c.series_instance_uid)
-                ).all()
-            )
+            found.update(connection.execute(_SERIES_COUNTS, {"named": chunk}).all())
     return found
 
 
 def patient_counts(bind: Engine | Connection, ids: list[str]) -> dict[str, tuple[int, int, int]]:
     """Studies, series and instances of many patients, in one grouped query per thousand."""
     found: dict[str, tuple[int, int, int]] = {}
-    joined = studies.outerjoin(series).outerjoin(instances)
     with _connection(bind) as connection:
         for chunk in _chunks(ids):
-            for patient, *numbers in connection.execute(
-                select(
-                    studies.c.patient_id,
-                    func.count(func.distinct(studies.c.study_instance_uid)),
-                    func.count(func.distinct(series.c.series_instance_uid)),
-                    func.count(instances.c.sop_instance_uid),
-                )
-                .select_from(joined)
-                .where(studies.c.patient_id.in_(chunk))
-                .group_by(studies.c.patient_id)
-            ):
+            for patient, *numbers in connection.execute(_PATIENT_COUNTS, {"named": chunk}):
                 found[patient] = (numbers[0], numbers[1], numbers[2])
     return found
 
