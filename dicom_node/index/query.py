@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.sql import FromClause, Select
+from sqlalchemy.sql.elements import BindParameter
 
 from ..audit.messages import StudyData, studies_of_instances
 from .folding import folded
@@ -302,7 +303,7 @@ class StudyCounts:
 #: The UIDs (or patient IDs) a grouped count names: one expanding parameter, so that each count
 #: statement below is built and compiled once, not per query (SQLAlchemy's construction of a
 #: statement costs more than SQLite's answer to it, on every C-FIND and QIDO).
-_NAMED = bindparam("named", expanding=True)
+_NAMED: BindParameter[list[str]] = bindparam("named", expanding=True)
 _STUDY_COUNTS = (
     select(
         series.c.study_instance_uid,
