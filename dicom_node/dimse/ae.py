@@ -179,7 +179,7 @@ class SharedListener(ThreadedAssociationServer):
         self.server_address = self.socket.getsockname()
 
     def server_activate(self) -> None:
-        """Already listening (see `open_listening_socket`)."""
+        """Already listening: the node binds its ports when it starts."""
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         if self.ae.connections.busier_than_a_sibling():
@@ -215,13 +215,6 @@ class SharedListener(ThreadedAssociationServer):
         # Only close: shutdown() would stop the siblings listening on the same socket.
         assert self.socket is not None  # the listening socket, since server_bind
         self.socket.close()
-
-
-def open_listening_socket(host: str, port: int) -> socket.socket:
-    """The node's DICOM port, non-blocking so that every process can race to accept."""
-    listening = socket.create_server((host, port), backlog=128)
-    listening.setblocking(False)
-    return listening
 
 
 def _log_rejection(event: Event) -> None:

@@ -26,6 +26,7 @@ from ..index.work import work_summary
 from ..store.ingest import Ingest
 from ..store.storage import StorageArea, StorageError
 from .http_timeouts import guarded_protocol
+from .listening import listen
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,7 @@ def _first_line(error: Exception) -> str:
 def open_http_socket(http: HttpConfig) -> socket.socket:
     """The HTTP port, bound before the node starts: uvicorn binds it in its thread and, when
     the port is taken, logs and ends that thread while the node runs on without HTTP."""
-    family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
-    try:
-        return socket.create_server((http.host, http.port), family=family, backlog=2048)
-    except OSError as error:
-        raise ConfigError(
-            f"http.port: cannot listen on {http.host}:{http.port}: {error.strerror}"
-        ) from None
+    return listen(http.host, http.port, "http.port", backlog=2048)
 
 
 class HttpServer:

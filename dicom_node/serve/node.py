@@ -46,6 +46,7 @@ from ..statuses import SUCCESS
 from ..store.lock import LockShare, StorageLocked, join_cluster, take_lock
 from ..store.recovery import reconcile
 from ..store.storage import NAMES_AHEAD, StorageArea
+from .listening import listen
 
 if TYPE_CHECKING:  # imported for real only once `serve` has set up the metrics folder
     from ..dimse.connections import SharedCounts
@@ -255,15 +256,13 @@ def _prepare_metrics_folder(storage_root) -> None:
 
 
 def _listen(host: str, port: int | None, key: str) -> socket.socket | None:
-    """The listening socket of a configured port (None: that listener is off)."""
+    """The listening socket of a configured DICOM port (None: that listener is off),
+    non-blocking: every receiving process races to accept from it (`dimse.ae.SharedListener`)."""
     if port is None:
         return None
-    from ..dimse.ae import open_listening_socket
-
-    try:
-        return open_listening_socket(host, port)
-    except OSError as error:
-        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {error.strerror}") from None
+    listening = listen(host, port, key, backlog=128)
+    listening.setblocking(False)
+    return listening
 
 
 def _record_configuration(config_paths: Sequence[Path]) -> None:
