@@ -7,7 +7,8 @@ import logging
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from ..index.query import Level, QueryError, build_query, matching_instances
+from ..index.query import instances_under
+from ..store.received import is_uid
 from .context import DicomwebContext
 from .errors import DicomwebError, not_acceptable, not_found
 
@@ -18,19 +19,10 @@ def stored_instances(
     context: DicomwebContext, study: str, series: str | None = None, instance: str | None = None
 ) -> list[dict]:
     """The index rows (instances table) under the URL's study, series or instance; 404 if none."""
-    identifier = {"StudyInstanceUID": study}
-    if series is not None:
-        identifier["SeriesInstanceUID"] = series
-    if instance is not None:
-        identifier["SOPInstanceUID"] = instance
-    for uid in identifier.values():
-        if not uid or "\\" in uid or "*" in uid or "?" in uid:
+    for uid in (study, series, instance):
+        if uid is not None and not is_uid(uid):
             raise not_found(f"UID {uid!r}")
-    try:
-        query = build_query(Level.IMAGE, identifier)
-    except QueryError as error:  # e.g. a NUL character in a UID
-        raise not_found(f"UID ({error})") from None
-    rows = matching_instances(context.engine, query)
+    rows = instances_under(context.engine, study, series, instance)
     if not rows:
         what = "instance" if instance else "series" if series else "study"
         raise not_found(f"this {what}")

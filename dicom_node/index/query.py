@@ -394,21 +394,46 @@ def patient_counts(bind: Engine | Connection, ids: list[str]) -> dict[str, tuple
     return found
 
 
+#: An instance row with its study's UID and patient, in series and instance order.
+_INSTANCES = (
+    select(*instances.c, studies.c.study_instance_uid, studies.c.patient_id, studies.c.patient_name)
+    .select_from(instances.join(series).join(studies))
+    .order_by(instances.c.series_instance_uid, instances.c.instance_number)
+)
+#: The instances of a study, of a series in it, and one instance: built once (WADO-RS asks
+#: for these on every request; a viewer loading a series asks for each instance's frames).
+_STUDY_WHERE = studies.c.study_instance_uid == bindparam("study")
+_SERIES_WHERE = series.c.series_instance_uid == bindparam("series")
+_INSTANCES_UNDER = {
+    Level.STUDY: _INSTANCES.where(_STUDY_WHERE),
+    Level.SERIES: _INSTANCES.where(_STUDY_WHERE, _SERIES_WHERE),
+    Level.IMAGE: _INSTANCES.where(
+        _STUDY_WHERE, _SERIES_WHERE, instances.c.sop_instance_uid == bindparam("instance")
+    ),
+}
+
+
 def matching_instances(engine: Engine, query: Query) -> list[dict]:
     """The instance rows under every entity matching `query` (for C-MOVE and C-GET), each
     with its study's UID and patient."""
-    joined = instances.join(series).join(studies)
-    columns = (
-        *instances.c,
-        studies.c.study_instance_uid,
-        studies.c.patient_id,
-        studies.c.patient_name,
-    )
-    statement = _filtered(select(*columns).select_from(joined), query).order_by(
-        instances.c.series_instance_uid, instances.c.instance_number
-    )
     with engine.connect() as connection:
-        return [dict(row._mapping) for row in connection.execute(statement)]
+        return [dict(row._mapping) for row in connection.execute(_filtered(_INSTANCES, query))]
+
+
+def instances_under(
+    engine: Engine, study: str, series_uid: str | None = None, instance: str | None = None
+) -> list[dict]:
+    """The instance rows (as `matching_instances` gives them) of one study, of one series of
+    it (`series_uid`), or one instance of that series, the UIDs matched exactly."""
+    if series_uid is None:
+        level, values = Level.STUDY, {"study": study}
+    elif instance is None:
+        level, values = Level.SERIES, {"study": study, "series": series_uid}
+    else:
+        level = Level.IMAGE
+        values = {"study": study, "series": series_uid, "instance": instance}
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(_INSTANCES_UNDER[level], values)]
 
 
 def studies_of(rows: list[dict]) -> list[StudyData]:
