@@ -72,9 +72,8 @@ def wait_for_port(
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before listening")
-        with socket.socket() as sock:
-            if sock.connect_ex((host, port)) == 0:
-                return
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return  # any address family (an IPv6 host too)
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
+
+import pytest
 
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
@@ -73,3 +76,20 @@ def test_association_limit_is_global_across_receiving_processes(make_node):
     while echoscu(node.port).returncode != 0:
         assert time.monotonic() < deadline, "limit not released after the associations closed"
         time.sleep(0.2)
+
+
+def test_a_node_on_an_ipv6_address_answers_there(make_node):
+    """`dicom.host` may be an IPv6 address (DCMTK 3.6.7 cannot connect to one: pynetdicom does)."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as error:
+        pytest.skip(f"this machine has no IPv6 loopback: {error}")
+    node = make_node(dicom={"host": "::1"})
+    node.start()
+    ae = AE()
+    ae.add_requested_context(Verification)
+    association = ae.associate("::1", node.port, ae_title="AI_NODE")
+    assert association.is_established
+    assert association.send_c_echo().Status == 0
+    association.release()
+    assert "calling AE 'PYNETDICOM' from ::1:" in wait_for_log(node, "association accepted")
