@@ -6,7 +6,6 @@ import socket
 import time
 
 import pytest
-
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
