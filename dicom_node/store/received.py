@@ -17,7 +17,7 @@ from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataelem import RawDataElement
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import ENCODED_VR, EXPLICIT_VR_LENGTH_32, data_element_generator
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     UID,
@@ -187,10 +187,163 @@ def parse_dataset(
     data, implicit, little = _plain_dataset(raw, transfer_syntax, max_inflated)
     if not data:
         raise MalformedDataset("the dataset is empty")
+    elements: dict[int, Any] = {}
+    _walk(data, implicit, little, elements)
+    return ReceivedDataset(elements, little, len(data))
+
+
+_WANTED_TAGS = frozenset(int(tag) for tag in _WANTED)  # ints: BaseTag compares in Python
+_EXPLICIT_VRS = frozenset(vr for vr in ENCODED_VR if len(vr) == 2)
+_LONG_LENGTH_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_CHARSET_TAG = 0x00080005
+#: Sequences nested deeper than this are left to pydicom (which refuses them, RecursionError).
+_MAX_DEPTH = 64
+_ELEMENT_HEADERS = {
+    (implicit, little): struct.Struct(("<" if little else ">") + ("HHL" if implicit else "HH2sH"))
+    for implicit in (True, False)
+    for little in (True, False)
+}
+#: an item's or a delimiter's header (PS3.5 7.5: no VR in any transfer syntax)
+_ITEM_HEADERS = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+_LONG_LENGTHS = {True: struct.Struct("<L"), False: struct.Struct(">L")}
+
+
+class _Unusual(Exception):
+    """Input the plain walk leaves to pydicom (whose handling of it the node keeps)."""
+
+
+def _walk(data: bytes, implicit: bool, little: bool, elements: dict[int, Any]) -> None:
+    """Every top-level element of `data` checked, the wanted ones kept in `elements`.
+
+    Element headers are read here, as pydicom's `data_element_generator` reads them, and
+    undefined lengths are followed item by item to their delimiter: about a sixth of the cost
+    of pydicom, which builds a Dataset for every sequence item, on the ingest path. What this
+    does not expect (an unknown VR, an item tag at the top level, a value of undefined length
+    that is not made of items, fewer bytes left than a header) is read by pydicom itself from
+    that element on (`_walk_with_pydicom`); tests check that the two agree.
+    """
+    size = len(data)
+    header = _ELEMENT_HEADERS[(implicit, little)]
+    long_length = _LONG_LENGTHS[little]
+    position = 0
+    while position < size:
+        # The plain case, inline (`_element_header` reads the same, for nested elements).
+        vr = None
+        if size - position < 12:
+            tag = -1  # too few bytes left for this walk
+        elif implicit:
+            group, number, length = header.unpack_from(data, position)
+            tag, value_at = group << 16 | number, position + 8
+        else:
+            group, number, vr, length = header.unpack_from(data, position)
+            tag, value_at = group << 16 | number, position + 8
+            if vr not in _EXPLICIT_VRS:
+                tag = -1
+            elif vr in _LONG_LENGTH_VRS:
+                length = long_length.unpack_from(data, value_at)[0]
+                value_at += 4
+        try:
+            if tag < 0 or tag >> 16 == 0xFFFE:
+                raise _Unusual
+            end = (
+                _end_of_items(data, value_at, implicit, little, 0)
+                if length == _UNDEFINED
+                else value_at + length
+            )
+        except _Unusual:
+            position = _walk_with_pydicom(data, position, implicit, little, elements)
+            continue
+        if end > size:
+            if tag in _WANTED_TAGS:
+                raise MalformedDataset(
+                    f"truncated: {Tag(tag)} declares {length} bytes, the dataset ends first"
+                )
+            raise MalformedDataset("truncated: an element runs past the end of the dataset")
+        if tag in _WANTED_TAGS:
+            kept = length != _UNDEFINED and (length <= _DEFER_BYTES or tag == _CHARSET_TAG)
+            elements[tag] = RawDataElement(
+                BaseTag(tag),
+                None if vr is None else vr.decode("ascii"),
+                length,
+                data[value_at:end] if kept else None,
+                value_at,
+                implicit,
+                little,
+            )
+        position = end
+
+
+def _element_header(
+    data: bytes, position: int, implicit: bool, little: bool
+) -> tuple[int, bytes | None, int, int]:
+    """The tag, VR (None in implicit VR), value length and value offset of the element at
+    `position`."""
+    if len(data) - position < 12:
+        raise _Unusual
+    if implicit:
+        group, number, length = _ELEMENT_HEADERS[(True, little)].unpack_from(data, position)
+        return group << 16 | number, None, length, position + 8
+    group, number, vr, length = _ELEMENT_HEADERS[(False, little)].unpack_from(data, position)
+    if vr not in _EXPLICIT_VRS:
+        raise _Unusual
+    if vr in _LONG_LENGTH_VRS:
+        return (
+            group << 16 | number,
+            vr,
+            _LONG_LENGTHS[little].unpack_from(data, position + 8)[0],
+            position + 12,
+        )
+    return group << 16 | number, vr, length, position + 8
+
+
+def _item_header(data: bytes, position: int, little: bool) -> tuple[int, int]:
+    """The tag and length of the item or delimiter at `position`."""
+    if len(data) - position < 8:
+        raise _Unusual
+    group, number, length = _ITEM_HEADERS[little].unpack_from(data, position)
+    return group << 16 | number, length
+
+
+def _end_of_items(data: bytes, position: int, implicit: bool, little: bool, depth: int) -> int:
+    """The end of a value of undefined length starting at `position` (a sequence, or the
+    fragments of encapsulated pixel data): its items followed to the sequence delimiter."""
+    if depth > _MAX_DEPTH:
+        raise _Unusual
+    while True:
+        tag, length = _item_header(data, position, little)
+        position += 8
+        if tag == _SEQUENCE_END:
+            return position
+        if tag != _ITEM:
+            raise _Unusual
+        if length == _UNDEFINED:
+            position = _end_of_item(data, position, implicit, little, depth)
+        elif (position := position + length) > len(data):
+            raise _Unusual
+
+
+def _end_of_item(data: bytes, position: int, implicit: bool, little: bool, depth: int) -> int:
+    """The end of an item of undefined length whose elements start at `position`."""
+    while True:
+        if _item_header(data, position, little)[0] == _ITEM_END:
+            return position + 8
+        _, _, length, value_at = _element_header(data, position, implicit, little)
+        if length == _UNDEFINED:
+            position = _end_of_items(data, value_at, implicit, little, depth + 1)
+        elif (position := value_at + length) > len(data):
+            raise _Unusual
+
+
+def _walk_with_pydicom(
+    data: bytes, position: int, implicit: bool, little: bool, elements: dict[int, Any]
+) -> int:
+    """The elements of `data` from `position` on read by pydicom and checked, the wanted ones
+    kept in `elements`; returns the end of the dataset."""
     delimiter = _SEQUENCE_DELIMITER_LE if little else _SEQUENCE_DELIMITER_BE
     stream = BytesIO(data)
+    stream.seek(position)
     size = len(data)
-    elements = {}
     try:
         elements_read = data_element_generator(
             stream, implicit, little, defer_size=_DEFER_BYTES, specific_tags=_WANTED
@@ -214,7 +367,7 @@ def parse_dataset(
         raise MalformedDataset(f"cannot parse dataset: {error}") from None
     if stream.tell() > size:
         raise MalformedDataset("truncated: an element runs past the end of the dataset")
-    return ReceivedDataset(elements, little, size)
+    return size
 
 
 def instance_attributes(dataset: ReceivedDataset) -> InstanceAttributes:
