@@ -8,8 +8,10 @@ Orthanc (Debian package, default SQLite index) and storescp (one process per ass
 written without any flush and nothing indexed) with throw-away configurations, then sends
 alternately to each, five times: first with one storescu, then with four in parallel (each with
 its own series). Prints instances/s and MB/s, the medians and the ratios to Orthanc, and the
-CPU seconds the node's processes spent per instance: while receiving, and after (the metadata
-documents it writes once idle). Every send waits until the node is idle, so that its deferred
+CPU the node's and Orthanc's processes spent per instance (user and system time; the node's
+also after receiving: the metadata documents it writes once idle), and before each round how
+fast the page cache takes new data (see `page_cache_write_rate`: on some VMs it sets the
+system time of every receiver). Every send waits until the node is idle, so that its deferred
 work does not run during another receiver's turn; on a shared machine the CPU figure is the
 steadier one.
 
@@ -126,16 +128,38 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of a process and its children (the receiving processes)."""
-    total = 0
+    user = system = 0
     for process in process_tree(pid):
         try:
             fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # ended meanwhile
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / _TICKS, system / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
+
+
+def page_cache_write_rate(folder: Path, size: int = 64 << 20) -> float:
+    """GB/s at which this machine takes new data into its page cache now (a file written, not
+    flushed, then removed). On a VM whose memory the host backs only when first touched (and
+    takes back once free again), this falls from several GB/s to about 0.4 whenever the page
+    cache grows into such memory; every receiver's writes then cost about 1.2 ms more of
+    system time per 0.5 MB instance, which narrows the ratios between them."""
+    path = folder / "page-cache-probe"
+    block = b"\1" * (1 << 20)
+    started = time.perf_counter()
+    with open(path, "wb") as stream:
+        for _ in range(size >> 20):
+            stream.write(block)
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return size / elapsed / 1e9
 
 
 def wait_until_idle(pid: int, interval: float = 0.5, patience: float = 120.0) -> None:
@@ -212,12 +236,21 @@ def main() -> None:
         "orthanc": (orthanc.dicom_port, "ORTHANC"),
         "storescp": (storescp_port, "STORESCP"),
     }
+    #: whose CPU is measured (storescp's is spent in children that are gone when it ends)
+    measured = {"node": node.pid, "orthanc": orthanc.pid}
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    #: per number of senders: the node's CPU ms per instance while receiving, and after
-    node_cpu: dict[int, list[tuple[float, float]]] = {}
+    #: per receiver and number of senders: CPU ms per instance, user and system
+    cpu_used: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    #: per number of senders: the node's CPU ms per instance after receiving
+    node_after: dict[int, list[float]] = {}
     try:
         for senders in (1, 4):
             for round_number in range(args.rounds):
+                probe = page_cache_write_rate(work)
+                print(
+                    f"{senders} sender(s), round {round_number + 1}: "
+                    f"the page cache takes {probe:.1f} GB/s"
+                )
                 for name, (port, ae) in receivers.items():
                     for attempt in range(3):
                         batch = work / f"series-{name}-{senders}-{round_number}-{attempt}"
@@ -227,9 +260,9 @@ def main() -> None:
                         # run, competing with the receiver's own writes.
                         os.sync()
                         wait_until_idle(node.pid)
-                        cpu_before = cpu_seconds(node.pid)
+                        cpu_before = cpu_times(measured.get(name, node.pid))
                         seconds, ok = send(port, ae, folders)
-                        cpu_received = cpu_seconds(node.pid)
+                        cpu_received = cpu_times(measured.get(name, node.pid))
                         shutil.rmtree(batch)
                         if ok:
                             break
@@ -242,12 +275,17 @@ def main() -> None:
                     rate, throughput = count / seconds, size / seconds / 1e6
                     results.setdefault((name, senders), []).append((rate, throughput))
                     cpu = ""
+                    if name in measured:
+                        user, system = (
+                            (cpu_received[i] - cpu_before[i]) / count * 1000 for i in (0, 1)
+                        )
+                        cpu_used.setdefault((name, senders), []).append((user, system))
+                        cpu = f", CPU {user:.2f} user + {system:.2f} system ms per instance"
                     if name == "node":
                         wait_until_idle(node.pid)
-                        during = (cpu_received - cpu_before) / count * 1000
-                        after = (cpu_seconds(node.pid) - cpu_received) / count * 1000
-                        node_cpu.setdefault(senders, []).append((during, after))
-                        cpu = f", CPU {during:.2f} ms per instance (+{after:.2f} after)"
+                        after = (cpu_seconds(node.pid) - sum(cpu_received)) / count * 1000
+                        node_after.setdefault(senders, []).append(after)
+                        cpu += f" (+{after:.2f} after)"
                     print(
                         f"{senders} sender(s), round {round_number + 1}, {name:8s}: "
                         f"{rate:7.1f} instances/s {throughput:7.1f} MB/s "
@@ -277,16 +315,23 @@ def main() -> None:
             for name in receivers
         }
         orthanc_rate = medians["orthanc"][0]
-        during = statistics.median(d for d, _ in node_cpu[senders])
-        after = statistics.median(a for _, a in node_cpu[senders])
         print(
             f"  {senders} sender(s): "
             + ", ".join(
                 f"{name} {rate:.1f}/s ({throughput:.1f} MB/s, {rate / orthanc_rate:.2f}× Orthanc)"
                 for name, (rate, throughput) in medians.items()
             )
-            + f"; node CPU {during:.2f} ms per instance while receiving, {after:.2f} after"
         )
+        for name in measured:
+            user = statistics.median(u for u, _ in cpu_used[(name, senders)])
+            system = statistics.median(s for _, s in cpu_used[(name, senders)])
+            after = (
+                f", {statistics.median(node_after[senders]):.2f} after" if name == "node" else ""
+            )
+            print(
+                f"    {name} CPU per instance while receiving: {user:.2f} ms user + "
+                f"{system:.2f} ms system{after}"
+            )
 
 
 if __name__ == "__main__":
