@@ -197,7 +197,7 @@ _EXPLICIT_VRS = frozenset(vr for vr in ENCODED_VR if len(vr) == 2)
 _LONG_LENGTH_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CHARSET_TAG = 0x00080005
-#: Sequences nested deeper than this are left to pydicom (which refuses them, RecursionError).
+#: Sequences nested deeper than this are left to pydicom (which refuses the deepest ones).
 _MAX_DEPTH = 64
 _ELEMENT_HEADERS = {
     (implicit, little): struct.Struct(("<" if little else ">") + ("HHL" if implicit else "HH2sH"))
@@ -220,8 +220,8 @@ def _walk(data: bytes, implicit: bool, little: bool, elements: dict[int, Any]) -
     undefined lengths are followed item by item to their delimiter: about a sixth of the cost
     of pydicom, which builds a Dataset for every sequence item, on the ingest path. What this
     does not expect (an unknown VR, an item tag at the top level, a value of undefined length
-    that is not made of items, fewer bytes left than a header) is read by pydicom itself from
-    that element on (`_walk_with_pydicom`); tests check that the two agree.
+    that is not made of items or is UN, fewer bytes left than a header) is read by pydicom
+    itself from that element on (`_walk_with_pydicom`); tests check that the two agree.
     """
     size = len(data)
     header = _ELEMENT_HEADERS[(implicit, little)]
@@ -244,8 +244,8 @@ def _walk(data: bytes, implicit: bool, little: bool, elements: dict[int, Any]) -
                 length = long_length.unpack_from(data, value_at)[0]
                 value_at += 4
         try:
-            if tag < 0 or tag >> 16 == 0xFFFE:
-                raise _Unusual
+            if tag < 0 or tag >> 16 == 0xFFFE or (length == _UNDEFINED and vr == b"UN"):
+                raise _Unusual  # (UN of undefined length: a sequence in implicit VR, PS3.5 6.2.2)
             end = (
                 _end_of_items(data, value_at, implicit, little, 0)
                 if length == _UNDEFINED
@@ -328,7 +328,9 @@ def _end_of_item(data: bytes, position: int, implicit: bool, little: bool, depth
     while True:
         if _item_header(data, position, little)[0] == _ITEM_END:
             return position + 8
-        _, _, length, value_at = _element_header(data, position, implicit, little)
+        _, vr, length, value_at = _element_header(data, position, implicit, little)
+        if length == _UNDEFINED and vr == b"UN":
+            raise _Unusual
         if length == _UNDEFINED:
             position = _end_of_items(data, value_at, implicit, little, depth + 1)
         elif (position := value_at + length) > len(data):
