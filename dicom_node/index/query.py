@@ -408,16 +408,17 @@ _INSTANCES = (
     .select_from(instances.join(series).join(studies))
     .order_by(instances.c.series_instance_uid, instances.c.instance_number)
 )
-#: The instances of a study, of a series in it, and one instance: built once (WADO-RS asks
-#: for these on every request; a viewer loading a series asks for each instance's frames).
-_STUDY_WHERE = studies.c.study_instance_uid == bindparam("study")
-_SERIES_WHERE = series.c.series_instance_uid == bindparam("series")
+#: The instances of a study, narrowed (or not) to a series and to one instance, by which of
+#: the two are named: built once (WADO-RS asks for these on every request; a viewer loading a
+#: series asks for each instance's frames).
 _INSTANCES_UNDER = {
-    Level.STUDY: _INSTANCES.where(_STUDY_WHERE),
-    Level.SERIES: _INSTANCES.where(_STUDY_WHERE, _SERIES_WHERE),
-    Level.IMAGE: _INSTANCES.where(
-        _STUDY_WHERE, _SERIES_WHERE, instances.c.sop_instance_uid == bindparam("instance")
-    ),
+    (series_named, instance_named): _INSTANCES.where(
+        studies.c.study_instance_uid == bindparam("study"),
+        *([series.c.series_instance_uid == bindparam("series")] if series_named else []),
+        *([instances.c.sop_instance_uid == bindparam("instance")] if instance_named else []),
+    )
+    for series_named in (False, True)
+    for instance_named in (False, True)
 }
 
 
@@ -432,16 +433,11 @@ def instances_under(
     engine: Engine, study: str, series_uid: str | None = None, instance: str | None = None
 ) -> list[dict]:
     """The instance rows (as `matching_instances` gives them) of one study, of one series of
-    it (`series_uid`), or one instance of that series, the UIDs matched exactly."""
-    if series_uid is None:
-        level, values = Level.STUDY, {"study": study}
-    elif instance is None:
-        level, values = Level.SERIES, {"study": study, "series": series_uid}
-    else:
-        level = Level.IMAGE
-        values = {"study": study, "series": series_uid, "instance": instance}
+    it (`series_uid`), of one instance (`instance`) or both, the UIDs matched exactly."""
+    values = {"study": study, "series": series_uid, "instance": instance}
+    statement = _INSTANCES_UNDER[(series_uid is not None, instance is not None)]
     with engine.connect() as connection:
-        return list(_dicts(connection.execute(_INSTANCES_UNDER[level], values)))
+        return list(_dicts(connection.execute(statement, values)))
 
 
 def studies_of(rows: list[dict]) -> list[StudyData]:
