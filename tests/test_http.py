@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import requests
@@ -113,3 +116,26 @@ def test_healthz_fails_when_the_dicom_listener_stopped(tmp_path):
         assert "dicom: the listener has stopped accepting associations" in answer.json()["problems"]
     finally:
         server.stop()
+
+
+def test_a_temporary_metrics_folder_goes_when_its_process_ends():
+    """A cluster's node and each worker keep their metrics in a folder of their own under
+    /tmp: one was left behind at every start. It is removed when the process that made it
+    ends normally, and not when a process forked from it (a worker's pool) ends first."""
+    script = (
+        "import os, sys\n"
+        "from dicom_node.serve.metrics_folder import use_temporary_metrics_folder\n"
+        "folder = use_temporary_metrics_folder('dicom-node-test-')\n"
+        "print(folder, flush=True)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(child, 0)\n"
+        "print(folder.is_dir(), os.environ['PROMETHEUS_MULTIPROC_DIR'] == str(folder))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    folder, kept = done.stdout.splitlines()
+    assert Path(folder).name.startswith("dicom-node-test-")
+    assert kept == "True True"  # still there after the forked child ended
+    assert not Path(folder).exists()  # gone with the process that made it

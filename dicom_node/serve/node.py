@@ -15,12 +15,9 @@ import getpass
 import hashlib
 import logging
 import multiprocessing
-import os
-import shutil
 import signal
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +44,7 @@ from ..store.lock import LockShare, StorageLocked, join_cluster, take_lock
 from ..store.recovery import reconcile
 from ..store.storage import NAMES_AHEAD, StorageArea
 from .listening import listen
+from .metrics_folder import use_metrics_folder, use_temporary_metrics_folder
 
 if TYPE_CHECKING:  # imported for real only once `serve` has set up the metrics folder
     from ..dimse.connections import SharedCounts
@@ -248,13 +246,6 @@ def _replace_if_dead(child, context, config: NodeConfig, shared: SharedState, sl
     return _start_receiver(context, config, shared, slot)
 
 
-def _prepare_metrics_folder(storage_root) -> None:
-    folder = storage_root / "metrics"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-
-
 def _listen(host: str, port: int | None, key: str) -> socket.socket | None:
     """The listening socket of a configured DICOM port (None: that listener is off),
     non-blocking: every receiving process races to accept from it (`dimse.ae.SharedListener`)."""
@@ -306,9 +297,10 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
     _record_configuration(config_paths)
     # Must precede the first import of prometheus_client in this process; the receiving
     # processes and the job workers inherit it. A cluster's nodes each keep their own.
-    _prepare_metrics_folder(
-        Path(tempfile.mkdtemp(prefix="dicom-node-")) if cluster else storage.root
-    )
+    if cluster:
+        use_temporary_metrics_folder("dicom-node-")
+    else:
+        use_metrics_folder(storage.root / "metrics")
     from ..console.context import ConsoleContext
     from ..dimse.tls import client_args, server_context
     from ..index.statistics import StatisticsRefresher

@@ -7,14 +7,13 @@ their sum on ``http://HOST:N/metrics``."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+from .metrics_folder import use_temporary_metrics_folder
 
 
 def prepare_worker_metrics() -> None:
     """A fresh folder for this worker's processes' values; call before importing
     prometheus_client."""
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dicom-node-worker-")
+    use_temporary_metrics_folder("dicom-node-worker-")
 
 
 def serve_worker_metrics(port: int) -> None:
