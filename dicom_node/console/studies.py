@@ -15,8 +15,9 @@ from ..audit import messages, record
 from ..config import FHIR_DESTINATION
 from ..dicomweb.context import http_user, user_name
 from ..index import jobs
+from ..index.counts import study_counts
 from ..index.history import Delivery, JobHistory, StudyHistory, last_job_states, study_history
-from ..index.query import Level, QueryError, build_query, matching_rows, study_counts
+from ..index.query import Level, QueryError, build_query, matching_rows
 from ..index.schema import OUTBOX_PENDING, OUTBOX_SENT
 from ..index.wildcard import has_wildcard
 from .context import ConsoleContext, RowId

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from ..audit import messages, record
+from ..index.counts import series_counts, study_counts
 from ..index.query import (
     COMPUTED,
     KEYS,
@@ -26,8 +27,6 @@ from ..index.query import (
     QueryError,
     build_query,
     matching_rows,
-    series_counts,
-    study_counts,
 )
 from ..store.representative import representative_header
 from . import params

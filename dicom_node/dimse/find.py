@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 
 from .. import metrics
+from ..index.counts import computed_values
 from ..index.query import (
     COMPUTED,
     KEYS,
@@ -26,7 +27,6 @@ from ..index.query import (
     Level,
     QueryError,
     build_query,
-    computed_values,
     matching_rows,
 )
 from ..statuses import (
