@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from hypothesis import given
-from hypothesis import strategies as st
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from dicom_node.dicomweb.media import coalesced, last_held
 from dicom_node.index.schema import jobs
-from dicom_node.multipart import Part, multipart_body, multipart_length, new_boundary
 from dicom_node.store.file_meta import read_file_meta
 
 from .conftest import (
@@ -234,38 +230,6 @@ def test_retrieve_gives_the_stored_bytes(web_node):
         dcmread(CT_SERIES / n, stop_before_pixels=True).SOPInstanceUID for n in CT_SLICES
     )
     assert len(client.retrieve_study(CT_STUDY)) == 20
-
-
-@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 64))
-def test_streamed_pieces_keep_the_bytes_and_reach_the_size(chunks, size):
-    pieces = list(coalesced(chunks, size))
-    assert b"".join(pieces) == b"".join(chunks)
-    assert all(len(piece) >= size for piece in pieces[:-1])
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.lists(st.binary(max_size=40), max_size=4), st.none() | st.text("ab/:09", max_size=8)
-        ),
-        max_size=5,
-    )
-)
-def test_the_declared_length_is_the_body_length(contents):
-    parts = [
-        Part("application/dicom", chunks, location, size=len(b"".join(chunks)))
-        for chunks, location in contents
-    ]
-    boundary = new_boundary()
-    assert multipart_length(parts, boundary) == len(b"".join(multipart_body(parts, boundary)))
-    assert multipart_length([*parts, Part("application/dicom", [b"x"])], boundary) is None
-
-
-def test_the_last_piece_waits_until_ready():
-    events = []
-    pieces = last_held(iter([b"a", b"b", b"c"]), lambda: events.append("ready"))
-    events.extend(pieces)
-    assert events == [b"a", b"b", "ready", b"c"]
 
 
 def test_retrieve_transcodes_to_explicit_little_endian_on_request(web_node):

@@ -26,18 +26,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from ..audit import messages, record, record_soon
 from ..audit.messages import Outcome
 from ..index.query import studies_of
-from ..multipart import (
-    Part,
-    multipart_body,
-    multipart_content_type,
-    multipart_length,
-    new_boundary,
-)
+from ..multipart import multipart_content_type, multipart_segments, new_boundary
+from .body import Body, Spooled, StoredFile, pieces
 from .context import DicomwebContext, http_user, service_url
 from .errors import DicomwebError, not_acceptable
 from .instances import stored_instances, undecodable
 from .json_model import DICOM_JSON
-from .media import accepted, coalesced, file_chunks, last_held, stream_chunks
+from .media import accepted
 from .metadata import instance_metadata_json
 from .transcode import TranscodeError, explicit_little_endian
 
@@ -97,25 +92,22 @@ def _transcoded(
     return done
 
 
-def _part(context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile | None) -> Part:
-    """The instance's part, its size known (its file is not opened until the part is sent)."""
+def _part(
+    context: DicomwebContext, row: dict, transcoded: SpooledTemporaryFile | None
+) -> tuple[str, StoredFile | Spooled]:
+    """The instance's part: its content type and its content, whose size is known (a stored
+    file is not opened until the part is sent)."""
     if transcoded is not None:
         size = transcoded.seek(0, os.SEEK_END)
         transcoded.seek(0)
-        return Part(
-            f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}",
-            stream_chunks(transcoded),
-            size=size,
-        )
+        return f"{DICOM}; transfer-syntax={ExplicitVRLittleEndian}", Spooled(transcoded, size)
     path = context.storage.path(row["path"])
     try:
         size = os.stat(path).st_size
     except OSError as error:
         log.error("stored instance %s unreadable: %s", row["path"], error.strerror)
         raise DicomwebError(500, "a stored instance could not be read") from None
-    return Part(
-        f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", file_chunks(path), size=size
-    )
+    return f"{DICOM}; transfer-syntax={row['transfer_syntax_uid']}", StoredFile(str(path), size)
 
 
 def _audit_read(request: Request, rows: list[dict]) -> Callable[[], None]:
@@ -160,10 +152,11 @@ def retrieve(context: DicomwebContext, request: Request, rows: list[dict]) -> Re
             raise
     audited = _audit_read(request, rows)
     boundary = new_boundary()
+    body = Body(multipart_segments(parts, boundary))
     return StreamingResponse(
-        coalesced(last_held(multipart_body(parts, boundary), audited)),
+        pieces(body, audited),
         media_type=multipart_content_type(DICOM, boundary),
-        headers={"Content-Length": str(multipart_length(parts, boundary))},
+        headers={"Content-Length": str(body.length)},
     )
 
 
