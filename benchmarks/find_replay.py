@@ -4,7 +4,9 @@
 `findscu` spends about 25 ms starting (DCMTK's dictionaries), which hides a server's few
 milliseconds. Here its PDUs are captured once per server through a proxy, then sent again from
 this process: per association, the time from connect to the A-RELEASE-RP and the CPU the
-server's processes used (all of them, less their idle use measured beforehand).
+server's processes used (all of them, less their idle use measured beforehand). `echoscu`'s
+conversation (one C-ECHO) is replayed beside it, in turns: what an association costs by itself,
+the rest of the C-FIND's figure being the query's.
 
     python benchmarks/find_replay.py [--trees PATH ...] [--orthanc] [--rounds 200]
 
@@ -30,12 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.scale import fill_node, fill_orthanc, findscu  # noqa: E402
-from tests.conftest import configured_node, free_port  # noqa: E402
+from tests.conftest import TOOL_ENV, configured_node, free_port  # noqa: E402
 from tests.orthanc import OrthancPeer  # noqa: E402
 
 #: (0000,0900) Status 0x0000 in an implicit VR command set: the final C-FIND-RSP
 _FINAL_STATUS = b"\x00\x00\x00\x09\x02\x00\x00\x00\x00\x00"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ECHOSCU = "/usr/bin/echoscu"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -71,8 +74,9 @@ def read_pdu(sock: socket.socket) -> bytes:
     return header + exactly(struct.unpack(">I", header[2:])[0])
 
 
-def capture(port: int, ae_title: str) -> list[bytes]:
-    """The PDUs findscu sends for one C-FIND to the server at `port`."""
+def capture(port: int, ae_title: str, tool: str) -> list[bytes]:
+    """The PDUs `tool` ("findscu": one C-FIND; "echoscu": one C-ECHO) sends to the server at
+    `port`."""
     listening = socket.create_server(("127.0.0.1", 0))
     sent: list[bytes] = []
 
@@ -96,14 +100,23 @@ def capture(port: int, ae_title: str) -> list[bytes]:
 
     relaying = threading.Thread(target=relay)
     relaying.start()
-    findscu(listening.getsockname()[1], ae_title, "PAT000001")
+    if tool == "findscu":
+        findscu(listening.getsockname()[1], ae_title, "PAT000001")
+    else:
+        subprocess.run(
+            [ECHOSCU, "-aec", ae_title, "127.0.0.1", str(listening.getsockname()[1])],
+            env=TOOL_ENV,
+            check=True,
+            capture_output=True,
+        )
     relaying.join()
     listening.close()
     return sent
 
 
 def replay(port: int, pdus: list[bytes]) -> float:
-    """One association as findscu had it; milliseconds from connect to the A-RELEASE-RP."""
+    """One association as the tool had it; milliseconds from connect to the A-RELEASE-RP (its
+    last response has Status 0x0000: a C-FIND's final one, or a C-ECHO's)."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -186,35 +199,45 @@ def main() -> None:
                 *stack.enter_context(orthanc_filled(work, args.studies)),
                 "ORTHANC",
             )
-        conversations = {name: capture(port, title) for name, (port, _, title) in servers.items()}
+        #: (server, tool) -> the PDUs to replay
+        conversations = {
+            (name, tool): capture(port, title, tool)
+            for name, (port, _, title) in servers.items()
+            for tool in ("findscu", "echoscu")
+        }
         idle = {}
         for name, (_, pid, _) in servers.items():
             before, started = cpu_seconds(pid), time.perf_counter()
             time.sleep(3)
             idle[name] = (cpu_seconds(pid) - before) / (time.perf_counter() - started)
-        wall: dict[str, list[float]] = {name: [] for name in servers}
-        cpu: dict[str, list[float]] = {name: [] for name in servers}
+        wall: dict[tuple[str, str], list[float]] = {key: [] for key in conversations}
+        cpu: dict[tuple[str, str], list[float]] = {key: [] for key in conversations}
         for _ in range(args.rounds):
-            for name, (port, pid, _) in servers.items():  # alternating
+            for (name, tool), pdus in conversations.items():  # alternating
+                port, pid, _ = servers[name]
                 before, started = cpu_seconds(pid), time.perf_counter()
-                wall[name].append(replay(port, conversations[name]))
+                wall[name, tool].append(replay(port, pdus))
                 time.sleep(0.06)  # the association's last steps and background syncs
                 used = cpu_seconds(pid) - before - idle[name] * (time.perf_counter() - started)
-                cpu[name].append(used * 1000)
+                cpu[name, tool].append(used * 1000)
         report(wall, cpu, args.rounds, args.studies)
 
 
 def report(
-    wall: dict[str, list[float]], cpu: dict[str, list[float]], rounds: int, studies: int
+    wall: dict[tuple[str, str], list[float]],
+    cpu: dict[tuple[str, str], list[float]],
+    rounds: int,
+    studies: int,
 ) -> None:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"{rounds} rounds, {studies} studies, load average {load}", flush=True)
-    for name, times in wall.items():
+    for (name, tool), times in wall.items():
         low, _, high = statistics.quantiles(times, n=4)
+        what = "C-FIND" if tool == "findscu" else "C-ECHO"
         print(
-            f"  {name:40s} {statistics.median(times):6.2f} ms median "
+            f"  {name:40s} {what} {statistics.median(times):6.2f} ms median "
             f"(quartiles {low:.2f}-{high:.2f}), "
-            f"CPU {statistics.mean(cpu[name]):5.2f} ms per association",
+            f"CPU {statistics.mean(cpu[name, tool]):5.2f} ms per association",
             flush=True,
         )
 
