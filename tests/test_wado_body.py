@@ -1,21 +1,31 @@
 """The body of a WADO-RS answer (`dicomweb.body`): framing, stored files and transcoded instances
 sent in pieces, read in the event loop where the page cache holds them and in a worker thread
 where it does not; the audit wait before the last piece; a file shorter than declared ends the
-answer with an error, never with other bytes."""
+answer with an error, never with other bytes; a client that hangs up mid-answer leaves no file
+open in a running node."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import anyio
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydicom import dcmread
 
 from dicom_node.dicomweb.body import Body, Spooled, StoredFile, pieces
 from dicom_node.multipart import multipart_segments, new_boundary
+
+from .conftest import CT_SERIES, configured_node, dcmsend
+
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 def collect(body: Body, before_last=lambda: None, piece_size: int = 1 << 20) -> list[bytes]:
@@ -166,3 +176,60 @@ def test_a_file_in_the_page_cache_is_read_without_waiting(tmp_path):
     assert body.fill(piece, waiting=False) == len(data)
     assert bytes(piece) == data
     body.close()
+
+
+def test_clients_leaving_mid_answer_leave_no_file_open(tmp_path):
+    """A client reads the start of a 60-slice series (11 MB: more than the kernel's socket
+    buffers take ahead) and hangs up; the node was reading a stored file for it, and closes
+    it. Each time; then it serves the whole series to the next client."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    slices = sorted(CT_SERIES.glob("*.dcm"))[:60]
+    for path in slices:
+        shutil.copy(path, folder / path.name)
+    node = configured_node(tmp_path / "node", f"sqlite:///{tmp_path / 'index.sqlite'}")
+    node.start()
+    try:
+        assert dcmsend(node.port, folder).returncode == 0
+        assert node.process is not None
+        pid = node.process.pid
+        header = dcmread(slices[0], stop_before_pixels=True)
+        path = f"/dicomweb/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}"
+        request = f"GET {path} HTTP/1.1\r\nHost: node\r\nAccept: {AS_STORED}\r\n\r\n".encode()
+        for _ in range(5):
+            with socket.socket() as client:
+                # a small window, set before connecting: the answer waits on the client
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.settimeout(30)
+                client.connect(("127.0.0.1", node.http_port))
+                client.sendall(request)
+                assert client.recv(4096).startswith(b"HTTP/1.1 200")
+                assert wait_for(lambda: open_stored_files(pid) == 1)
+            assert wait_for(lambda: open_stored_files(pid) == 0)
+        answer = requests.get(
+            f"http://127.0.0.1:{node.http_port}{path}", headers={"Accept": AS_STORED}, timeout=60
+        )
+        assert answer.status_code == 200
+        assert answer.content.count(b"Content-Type: application/dicom") == 60
+    finally:
+        node.stop()
+
+
+def open_stored_files(pid: int) -> int:
+    """How many stored files (``*.dcm``) process `pid` holds open."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").endswith(".dcm")
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
