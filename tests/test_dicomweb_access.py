@@ -202,9 +202,12 @@ def test_tls(make_node, tmp_path):
     session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides verify
     client = DICOMwebClient(f"https://localhost:{node.http_port}/dicomweb", session=session)
     data = renamed_copy(TRANSFER_SYNTAXES / "CT_small.dcm")
-    client.store_instances([dcmread(io.BytesIO(data))])
+    sent = dcmread(io.BytesIO(data))
+    client.store_instances([sent])
     (study,) = client.search_for_studies()
     assert study["00081190"]["Value"][0].startswith("https://localhost:")
+    (got,) = client.retrieve_study(sent.StudyInstanceUID)  # streamed through TLS
+    assert got.SOPInstanceUID == sent.SOPInstanceUID and got.PixelData == sent.PixelData
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"https://localhost:{node.http_port}/dicomweb/studies", timeout=30)
 
