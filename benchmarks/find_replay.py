@@ -35,7 +35,7 @@ from benchmarks.scale import fill_node, fill_orthanc, findscu  # noqa: E402
 from tests.conftest import TOOL_ENV, configured_node, free_port  # noqa: E402
 from tests.orthanc import OrthancPeer  # noqa: E402
 
-#: (0000,0900) Status 0x0000 in an implicit VR command set: the final C-FIND-RSP
+#: (0000,0900) Status 0x0000 in an implicit VR command set: the final C-FIND-RSP, or the C-ECHO-RSP
 _FINAL_STATUS = b"\x00\x00\x00\x09\x02\x00\x00\x00\x00\x00"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ECHOSCU = "/usr/bin/echoscu"
