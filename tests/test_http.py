@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +21,7 @@ from pydicom import dcmread
 from dicom_node.config import parse_config
 from dicom_node.index.database import open_engine
 from dicom_node.serve.http_app import HttpServer, create_app, open_http_socket
+from dicom_node.serve.metrics_folder import use_temporary_metrics_folder
 from dicom_node.store.storage import StorageArea
 
 from .conftest import MALFORMED, free_port, wait_for_port
@@ -139,3 +143,29 @@ def test_a_temporary_metrics_folder_goes_when_its_process_ends():
     assert Path(folder).name.startswith("dicom-node-test-")
     assert kept == "True True"  # still there after the forked child ended
     assert not Path(folder).exists()  # gone with the process that made it
+
+
+def test_a_killed_process_metrics_folder_goes_at_the_next_start(tmp_path, monkeypatch):
+    """A node killed with SIGKILL cannot remove its folder; the next start of a node or worker
+    with the same prefix removes the folders of processes that are gone, and only those."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "before"))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    host, pid = socket.gethostname(), gone.stdout.strip()
+    dead = tmp_path / f"dicom-node-{host}-{pid}-abc"
+    living = tmp_path / f"dicom-node-{host}-{os.getpid()}-def"
+    worker = tmp_path / f"dicom-node-worker-{host}-{pid}-ghi"  # another prefix
+    elsewhere = tmp_path / f"dicom-node-another-host-{pid}-jkl"  # a container sharing /tmp
+    unnamed = tmp_path / "dicom-node-xyz12345"  # made before folders were named by process
+    for folder in (dead, living, worker, elsewhere, unnamed):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"x")
+    made = use_temporary_metrics_folder("dicom-node-")
+    assert made.parent == tmp_path and made.name.startswith(f"dicom-node-{host}-{os.getpid()}-")
+    assert not dead.exists()
+    assert all(folder.exists() for folder in (living, worker, elsewhere, unnamed))
