@@ -1,8 +1,9 @@
-"""The command set of a C-STORE or C-FIND response, encoded directly.
+"""The command set of a C-STORE, C-FIND or C-ECHO response, encoded directly.
 
 pynetdicom builds each response as a pydicom Dataset and encodes it twice (once to learn the
-group length): about 0.27 ms, a tenth of what the node spends on a stored instance, and about
-0.6 ms of each C-FIND answer's (a one-result C-FIND sends two responses). These responses are
+group length): about 0.27 ms, a tenth of what the node spends on a stored instance, about 0.6 ms
+of each C-FIND answer's (a one-result C-FIND sends two responses) and a seventh of a C-ECHO
+association's Python time (a PACS's verification, often every minute). These responses are
 always the same few elements, so they are packed here in one step, byte for byte as pynetdicom
 would encode them (the tests compare the two). Anything unusual (an Offending Element, text
 that is not ASCII) is left to pynetdicom.
@@ -12,24 +13,24 @@ from __future__ import annotations
 
 import struct
 
-from pynetdicom.dimse_primitives import C_FIND, C_STORE
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 
 _ELEMENT_HEADER = struct.Struct("<HHI")  # implicit VR little endian: group, element, length
 _US = struct.Struct("<H")
-_COMMAND_FIELDS = {C_STORE: 0x8001, C_FIND: 0x8020}
+_COMMAND_FIELDS = {C_STORE: 0x8001, C_FIND: 0x8020, C_ECHO: 0x8030}
 _NO_DATASET = 0x0101
 _DATASET = 0x0001  # what pynetdicom writes when a data set follows
 
 
-def encode_response(primitive: C_STORE | C_FIND) -> bytes | None:
-    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2) or C-FIND-RSP (9.3.2.2) primitive,
-    or None when this is not a plain response of either."""
+def encode_response(primitive: C_STORE | C_FIND | C_ECHO) -> bytes | None:
+    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2), C-FIND-RSP (9.3.2.2) or C-ECHO-RSP
+    (9.3.5.2) primitive, or None when this is not a plain response of one of them."""
     command_field = _COMMAND_FIELDS.get(type(primitive))
     if command_field is None:
         return None
     if primitive.MessageIDBeingRespondedTo is None or primitive.Status is None:
         return None
-    if primitive.OffendingElement is not None:
+    if getattr(primitive, "OffendingElement", None) is not None:  # C-ECHO has none
         return None
     instance_uid = primitive.AffectedSOPInstanceUID if isinstance(primitive, C_STORE) else None
     texts = (primitive.AffectedSOPClassUID, primitive.ErrorComment, instance_uid)

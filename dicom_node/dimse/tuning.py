@@ -25,7 +25,7 @@ ended, up to 10 ms, taking a core a waiting peer could use. The DUL is woken ins
 
 Sending: the socket sends each PDU at once (TCP_NODELAY), as Orthanc's and DCMTK's do.
 
-Answering: C-STORE and C-FIND responses are sent with their command set packed by
+Answering: C-STORE, C-FIND and C-ECHO responses are sent with their command set packed by
 `response_command` (when no handler watches the DIMSE messages sent), from the association's
 own thread straight to the socket (see `_DirectSender`); every other message goes through
 pynetdicom.
@@ -215,9 +215,9 @@ def _answer_directly(association: Association) -> None:
     sender = _DirectSender(association)
 
     def send(primitive, context_id: int) -> None:
-        """Like DIMSEServiceProvider.send_msg; a C-STORE-RSP or C-FIND-RSP goes out as one
-        P-DATA for its command set and, for a match, one for its identifier (as pynetdicom
-        sends them when each fits in a PDU)."""
+        """Like DIMSEServiceProvider.send_msg; a C-STORE-RSP, C-FIND-RSP or C-ECHO-RSP goes
+        out as one P-DATA for its command set and, for a match, one for its identifier (as
+        pynetdicom sends them when each fits in a PDU)."""
         command = encode_response(primitive)
         identifier = primitive.Identifier if isinstance(primitive, C_FIND) else None
         dataset = identifier.getvalue() if identifier is not None else b""
