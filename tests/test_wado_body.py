@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import anyio
@@ -24,6 +23,7 @@ from dicom_node.dicomweb.body import Body, Spooled, StoredFile, pieces
 from dicom_node.multipart import multipart_segments, new_boundary
 
 from .conftest import CT_SERIES, configured_node, dcmsend
+from .test_durability import wait_until
 
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -204,8 +204,8 @@ def test_clients_leaving_mid_answer_leave_no_file_open(tmp_path):
                 client.connect(("127.0.0.1", node.http_port))
                 client.sendall(request)
                 assert client.recv(4096).startswith(b"HTTP/1.1 200")
-                assert wait_for(lambda: open_stored_files(pid) == 1)
-            assert wait_for(lambda: open_stored_files(pid) == 0)
+                wait_until(lambda: open_stored_files(pid) == 1, timeout=10)
+            wait_until(lambda: open_stored_files(pid) == 0, timeout=10)
         answer = requests.get(
             f"http://127.0.0.1:{node.http_port}{path}", headers={"Accept": AS_STORED}, timeout=60
         )
@@ -224,12 +224,3 @@ def open_stored_files(pid: int) -> int:
         except OSError:
             continue  # closed meanwhile
     return count
-
-
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
