@@ -260,9 +260,10 @@ def main() -> None:
                         # run, competing with the receiver's own writes.
                         os.sync()
                         wait_until_idle(node.pid)
-                        cpu_before = cpu_times(measured.get(name, node.pid))
+                        pid = measured.get(name)
+                        cpu_before = cpu_times(pid) if pid else (0.0, 0.0)
                         seconds, ok = send(port, ae, folders)
-                        cpu_received = cpu_times(measured.get(name, node.pid))
+                        cpu_received = cpu_times(pid) if pid else (0.0, 0.0)
                         shutil.rmtree(batch)
                         if ok:
                             break
