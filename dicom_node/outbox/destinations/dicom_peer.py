@@ -35,11 +35,14 @@ class DicomPeer:
         # The node wrote every queued file as DICOM: one that is not is refused like a bad one.
         failed = dict(report.failed) | {path: "not a DICOM file" for path in report.skipped}
         stored = set(report.stored)
-        sent_headers = []
+        sent = [row for path, row in paths.items() if path in stored]
+        # Audited before the rows count as sent (as FHIR reports are): a delivery seen in the
+        # outbox has its audit message on disk, and a crash between the two sends it again.
+        record_sent(self._config, self.name, [header(outbox.area.path(row.path)) for row in sent])
+        for row in sent:
+            outbox.delivered(row)
         for path, row in paths.items():
             if path in stored:
-                sent_headers.append(header(outbox.area.path(row.path)))
-                outbox.delivered(row)
                 continue
             # The association broke off, or this node could not read or send the object: that
             # is not the peer's verdict on it, and it is tried again. Only an acknowledgement
@@ -47,7 +50,6 @@ class DicomPeer:
             why = failed.get(path, f"{LOCAL_ERROR}: the file was not sent")
             refused = not why.startswith((NO_ANSWER, LOCAL_ERROR))
             outbox.not_delivered(row, why, now, refused=refused)
-        record_sent(self._config, self.name, sent_headers)
         log.info(
             "outbox: %d object(s) delivered to %s, %d not",
             len(stored),

@@ -127,21 +127,23 @@ class StowRsPeer:
         now: float,
     ) -> int:
         stored, failed = _answered_uids(answer)
-        sent_headers = []
+        sent = []
         for row, data in batch:
             uid = row.sop_instance_uid
             if uid in failed:
                 error = f"{self.name} refused the object (failure reason {failed[uid]})"
             elif answer.status_code == 200 or uid in stored:
-                sent_headers.append(header(data))
-                outbox.delivered(row)
+                sent.append((row, data))
                 continue
             else:
                 error = f"{self.name} answered {answer.status_code} {answer.reason}"
             log.error("outbox: %s", error)
             outbox.not_delivered(row, error, now, refused=True)
-        record_sent(self._config, self.name, sent_headers)
-        return len(sent_headers)
+        # Audited before the rows count as sent, as a DICOM peer's deliveries are.
+        record_sent(self._config, self.name, [header(data) for _, data in sent])
+        for row, _ in sent:
+            outbox.delivered(row)
+        return len(sent)
 
 
 def _wait_reason(answer: requests.Response | str) -> str | None:
