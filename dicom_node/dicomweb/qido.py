@@ -16,8 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from sqlalchemy import Connection
 
-from ..audit import messages, record
+from ..audit import messages, record_soon
 from ..index.counts import series_counts, study_counts
 from ..index.query import (
     COMPUTED,
@@ -26,6 +27,7 @@ from ..index.query import (
     Matching,
     QueryError,
     build_query,
+    connection_from,
     matching_rows,
 )
 from ..store.representative import representative_header
@@ -142,9 +144,21 @@ def _levels_shown(level: Level, fixed: dict[str, str]) -> list[Level]:
 
 
 def search(context: DicomwebContext, request: Request, level: Level, **fixed: str) -> Response:
-    query_string = request.url.query.encode()
+    """The answer to one search; its audit message is on disk before any answer leaves (it is
+    synced while the index answers)."""
     user = http_user(request, messages.SOURCE)
-    record(messages.query(user, request.url.path, messages.URI, query_string))
+    synced = record_soon(
+        messages.query(user, request.url.path, messages.URI, request.url.query.encode())
+    )
+    try:
+        return _search(context, request, level, fixed)
+    finally:
+        synced()
+
+
+def _search(
+    context: DicomwebContext, request: Request, level: Level, fixed: dict[str, str]
+) -> Response:
     parsed = Search(request, level, fixed)
     try:
         query = build_query(level, parsed.matching)
@@ -154,16 +168,19 @@ def search(context: DicomwebContext, request: Request, level: Level, **fixed: st
     wanted = cap if parsed.limit is None else min(parsed.limit, cap)
     # Sorted only for a client that pages: a plain search takes the matches as they come.
     paging = parsed.limit is not None or parsed.offset > 0
-    rows = list(
-        matching_rows(context.engine, query, limit=wanted + 1, offset=parsed.offset, ordered=paging)
-    )
-    if len(rows) > wanted:
-        rows = rows[:wanted]
-        if parsed.limit is None or parsed.limit > cap:
-            parsed.warnings.append(
-                f"more than {cap} results: page through them with limit and offset"
-            )
-    answers = _answers(context, request, parsed, rows, _levels_shown(level, fixed))
+    shown = _levels_shown(level, fixed)
+    with connection_from(context.engine) as connection:  # one checkout for matches and counts
+        rows = list(
+            matching_rows(connection, query, limit=wanted + 1, offset=parsed.offset, ordered=paging)
+        )
+        if len(rows) > wanted:
+            rows = rows[:wanted]
+            if parsed.limit is None or parsed.limit > cap:
+                parsed.warnings.append(
+                    f"more than {cap} results: page through them with limit and offset"
+                )
+        counts = _Counts(connection, rows, shown)
+    answers = _answers(context, request, parsed, rows, shown, counts)
     log.info("QIDO-RS %s search: %d result(s)", level.value.lower(), len(answers))
     headers = {"Warning": ", ".join(f'299 dicom-node: "{text}"' for text in parsed.warnings)}
     return Response(
@@ -171,8 +188,29 @@ def search(context: DicomwebContext, request: Request, level: Level, **fixed: st
     )
 
 
+class _Counts:
+    """The study and series counts of the results, for the levels the answers show."""
+
+    def __init__(self, connection: Connection, rows: list[dict], shown: list[Level]) -> None:
+        self.studies = (
+            study_counts(connection, sorted({row["study_instance_uid"] for row in rows}))
+            if Level.STUDY in shown
+            else {}
+        )
+        self.series = (
+            series_counts(connection, sorted({row["series_instance_uid"] for row in rows}))
+            if Level.SERIES in shown
+            else {}
+        )
+
+
 def _answers(
-    context: DicomwebContext, request: Request, parsed: Search, rows: list[dict], shown: list
+    context: DicomwebContext,
+    request: Request,
+    parsed: Search,
+    rows: list[dict],
+    shown: list,
+    counts: _Counts,
 ) -> list[dict]:
     base = service_url(request)
     keywords = {Level.STUDY: list(_STUDY), Level.SERIES: list(_SERIES), Level.IMAGE: _INSTANCE}
@@ -181,16 +219,6 @@ def _answers(
             level = Level.STUDY if key.level is Level.PATIENT else key.level
             if level in shown and keyword not in keywords[level]:
                 keywords[level] = [*keywords[level], keyword]
-    studies = (
-        study_counts(context.engine, sorted({row["study_instance_uid"] for row in rows}))
-        if Level.STUDY in shown
-        else {}
-    )
-    series = (
-        series_counts(context.engine, sorted({row["series_instance_uid"] for row in rows}))
-        if Level.SERIES in shown
-        else {}
-    )
     from_index = {keyword for level in shown for keyword in keywords[level]}
     extra = sorted(
         keyword
@@ -208,19 +236,19 @@ def _answers(
         study_uid = row["study_instance_uid"]
         url = f"{base}/studies/{study_uid}"
         if Level.STUDY in shown:
-            counts = studies.get(study_uid)
+            study = counts.studies.get(study_uid)
             answer[tag_key("ModalitiesInStudy")] = element(
-                "ModalitiesInStudy", counts.modalities if counts else []
+                "ModalitiesInStudy", study.modalities if study else []
             )
             answer[tag_key("NumberOfStudyRelatedSeries")] = element(
-                "NumberOfStudyRelatedSeries", counts.series if counts else 0
+                "NumberOfStudyRelatedSeries", study.series if study else 0
             )
             answer[tag_key("NumberOfStudyRelatedInstances")] = element(
-                "NumberOfStudyRelatedInstances", counts.instances if counts else 0
+                "NumberOfStudyRelatedInstances", study.instances if study else 0
             )
         if Level.SERIES in shown:
             answer[tag_key("NumberOfSeriesRelatedInstances")] = element(
-                "NumberOfSeriesRelatedInstances", series.get(row["series_instance_uid"], 0)
+                "NumberOfSeriesRelatedInstances", counts.series.get(row["series_instance_uid"], 0)
             )
         if parsed.level is not Level.STUDY:
             url += f"/series/{row['series_instance_uid']}"

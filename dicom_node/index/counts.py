@@ -4,10 +4,12 @@ in grouped queries over all the matches rather than queries per match."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, Row, bindparam, func, select
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import BindParameter
 
 from .query import COMPUTED, Level, connection_from
@@ -35,21 +37,27 @@ class StudyCounts:
 #: statement below is built and compiled once, not per query (SQLAlchemy's construction of a
 #: statement costs more than SQLite's answer to it, on every C-FIND and QIDO).
 _NAMED: BindParameter[list[str]] = bindparam("named", expanding=True)
-_STUDY_COUNTS = (
-    select(
-        series.c.study_instance_uid,
-        func.count(func.distinct(series.c.series_instance_uid)),
-        func.count(instances.c.sop_instance_uid),
+
+
+def _study_counts(dialect: str) -> Select:
+    """Series and instance counts and the distinct modalities of each named study, in one
+    statement: the modalities gathered by PostgreSQL's `array_agg`, by SQLite's
+    `json_group_array` (the values whole, whatever characters they hold)."""
+    gather = func.array_agg if dialect == "postgresql" else func.json_group_array
+    return (
+        select(
+            series.c.study_instance_uid,
+            func.count(func.distinct(series.c.series_instance_uid)),
+            func.count(instances.c.sop_instance_uid),
+            gather(series.c.modality.distinct()),
+        )
+        .select_from(series.outerjoin(instances))
+        .where(series.c.study_instance_uid.in_(_NAMED))
+        .group_by(series.c.study_instance_uid)
     )
-    .select_from(series.outerjoin(instances))
-    .where(series.c.study_instance_uid.in_(_NAMED))
-    .group_by(series.c.study_instance_uid)
-)
-_STUDY_MODALITIES = (
-    select(series.c.study_instance_uid, series.c.modality)
-    .where(series.c.study_instance_uid.in_(_NAMED))
-    .distinct()
-)
+
+
+_STUDY_COUNTS = {dialect: _study_counts(dialect) for dialect in ("postgresql", "sqlite")}
 _STUDY_SOP_CLASSES = (
     select(series.c.study_instance_uid, instances.c.sop_class_uid)
     .select_from(series.join(instances))
@@ -77,22 +85,27 @@ _PATIENT_COUNTS = (
 def study_counts(
     bind: Engine | Connection, uids: list[str], sop_classes: bool = False
 ) -> dict[str, StudyCounts]:
-    """Series and instance counts, modalities (and SOP classes) of many studies, in two (three)
+    """Series and instance counts, modalities (and SOP classes) of many studies, in one (two)
     grouped queries per thousand studies."""
     found: dict[str, StudyCounts] = {}
     with connection_from(bind) as connection:
+        statement = _STUDY_COUNTS[connection.dialect.name]
         for chunk in _chunks(uids):
             named = {"named": chunk}
-            counts = connection.execute(_STUDY_COUNTS, named).all()
-            modalities = _distinct_per_study(connection.execute(_STUDY_MODALITIES, named))
+            counts = connection.execute(statement, named).all()
             classes = (
                 _distinct_per_study(connection.execute(_STUDY_SOP_CLASSES, named))
                 if sop_classes
                 else {}
             )
-            for uid, n_series, n_instances in counts:
+            for uid, n_series, n_instances, modalities in counts:
+                if isinstance(modalities, str):  # SQLite's JSON array
+                    modalities = json.loads(modalities)
                 found[uid] = StudyCounts(
-                    n_series, n_instances, modalities.get(uid, []), classes.get(uid, [])
+                    n_series,
+                    n_instances,
+                    sorted(modality for modality in modalities if modality),
+                    classes.get(uid, []),
                 )
     return found
 

@@ -21,6 +21,7 @@ from ..dicomweb.app import mount_dicomweb
 from ..dicomweb.auth import AuthSetupError, load_jwks
 from ..dicomweb.context import DicomwebContext
 from ..index import jobs
+from ..index.database import reading_engine
 from ..index.heartbeat import check_writable as check_index_writable
 from ..index.work import work_summary
 from ..store.ingest import Ingest
@@ -44,7 +45,7 @@ def create_app(
     says whether the DICOM listener still accepts associations; `console` adds the web console
     at `/ui/`."""
     app = FastAPI(title="DICOM AI node", docs_url=None, redoc_url=None)
-    mount_dicomweb(app, DicomwebContext(engine, storage, ingest, http.dicomweb))
+    mount_dicomweb(app, DicomwebContext(reading_engine(engine), storage, ingest, http.dicomweb))
     if console is not None:
         mount_console(app, console)
 

@@ -35,7 +35,7 @@ from ..audit import close_trail, messages, open_trail, record
 from ..config import ConfigError, JobEngine, NodeConfig
 from ..config.live import LiveConfiguration, reload_on_sighup
 from ..index.clock import DatabaseClock
-from ..index.database import open_engine
+from ..index.database import open_engine, reading_engine
 from ..index.receiver_leases import GoneOwners, ReceiverLease
 from ..logging_setup import configure_logging
 from ..periodic import PeriodicThread
@@ -111,14 +111,15 @@ class Receiver:
         )
         self.ae = build_ae(config, shared.loads, shared.associations, slot)
         store = StoreHandler(self.ingest)
-        self._move = MoveHandler(self.engine, storage, config)
+        reader = reading_engine(self.engine)
+        self._move = MoveHandler(reader, storage, config)
         handlers = access_handlers(self.ae) + [
             (evt.EVT_C_ECHO, lambda _event: SUCCESS),
             (evt.EVT_C_STORE, store),
             (evt.EVT_CONN_CLOSE, store.association_closed),
-            (evt.EVT_C_FIND, FindHandler(self.engine, storage, config.ae_title)),
+            (evt.EVT_C_FIND, FindHandler(reader, storage, config.ae_title)),
             (evt.EVT_C_MOVE, self._move),
-            (evt.EVT_C_GET, GetHandler(self.engine, storage)),
+            (evt.EVT_C_GET, GetHandler(reader, storage)),
         ]
         listeners: list[tuple[socket.socket | None, ssl.SSLContext | None]] = [
             (shared.plain_socket, None)
