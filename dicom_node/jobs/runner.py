@@ -16,7 +16,8 @@ import os
 import signal
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
@@ -98,11 +99,22 @@ def _work(job_id: int, study_uid: str) -> str:
 class JobRunner:
     """Claims jobs while a worker is free and records each one's outcome."""
 
-    def __init__(self, config: NodeConfig, engine: Engine, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        engine: Engine,
+        interval: float = 1.0,
+        on_finished: Callable[[], None] | None = None,
+    ) -> None:
         self._config = config
         self._engine = engine
         self._interval = interval
+        #: called once a job's outcome is recorded: its results wait in the outbox
+        self._on_finished = on_finished
         self._stop = threading.Event()
+        #: set by a new job row (`wake`), a job's end, a new configuration or the stop: the
+        #: runner then looks at once instead of at the end of its interval
+        self._woken = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
         self._pool: ProcessPoolExecutor | None = None
         #: each running job, and the pool (by generation) its worker belongs to
@@ -139,9 +151,15 @@ class JobRunner:
         finish in the old pool, with the configuration they started with."""
         self._config = config
         self._reconfigured.set()
+        self._woken.set()
+
+    def wake(self) -> None:
+        """Claim jobs now: new job rows were just written in this process."""
+        self._woken.set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._woken.set()
         self._thread.join(timeout=10)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -157,11 +175,9 @@ class JobRunner:
                 self._fill()
             except Exception as error:  # a database outage must not end the runner
                 log.error("cannot claim jobs: %s", error)
-            if not self._running:
-                self._stop.wait(self._interval)
-                continue
-            done, _ = wait(self._running, timeout=self._interval, return_when=FIRST_COMPLETED)
-            for future in done:
+            self._woken.wait(self._interval)
+            self._woken.clear()
+            for future in [future for future in self._running if future.done()]:
                 self._record(future, *self._running.pop(future))
 
     def _fill(self) -> None:
@@ -178,6 +194,7 @@ class JobRunner:
                 self._replace_pool()
                 return
             self._running[future] = (job, self._generation)
+            future.add_done_callback(lambda _future: self._woken.set())
 
     def _record(self, future: Future, job: Job, generation: int) -> None:
         try:
@@ -196,6 +213,8 @@ class JobRunner:
             log.error("job %d failed: %s", job.id, error)
         else:
             log.info("job %d done", job.id)
+        if self._on_finished is not None:
+            self._on_finished()
 
     def _worker_died(self, job: Job, generation: int) -> None:
         """The job's worker process died under it: run the job again in a new worker, unless

@@ -31,16 +31,21 @@ class StabilityMonitor(PeriodicThread):
         stable_seconds: float,
         interval: float,
         clock: Callable[[], float] = time.time,
+        on_jobs: Callable[[], None] | None = None,
     ) -> None:
         super().__init__("study stability check", interval, clock)
         self._engine = engine
         self._stable_seconds = stable_seconds
+        #: called after a round that wrote job rows: wakes what takes them in this process
+        self._on_jobs = on_jobs
 
     def run_once(self, now: float) -> list[str]:
         """Complete every study quiet since before `now - stable_seconds`; return their UIDs."""
         # Writers refresh last_received_at at most once per touch interval.
         cutoff = now - self._stable_seconds - STUDY_TOUCH_INTERVAL_SECONDS
         completed = complete_quiet_studies(self._engine, cutoff, now)
+        if completed and self._on_jobs is not None:
+            self._on_jobs()
         for study_uid in completed:
             self._announce(study_uid)
         return completed

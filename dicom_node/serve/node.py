@@ -359,13 +359,6 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
                     log.warning("receiving process %s is gone: not reconfigured", process.name)
 
     receiver.start()
-    monitor = StabilityMonitor(
-        engine,
-        config.study.stable_seconds,
-        config.study.check_interval_seconds,
-        clock=node_clock(config, engine),
-    )
-    monitor.start()
     statistics = StatisticsRefresher(engine)
     statistics.start()
     box = open_outbox(config, engine)
@@ -380,11 +373,23 @@ def serve(config: NodeConfig, config_paths: Sequence[Path] = ()) -> None:
         publisher = JobPublisher(config, engine, storage, box)
         background: list[PeriodicThread | JobRunner] = [publisher]
         reconfigurable = [publisher.reconfigure]  # the routes' queues
+        take_jobs = publisher.wake
     else:
+        # Each hand-over wakes the next stage: a new job row its runner, a finished job (its
+        # results in the outbox) the sender; their 1 s rounds only catch up with the rest.
         sender = OutboxSender(config, box, fhir)
-        runner = JobRunner(config, engine)
+        runner = JobRunner(config, engine, on_finished=sender.wake)
         background = [sender, runner]
         reconfigurable = [runner.reconfigure, sender.reconfigure]
+        take_jobs = runner.wake
+    monitor = StabilityMonitor(
+        engine,
+        config.study.stable_seconds,
+        config.study.check_interval_seconds,
+        clock=node_clock(config, engine),
+        on_jobs=take_jobs,
+    )
+    monitor.start()
     for worker in background:
         worker.start()
     console = ConsoleContext(config, engine, storage, box, receiver.ingest, live)
