@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from functools import lru_cache
 
 from pydicom import Dataset
 
@@ -158,6 +159,7 @@ def _coded(parent: ET.Element, tag: str, code: Code) -> None:
     )
 
 
+@lru_cache(maxsize=1024)  # a few clients' addresses, in every message (ip_address is slow)
 def _is_ip(address: str) -> bool:
     try:
         ipaddress.ip_address(address)
