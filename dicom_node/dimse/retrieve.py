@@ -26,6 +26,7 @@ from ..config import NodeConfig
 from ..index.query import QueryError, build_query, matching_instances, studies_of
 from ..statuses import PENDING, UNABLE_TO_PROCESS
 from ..store.storage import StorageArea
+from . import tuning
 from .auditing import destination as peer_destination
 from .auditing import requestor
 from .find import QueryFailure, _identifier_values, parse_level
@@ -144,6 +145,8 @@ class MoveHandler:
                     ),
                     None,
                 )
+                if store_assoc is not None:  # established, nothing sent on it yet
+                    tuning.install_requestor(store_assoc)
             if store_assoc is None:
                 return set()
             return accepted_syntaxes(store_assoc.accepted_contexts, sop_class)

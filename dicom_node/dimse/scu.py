@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.misc import is_dicom
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from ..config import DicomAddress, NodeConfig
 from ..statuses import STORED_WITH_WARNING, SUCCESS
+from . import tuning
 from .outbound_syntax import (
     MAX_CONTEXTS,
     accepted_syntaxes,
@@ -62,6 +64,7 @@ def _associate(config: NodeConfig, peer_name: str, contexts: list) -> Associatio
     ae.requested_contexts = contexts
     association = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
     if association.is_established:
+        tuning.install_requestor(association)
         return association
     if association.is_rejected:
         raise PeerUnavailable(
@@ -110,7 +113,8 @@ def dicom_files(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def _file_key(path: Path) -> tuple[str, str]:
-    meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+    """The file's SOP class and transfer syntax, from its file meta alone (group 2)."""
+    meta = read_file_meta_info(path)
     return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 
