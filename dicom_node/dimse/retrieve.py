@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -61,14 +63,46 @@ def storage_contexts(rows: list[dict]) -> list[PresentationContext]:
     return proposed_contexts(pairs)[:MAX_CONTEXTS]
 
 
+class StoredFile(Dataset):
+    """A stored instance handed to pynetdicom's C-MOVE or C-GET service, which takes Datasets
+    only, to be sent as its file (`send_stored_files`): neither decoded nor encoded again, read
+    in fragments as it goes out. It holds the instance's UID, which pynetdicom names in its
+    answer when the sub-operation fails."""
+
+    def __init__(self, path: Path, sop_instance_uid: str) -> None:
+        super().__init__()
+        self.SOPInstanceUID = sop_instance_uid
+        self.stored_path = path
+
+
+def send_stored_files(association: Association) -> None:
+    """Let the association's `send_c_store` take a StoredFile: its file goes as stored."""
+    send_c_store = association.send_c_store
+    if getattr(send_c_store, "sends_stored_files", False):
+        return
+
+    def send(dataset, *args, **kwargs):
+        if isinstance(dataset, StoredFile):
+            dataset = dataset.stored_path
+        return send_c_store(dataset, *args, **kwargs)
+
+    send.sends_stored_files = True  # type: ignore[attr-defined]
+    association.send_c_store = send  # type: ignore[method-assign]  # this association's
+
+
 class _Sender:
-    """Loads stored instances for sub-operations, decompressing only when the peer needs it."""
+    """Loads stored instances for sub-operations: the file itself where the peer takes its
+    transfer syntax, else decoded (decompressed only when the peer needs it)."""
 
     def __init__(self, storage: StorageArea) -> None:
         self._storage = storage
 
     def load(self, row: dict, accepted: set[str]) -> Dataset:
-        dataset = dcmread(self._storage.path(row["path"]))
+        path = self._storage.path(row["path"])
+        if row["transfer_syntax_uid"] in accepted:
+            path.stat()  # a file gone is this sub-operation's failure, logged below
+            return StoredFile(path, row["sop_instance_uid"])
+        dataset = dcmread(path)
         return as_accepted(dataset, row["transfer_syntax_uid"], accepted)
 
     def sub_operations(
@@ -147,6 +181,7 @@ class MoveHandler:
                 )
                 if store_assoc is not None:  # established, nothing sent on it yet
                     tuning.install_requestor(store_assoc)
+                    send_stored_files(store_assoc)
             if store_assoc is None:
                 return set()
             return accepted_syntaxes(store_assoc.accepted_contexts, sop_class)
@@ -179,6 +214,7 @@ class GetHandler:
             messages.instances_sent(requestor(event.assoc, messages.DESTINATION), studies_of(rows))
         )
         yield len(rows)
+        send_stored_files(event.assoc)
         for status, dataset in self._sender.sub_operations(
             rows, lambda sop_class: accepted_syntaxes(event.assoc.accepted_contexts, sop_class)
         ):

@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.misc import is_dicom
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -32,10 +32,6 @@ from .outbound_syntax import (
 from .tls import client_args
 
 log = logging.getLogger(__name__)
-
-# Send files as stored, without decoding them (needs an exact transfer syntax match,
-# which the contexts below always propose).
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class PeerUnavailable(Exception):

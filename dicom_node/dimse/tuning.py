@@ -46,7 +46,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pynetdicom.association
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
 from pynetdicom.dimse_messages import DIMSEMessage
@@ -56,6 +56,11 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from . import reading
 from .command_set import encode_response, encode_store_request
+
+# A file the node gives pynetdicom to send (a delivery, a C-MOVE or C-GET sub-operation) goes
+# as stored, read in fragments, never decoded: the node passes a path only where the peer
+# accepted the file's own transfer syntax.
+_config.STORE_SEND_CHUNKED_DATASET = True
 
 #: Longest wait of an idle DUL or association loop: bounds how late timers, release requests
 #: and the stop of the association are noticed.
