@@ -15,7 +15,6 @@ Each tree's node runs on SQLite with two receiving processes, filled like `scale
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import socket
@@ -32,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.scale import fill_node, fill_orthanc, findscu  # noqa: E402
-from tests.conftest import TOOL_ENV, configured_node, free_port  # noqa: E402
+from benchmarks.trees import node_from, tree_arguments  # noqa: E402
+from tests.conftest import TOOL_ENV  # noqa: E402
 from tests.orthanc import OrthancPeer  # noqa: E402
 
 #: (0000,0900) Status 0x0000 in an implicit VR command set: the final C-FIND-RSP, or the C-ECHO-RSP
@@ -135,29 +135,12 @@ def replay(port: int, pdus: list[bytes]) -> float:
 
 
 @contextlib.contextmanager
-def node_from(tree: Path, root: Path, studies: int) -> Iterator[tuple[int, int]]:
+def filled_node_from(tree: Path, root: Path, studies: int) -> Iterator[tuple[int, int]]:
     """A node run from source tree `tree`, filled: its DICOM port and main process id."""
-    node = configured_node(
-        root,
-        f"sqlite:///{root / 'index.sqlite'}",
-        dicom={"host": "127.0.0.1", "port": free_port(), "workers": 2},
-        logging={"level": "WARNING"},
-    )
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(tree)
-    try:
-        node.start()
-    finally:
-        if before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = before
-    try:
+    with node_from(tree, root) as node:
         fill_node(node.database_url, 0, studies)
         assert node.process is not None
         yield node.port, node.process.pid
-    finally:
-        node.stop()
 
 
 @contextlib.contextmanager
@@ -178,10 +161,8 @@ def orthanc_filled(work: Path, studies: int) -> Iterator[tuple[int, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trees", type=Path, nargs="+", default=[ROOT])
+    parser = tree_arguments(__doc__.splitlines()[0], rounds=200)
     parser.add_argument("--orthanc", action="store_true")
-    parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--studies", type=int, default=1000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="find-replay-"))
@@ -189,7 +170,7 @@ def main() -> None:
         #: name -> (port, pid, AE title)
         servers = {
             str(tree): (
-                *stack.enter_context(node_from(tree, work / f"node{index}", args.studies)),
+                *stack.enter_context(filled_node_from(tree, work / f"node{index}", args.studies)),
                 "AI_NODE",
             )
             for index, tree in enumerate(args.trees)

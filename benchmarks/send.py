@@ -11,19 +11,16 @@ logging; the figure is instances/s from the first file read to the association's
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.ingest import load_template_slices, start_storescp, write_series  # noqa: E402
+from benchmarks.trees import report_rates, series_to_send  # noqa: E402
 from tests.conftest import TOOL_ENV  # noqa: E402
 
 #: one send by a tree's code, in a process of its own; prints seconds
@@ -73,35 +70,26 @@ def storescu(port: int, folder: Path, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--trees", type=Path, nargs="+", default=[ROOT])
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="send-bench-"))
-    folder = work / "series"
-    write_series(load_template_slices(), args.slices, folder)
-    scp, port = start_storescp(work)
-    config = work / "node.yaml"
+    run = series_to_send(__doc__.splitlines()[0], "send-bench-")
+    config = run.work / "node.yaml"
     config.write_text(
-        f"storage: {{path: {work / 'storage'}}}\n"
-        f"peers: {{storescp: {{ae_title: STORESCP, host: 127.0.0.1, port: {port}}}}}\n"
+        f"storage: {{path: {run.work / 'storage'}}}\n"
+        f"peers: {{storescp: {{ae_title: STORESCP, host: 127.0.0.1, port: {run.storescp_port}}}}}\n"
     )
-    rates: dict[str, list[float]] = {str(tree): [] for tree in args.trees}
+    rates: dict[str, list[float]] = {str(tree): [] for tree in run.arguments.trees}
     rates["storescu"] = []
     try:
-        for _ in range(args.rounds):
-            for tree in args.trees:  # alternating
-                rates[str(tree)].append(node_send(tree, config, folder))
-            rates["storescu"].append(storescu(port, folder, args.slices))
+        for _ in range(run.arguments.rounds):
+            for tree in run.arguments.trees:  # alternating
+                rates[str(tree)].append(node_send(tree, config, run.folder))
+            rates["storescu"].append(storescu(run.storescp_port, run.folder, run.arguments.slices))
     finally:
-        scp.terminate()
-        scp.wait()
-        shutil.rmtree(work, ignore_errors=True)
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"{args.slices} CT slices to storescp, {args.rounds} rounds, load average {load}")
-    for name, values in rates.items():
-        print(f"  {name:40s} {statistics.median(values):7.1f} instances/s (median)")
+        run.storescp.terminate()
+        run.storescp.wait()
+        shutil.rmtree(run.work, ignore_errors=True)
+    report_rates(
+        f"{run.arguments.slices} CT slices to storescp, {run.arguments.rounds} rounds", rates
+    )
 
 
 if __name__ == "__main__":
