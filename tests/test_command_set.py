@@ -6,13 +6,26 @@ from __future__ import annotations
 from io import BytesIO
 
 import pytest
-from pynetdicom.dimse_messages import C_ECHO_RSP, C_FIND_RSP, C_MOVE_RSP, C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_MOVE, C_STORE
+from pynetdicom.dimse_messages import (
+    C_ECHO_RSP,
+    C_FIND_RSP,
+    C_GET_RSP,
+    C_MOVE_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+)
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 
 from dicom_node.dimse.command_set import encode_response, encode_store_request
 from dicom_node.dimse.tuning import message_p_data
 
-_MESSAGES = {C_STORE: C_STORE_RSP, C_FIND: C_FIND_RSP, C_ECHO: C_ECHO_RSP, C_MOVE: C_MOVE_RSP}
+_MESSAGES = {
+    C_STORE: C_STORE_RSP,
+    C_FIND: C_FIND_RSP,
+    C_ECHO: C_ECHO_RSP,
+    C_MOVE: C_MOVE_RSP,
+    C_GET: C_GET_RSP,
+}
 
 
 def response(kind: type = C_STORE, **values) -> C_STORE | C_FIND | C_ECHO:
@@ -82,6 +95,33 @@ def test_packed_find_response_equals_pynetdicoms(values):
 )
 def test_packed_echo_response_equals_pynetdicoms(values):
     primitive = response(C_ECHO, **values)
+    assert encode_response(primitive) == pynetdicom_command(primitive)
+
+
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+COUNTS = ("Remaining", "Completed", "Failed", "Warning")
+
+
+def counts(*numbers: int) -> dict:
+    return {f"NumberOf{kind}Suboperations": n for kind, n in zip(COUNTS, numbers, strict=True)}
+
+
+@pytest.mark.parametrize("kind", [C_MOVE, C_GET])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"Status": 0xFF00, **counts(299, 1, 0, 0)},
+        {"Status": 0xFF00, **counts(0, 65535, 2, 3)},
+        {"Status": 0x0000, "NumberOfCompletedSuboperations": 300, "NumberOfFailedSuboperations": 0},
+        {"Status": 0xB000, **counts(0, 298, 2, 0), "Identifier": BytesIO(b"\x08\x00\x58\x11")},
+        {"Status": 0xA801, "ErrorComment": "unknown destination"},
+        {"Status": 0xFE00, "NumberOfRemainingSuboperations": 5},
+    ],
+)
+def test_packed_retrieve_responses_equal_pynetdicoms(kind, values):
+    uid = STUDY_ROOT_MOVE if kind is C_MOVE else STUDY_ROOT_GET
+    primitive = response(kind, AffectedSOPClassUID=uid, **values)
     assert encode_response(primitive) == pynetdicom_command(primitive)
 
 
@@ -168,7 +208,14 @@ def test_data_sets_in_memory_are_cut_as_pynetdicom_cuts_them(limit):
         response(C_FIND, AffectedSOPClassUID=STUDY_ROOT_FIND, Status=0xFF00, Identifier=match),
         response(C_FIND, AffectedSOPClassUID=STUDY_ROOT_FIND, Status=0, Identifier=BytesIO()),
         response(C_ECHO, AffectedSOPClassUID="1.2.840.10008.1.1", Status=0),
-        response(C_MOVE, AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.2", Status=0),
+        response(C_MOVE, AffectedSOPClassUID=STUDY_ROOT_MOVE, Status=0),
+        response(
+            C_GET,
+            AffectedSOPClassUID=STUDY_ROOT_GET,
+            Status=0xB000,
+            Identifier=BytesIO(bytes(range(100)) * 9),
+            **counts(0, 1, 1, 0),
+        ),
     ):
         mine = [p.presentation_data_value_list for p in message_p_data(primitive, 1, limit)]
         assert mine == pynetdicom_p_data(primitive, limit), type(primitive).__name__

@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import struct
 
-from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 
 _ELEMENT_HEADER = struct.Struct("<HHI")  # implicit VR little endian: group, element, length
 _US = struct.Struct("<H")
-_COMMAND_FIELDS = {C_STORE: 0x8001, C_FIND: 0x8020, C_ECHO: 0x8030}
+_COMMAND_FIELDS = {C_STORE: 0x8001, C_GET: 0x8010, C_FIND: 0x8020, C_MOVE: 0x8021, C_ECHO: 0x8030}
+#: the sub-operation counts of a C-GET or C-MOVE response, in tag order
+_COUNTS = {
+    0x1020: "NumberOfRemainingSuboperations",
+    0x1021: "NumberOfCompletedSuboperations",
+    0x1022: "NumberOfFailedSuboperations",
+    0x1023: "NumberOfWarningSuboperations",
+}
+#: responses whose identifier (a match, a list of failed instances) may follow
+_WITH_IDENTIFIER = (C_FIND, C_GET, C_MOVE)
 _NO_DATASET = 0x0101
 _DATASET = 0x0001  # what pynetdicom writes when a data set follows
 
 
-def encode_response(primitive: C_STORE | C_FIND | C_ECHO) -> bytes | None:
-    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2), C-FIND-RSP (9.3.2.2) or C-ECHO-RSP
-    (9.3.5.2) primitive, or None when this is not a plain response of one of them."""
+def encode_response(primitive: C_STORE | C_FIND | C_GET | C_MOVE | C_ECHO) -> bytes | None:
+    """The command set of a C-STORE-RSP (PS3.7 9.3.1.2), C-FIND-RSP (9.3.2.2), C-GET-RSP
+    (9.3.3.2), C-MOVE-RSP (9.3.4.2) or C-ECHO-RSP (9.3.5.2) primitive, or None when this is not
+    a plain response of one of them."""
     command_field = _COMMAND_FIELDS.get(type(primitive))
     if command_field is None:
         return None
@@ -39,8 +49,8 @@ def encode_response(primitive: C_STORE | C_FIND | C_ECHO) -> bytes | None:
     if not all(text is None or str(text).isascii() for text in texts):
         return None
     class_uid, comment, _ = texts
-    # pynetdicom's test of a C-FIND's Identifier (a BytesIO) is its presence, not its length.
-    has_dataset = isinstance(primitive, C_FIND) and primitive.Identifier is not None
+    # pynetdicom's test of an Identifier (a BytesIO) is its presence, not its length.
+    has_dataset = isinstance(primitive, _WITH_IDENTIFIER) and primitive.Identifier is not None
     elements = [
         _text(0x0002, class_uid, b"\0"),
         _element(0x0100, _US.pack(command_field)),
@@ -50,6 +60,11 @@ def encode_response(primitive: C_STORE | C_FIND | C_ECHO) -> bytes | None:
         _text(0x0902, comment, b" "),
         _text(0x1000, instance_uid, b"\0"),
     ]
+    if isinstance(primitive, C_GET | C_MOVE):
+        for element, keyword in _COUNTS.items():
+            count = getattr(primitive, keyword)
+            if count is not None:
+                elements.append(_element(element, _US.pack(count)))
     body = b"".join(elements)
     return _element(0x0000, struct.pack("<I", len(body))) + body
 

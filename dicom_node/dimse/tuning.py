@@ -50,7 +50,7 @@ from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
 from pynetdicom.dimse_messages import DIMSEMessage
-from pynetdicom.dimse_primitives import C_FIND, C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -306,7 +306,7 @@ def _data_set_fragments(primitive, size: int) -> Iterator[tuple[bytes, bool]]:
     """The data set of a C-FIND-RSP (its match) or of a C-STORE-RQ (in memory, or the rest of
     a stored file from an offset) in fragments of `size` bytes (0: whole), each with whether it
     is the last."""
-    if isinstance(primitive, C_FIND):
+    if isinstance(primitive, C_FIND | C_GET | C_MOVE):
         data = primitive.Identifier
     elif isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is None:
         data = primitive.DataSet
