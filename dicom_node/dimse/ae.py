@@ -253,9 +253,7 @@ def build_ae(
 ) -> NodeAE:
     """The SCP entity of receiving process `slot` (contexts, limits, AE title checks)."""
     dicom = config.dicom
-    # pynetdicom's standard handlers describe every PDU and DIMSE message (copying each
-    # received dataset to see whether it is empty) for log lines only DEBUG shows.
-    _config.LOG_HANDLER_LEVEL = "standard" if config.logging.level == "DEBUG" else "none"
+    tuning.describe_messages(config.logging.level)
     # Waiting connections spread over the processes as evenly as all connections do.
     max_pending = -(-dicom.max_pending_connections // dicom.workers)
     connections = Connections(loads, associations, slot, max_pending)

@@ -52,6 +52,7 @@ def _describe(peer_name: str, peer: DicomAddress) -> str:
 def _associate(config: NodeConfig, peer_name: str, contexts: list) -> Association:
     peer = config.dicom_peer(peer_name)
     tls_args = client_args(config, config.peer(peer_name))
+    tuning.describe_messages(config.logging.level)
     ae = AE(config.ae_title)
     ae.acse_timeout = config.dicom.acse_timeout
     ae.dimse_timeout = config.dicom.dimse_timeout

@@ -196,6 +196,14 @@ class _Checkpoint(threading.Event):
         self._nap_over.clear()
 
 
+def describe_messages(level: str) -> None:
+    """pynetdicom's standard handlers describe every PDU and DIMSE message (copying each
+    received dataset to see whether it is empty) for log lines only DEBUG shows; bound to an
+    association, they also keep its messages going through pynetdicom (`_send_directly`).
+    They are bound to the associations made from now on only at that `level`."""
+    _config.LOG_HANDLER_LEVEL = "standard" if level == "DEBUG" else "none"
+
+
 def install(association: Association, max_dataset_bytes: int) -> None:
     """Tune a new acceptor association (on EVT_CONN_OPEN: its threads have not started)."""
     _use_reactor_time()
