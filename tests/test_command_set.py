@@ -219,3 +219,12 @@ def test_data_sets_in_memory_are_cut_as_pynetdicom_cuts_them(limit):
     ):
         mine = [p.presentation_data_value_list for p in message_p_data(primitive, 1, limit)]
         assert mine == pynetdicom_p_data(primitive, limit), type(primitive).__name__
+
+
+def test_a_file_that_cannot_be_read_fails_before_the_command_leaves(tmp_path):
+    """pynetdicom opens the file after sending the command, leaving the peer waiting for a
+    data set that never comes; here nothing is sent."""
+    primitive = store_request(DataSet=None)
+    primitive._dataset_path = (tmp_path / "gone.dcm", 132)
+    with pytest.raises(FileNotFoundError):
+        next(message_p_data(primitive, 1, 16384))

@@ -25,15 +25,16 @@ ended, up to 10 ms, taking a core a waiting peer could use. The DUL is woken ins
 
 Sending: the socket sends each PDU at once (TCP_NODELAY), as Orthanc's and DCMTK's do. Every
 DIMSE message leaves from the thread that sends it, straight to the socket (see `_DirectSender`;
-when no handler watches the DIMSE messages sent): C-STORE, C-FIND and C-ECHO responses with
-their command set packed by `command_set`, other messages (C-GET's C-STORE requests among
-them) as pynetdicom encodes them. The same holds for the associations the node requests
-(`install_requestor`).
+when no handler watches the DIMSE messages sent): responses to C-STORE, C-FIND, C-GET, C-MOVE and
+C-ECHO and C-STORE requests with their command set packed by `command_set` and their data set
+cut into PDUs here, other messages as pynetdicom encodes them. The same holds for the
+associations the node requests (`install_requestor`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import select
 import socket
@@ -292,15 +293,21 @@ def _send_directly(association: Association) -> None:
 
 def message_p_data(primitive, context_id: int, limit: int) -> Iterator[P_DATA]:
     """The P-DATA of a DIMSE message, for PDUs of at most `limit` bytes (0: any size), as
-    pynetdicom's send_msg makes them: the command set of a C-STORE, C-FIND or C-ECHO response
-    or of a C-STORE request packed here, its data set (a match, a stored file) in fragments as
-    pynetdicom cuts them; any other message as pynetdicom encodes it."""
+    pynetdicom's send_msg makes them: the command set of a response or C-STORE request that
+    `command_set` packs, then its data set (a match, failed instances, a stored file) in
+    fragments as pynetdicom cuts them; any other message as pynetdicom encodes it. A stored
+    file that cannot be read fails before the command leaves (pynetdicom opens it after), so
+    the peer is never left waiting for a data set."""
     command = encode_response(primitive) or encode_store_request(primitive)
     if command is None or (limit and len(command) + 6 > limit):
         yield from _message(primitive).encode_msg(context_id, limit)
         return
+    fragments = _data_set_fragments(primitive, limit - 6 if limit else 0)
+    first = next(fragments, None)
     yield _pdata(context_id, b"\x03" + command)
-    for fragment, last in _data_set_fragments(primitive, limit - 6 if limit else 0):
+    if first is None:
+        return
+    for fragment, last in itertools.chain([first], fragments):
         yield _pdata(context_id, (b"\x02" if last else b"\x00") + fragment)
 
 
@@ -311,9 +318,9 @@ def _pdata(context_id: int, value: bytes) -> P_DATA:
 
 
 def _data_set_fragments(primitive, size: int) -> Iterator[tuple[bytes, bool]]:
-    """The data set of a C-FIND-RSP (its match) or of a C-STORE-RQ (in memory, or the rest of
-    a stored file from an offset) in fragments of `size` bytes (0: whole), each with whether it
-    is the last."""
+    """The data set of a C-FIND, C-GET or C-MOVE response (a match, the failed instances) or
+    of a C-STORE-RQ (in memory, or the rest of a stored file from an offset) in fragments of
+    `size` bytes (0: whole), each with whether it is the last."""
     if isinstance(primitive, C_FIND | C_GET | C_MOVE):
         data = primitive.Identifier
     elif isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is None:
@@ -360,10 +367,10 @@ class _DirectSender:
     (its queue, a wake-up, its state machine), each PDU cost a switch between threads. Done
     here only while the association is established (Sta6, where sending P-DATA changes no
     state) and nothing has ever gone through the DUL's queue since (`queued`), so PDUs keep
-    their order; the DUL thread's own sends (a release, an abort) take
-    the same lock, so none interleave on the socket. With a handler watching sent PDUs, every
-    PDU goes through the DUL as pynetdicom sends it; so does every PDU of a TLS association
-    (OpenSSL must not read and write one connection from two threads at once)."""
+    their order; the DUL thread's own sends (a release, an abort) take the same lock, so none
+    interleave on the socket. With a handler watching sent PDUs, every PDU goes through the DUL
+    as pynetdicom sends it; so does every PDU of a TLS association (OpenSSL must not read and
+    write one connection from two threads at once)."""
 
     def __init__(self, association: Association) -> None:
         self._dul = association.dul
