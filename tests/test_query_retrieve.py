@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydicom import dcmread
@@ -52,10 +53,11 @@ def find(node, *keys: str, model: str = "-S") -> tuple[list[dict], str]:
     return answers, output
 
 
-def move_study(node, destination: str) -> subprocess.CompletedProcess:
+def move_study(node, destination: str, *options: str) -> subprocess.CompletedProcess:
     """C-MOVE the CT study from the node to `destination` with DCMTK's movescu."""
     return dcmtk(
         "movescu",
+        *options,
         "-S",
         "-aec",
         "AI_NODE",
@@ -151,6 +153,24 @@ def test_get_returns_the_stored_instances(ct_node, tmp_path):
     with ct_node.engine().connect() as connection:
         stored = set(connection.execute(select(instances.c.sop_instance_uid)).scalars())
     assert {str(d.SOPInstanceUID) for d in received} == stored
+
+
+def test_three_moves_to_one_destination_at_once_each_send_every_instance(ct_node):
+    """Each C-MOVE sends over the association pynetdicom opened for it (the node finds it by
+    the destination's AE title and tunes it): three at once must neither share one nor stall."""
+    orthanc = ct_node.orthanc
+    orthanc.start()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            moves = [pool.submit(move_study, ct_node, "ORTHANC", "-v") for _ in range(3)]
+            results = [move.result() for move in moves]
+        for result in results:
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert "Final Move Response (Success)" in result.stdout + result.stderr
+        assert orthanc.get("/statistics")["CountInstances"] == 20
+    finally:
+        orthanc.stop()
+    assert "Traceback" not in ct_node.log()
 
 
 def test_move_to_orthanc_and_unknown_destination(ct_node, tmp_path):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import logging
 import socket
+import threading
 import time
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -108,6 +110,14 @@ class NodeAE(AE):
     @maximum_associations.setter
     def maximum_associations(self, value: int) -> None:
         self._limit = value
+
+    def associate(self, *args, **kwargs) -> Association:
+        """pynetdicom's, the association marked with the thread that requested it: a C-MOVE's
+        association to its destination is requested by the thread serving the C-MOVE, which
+        is how its handler finds it (`retrieve.MoveHandler`) among the others open."""
+        association = super().associate(*args, **kwargs)
+        association.requested_by = threading.get_ident()  # type: ignore[attr-defined]
+        return association
 
     def connection_opened(self, event: Event) -> None:
         # The ACSE timeout is always set on the node's AE (build_ae).

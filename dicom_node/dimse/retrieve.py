@@ -7,6 +7,8 @@ Each instance is offered in its stored transfer syntax first, with an uncompress
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -128,6 +130,31 @@ class MoveHandler:
         self._sender = _Sender(storage)
         #: the peers C-MOVE may send to; replaced by a reload of the configuration
         self.config = config
+        #: the associations C-MOVEs in progress send over, each taken by one
+        self._claimed: weakref.WeakSet[Association] = weakref.WeakSet()
+        self._claiming = threading.Lock()
+
+    def _claim_store_association(self, event: Event, destination: str) -> Association | None:
+        """The association pynetdicom opened to `destination` for this C-MOVE, tuned (it is
+        established and nothing has been sent on it). pynetdicom does not hand it over: it is
+        the one requested by this thread (the one serving the C-MOVE, see `NodeAE.associate`)
+        to that AE title that no earlier C-MOVE took."""
+        this_thread = threading.get_ident()
+        with self._claiming:
+            found = [
+                association
+                for association in event.assoc.ae.active_associations
+                if association.is_requestor
+                and getattr(association, "requested_by", None) == this_thread
+                and association.acceptor.ae_title.strip() == destination
+                and association not in self._claimed
+            ]
+            if not found:
+                return None
+            self._claimed.add(found[-1])
+        tuning.install_requestor(found[-1])
+        send_stored_files(found[-1])
+        return found[-1]
 
     def __call__(self, event: Event) -> Iterator:
         destination = event.move_destination
@@ -171,17 +198,7 @@ class MoveHandler:
         def accepted_for(sop_class: str) -> set[str]:
             nonlocal store_assoc
             if store_assoc is None:
-                store_assoc = next(
-                    (
-                        a
-                        for a in event.assoc.ae.active_associations
-                        if a.is_requestor and a.acceptor.ae_title.strip() == destination
-                    ),
-                    None,
-                )
-                if store_assoc is not None:  # established, nothing sent on it yet
-                    tuning.install_requestor(store_assoc)
-                    send_stored_files(store_assoc)
+                store_assoc = self._claim_store_association(event, destination)
             if store_assoc is None:
                 return set()
             return accepted_syntaxes(store_assoc.accepted_contexts, sop_class)
