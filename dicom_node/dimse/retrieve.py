@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -130,28 +129,25 @@ class MoveHandler:
         self._sender = _Sender(storage)
         #: the peers C-MOVE may send to; replaced by a reload of the configuration
         self.config = config
-        #: the associations C-MOVEs in progress send over, each taken by one
-        self._claimed: weakref.WeakSet[Association] = weakref.WeakSet()
-        self._claiming = threading.Lock()
 
-    def _claim_store_association(self, event: Event, destination: str) -> Association | None:
+    @staticmethod
+    def _store_association(event: Event, destination: str) -> Association | None:
         """The association pynetdicom opened to `destination` for this C-MOVE, tuned (it is
         established and nothing has been sent on it). pynetdicom does not hand it over: it is
-        the one requested by this thread (the one serving the C-MOVE, see `NodeAE.associate`)
-        to that AE title that no earlier C-MOVE took."""
+        the one this thread (the one serving the C-MOVE, see `NodeAE.associate`) requested to
+        that AE title and has not released (the earlier C-MOVEs' are released; this thread
+        serves one C-MOVE at a time)."""
         this_thread = threading.get_ident()
-        with self._claiming:
-            found = [
-                association
-                for association in event.assoc.ae.active_associations
-                if association.is_requestor
-                and getattr(association, "requested_by", None) == this_thread
-                and association.acceptor.ae_title.strip() == destination
-                and association not in self._claimed
-            ]
-            if not found:
-                return None
-            self._claimed.add(found[-1])
+        found = [
+            association
+            for association in event.assoc.ae.active_associations
+            if association.is_requestor
+            and association.is_established
+            and getattr(association, "requested_by", None) == this_thread
+            and association.acceptor.ae_title.strip() == destination
+        ]
+        if not found:
+            return None
         tuning.install_requestor(found[-1])
         send_stored_files(found[-1])
         return found[-1]
@@ -198,7 +194,7 @@ class MoveHandler:
         def accepted_for(sop_class: str) -> set[str]:
             nonlocal store_assoc
             if store_assoc is None:
-                store_assoc = self._claim_store_association(event, destination)
+                store_assoc = self._store_association(event, destination)
             if store_assoc is None:
                 return set()
             return accepted_syntaxes(store_assoc.accepted_contexts, sop_class)
