@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import select as sockets
 from pathlib import Path
 
 from sqlalchemy import Engine, bindparam, create_engine, event, inspect, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from .folding import folded
 from .schema import FOLDED_NAMES, metadata, studies
@@ -25,6 +27,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _closed_by_the_server(dbapi_connection, _record, _proxy) -> None:
+    """Discard a pooled PostgreSQL connection the server has spoken on since it was idle.
+
+    An idle connection gets something from the server only when it is going away: a restart, an
+    administrator's `pg_terminate_backend` or an idle timeout send an error and close the socket
+    (the node uses no LISTEN). Looking at the socket costs no round trip, where SQLAlchemy's
+    `pool_pre_ping` sends a query at every checkout, a seventh of a millisecond added to each
+    C-FIND, QIDO-RS search and index write. The pool then opens a fresh connection in its place
+    (SQLAlchemy retries on `DisconnectionError`)."""
+    readable, _, _ = sockets.select([dbapi_connection.fileno()], [], [], 0)
+    if readable:
+        raise DisconnectionError("the index database closed this pooled connection")
 
 
 def _private_sqlite_files(url: str) -> None:
@@ -50,7 +66,8 @@ def open_engine(url: str, create: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+        engine = create_engine(url, pool_size=8, max_overflow=16)
+        event.listen(engine, "checkout", _closed_by_the_server)
     if create:
         metadata.create_all(engine, checkfirst=True)
         _add_new_columns(engine)
