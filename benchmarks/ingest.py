@@ -162,15 +162,16 @@ def page_cache_write_rate(folder: Path, size: int = 64 << 20) -> float:
     return size / elapsed / 1e9
 
 
-def wait_until_idle(pid: int, interval: float = 0.5, patience: float = 120.0) -> None:
-    """Return once the node's processes have been (nearly) idle for `interval` seconds."""
+def wait_until_idle(*pids: int, interval: float = 0.5, patience: float = 120.0) -> None:
+    """Return once the processes `pids` (with their children) have been (nearly) idle for
+    `interval` seconds together."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
+        before = sum(cpu_seconds(pid) for pid in pids)
         time.sleep(interval)
-        if cpu_seconds(pid) - before < _IDLE_SHARE * interval:
+        if sum(cpu_seconds(pid) for pid in pids) - before < _IDLE_SHARE * interval:
             return
-    print("  the node is still busy: measuring anyway")
+    print("  still busy: measuring anyway")
 
 
 def start_node(

@@ -12,6 +12,10 @@ its REST API (header-only instances). Then, at each size, alternating node and O
 - QIDO-RS, one day: `/studies?StudyDate=DAY` (about size/3650 results), not paged;
 - ingest: one storescu sending a new 100-instance CT study (instances/s).
 
+Each sample waits until every server has been idle for 0.3 s: what one still does after its
+turn (Orthanc after a search of 50k studies, the node writing metadata documents after an ingest)
+would otherwise be charged to the other.
+
 Prints the medians in ms (instances/s for ingest), node/Orthanc, and the node's figure against
 its value at the first size. Orthanc keeps its default SQLite index throughout.
 
@@ -44,6 +48,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The tests' own helpers start the node and Orthanc as the tests do.
+from benchmarks.ingest import wait_until_idle  # noqa: E402
 from dicom_node.index.database import open_engine  # noqa: E402
 from dicom_node.index.folding import folded  # noqa: E402
 from dicom_node.index.schema import instances, series, studies  # noqa: E402
@@ -61,6 +66,8 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 UID_ROOT = "1.2.826.0.1.3680043.10.543"
 INSTANCES_PER_STUDY = 2
 INGEST_INSTANCES = 100
+#: How long every server must have been (nearly) idle before a sample is taken.
+_QUIET_SECONDS = 0.3
 FIND_KEYS = ["StudyInstanceUID", "PatientID", "StudyDate", "ModalitiesInStudy"]
 FIND_KEYS += ["NumberOfStudyRelatedInstances", "NumberOfStudyRelatedSeries"]
 
@@ -229,10 +236,11 @@ def storescu_rate(port: int, ae_title: str, folder: Path) -> float:
 class Target:
     """One store under test: how to query it and how to send to it."""
 
-    def __init__(self, name: str, dicom: tuple[int, str], qido_root: str) -> None:
+    def __init__(self, name: str, dicom: tuple[int, str], qido_root: str, pid: int) -> None:
         self.name = name
         self.port, self.ae_title = dicom
         self.qido_root = qido_root
+        self.pid = pid
 
     def measures(self, size: int, work: Path) -> dict[str, Callable[[], float]]:
         """Each measure: a function running it once with new random values, returning ms (or
@@ -285,7 +293,8 @@ def running_node(work: Path, kind: str) -> Iterator[tuple[Target, str]]:
         node.start()
         try:
             root = f"http://127.0.0.1:{node.http_port}/dicomweb"
-            yield Target(f"node {kind}", (node.port, "AI_NODE"), root), url
+            assert node.process is not None  # started
+            yield Target(f"node {kind}", (node.port, "AI_NODE"), root, node.process.pid), url
         finally:
             node.stop()
 
@@ -304,9 +313,10 @@ def main() -> None:
     results: dict[tuple[str, int, str], tuple[float, float]] = {}
     orthanc = OrthancPeer(work / "orthanc", dicomweb=True, settings={"DicomAlwaysAllowFind": True})
     orthanc.start()
-    peer = Target("Orthanc", (orthanc.dicom_port, "ORTHANC"), orthanc.dicomweb_url)
+    peer = Target("Orthanc", (orthanc.dicom_port, "ORTHANC"), orthanc.dicomweb_url, orthanc.pid)
     with contextlib.ExitStack() as stack:
         nodes = [stack.enter_context(running_node(work, kind)) for kind in args.databases]
+        servers = [peer.pid, *(target.pid for target, _ in nodes)]
         filled = 0
         for size in args.sizes:
             started = time.perf_counter()
@@ -330,6 +340,10 @@ def main() -> None:
                     repeat = 3 if measure.startswith("ingest") else args.repeat
                     for _ in range(repeat):
                         for who, runs in pairs:  # alternating
+                            # What one server still does after its turn (Orthanc after a
+                            # search of 50k studies, the node's metadata documents after an
+                            # ingest) must not fall into the other's.
+                            wait_until_idle(*servers, interval=_QUIET_SECONDS)
                             samples[who.name].append(runs[measure]())
                     mine, theirs = (statistics.median(samples[who.name]) for who, _ in pairs)
                     results[(target.name, size, measure)] = (mine, theirs)
