@@ -12,9 +12,11 @@ its REST API (header-only instances). Then, at each size, alternating node and O
 - QIDO-RS, one day: `/studies?StudyDate=DAY` (about size/3650 results), not paged;
 - ingest: one storescu sending a new 100-instance CT study (instances/s).
 
-Each sample waits until every server has been idle for 0.3 s: what one still does after its
-turn (Orthanc after a search of 50k studies, the node writing metadata documents after an ingest)
-would otherwise be charged to the other.
+Each sample waits until every server has been idle for 0.3 s, so that every sample is a query
+from idle, for both servers at every size. Back to back, the node answered from idle at 50k (it
+had waited for Orthanc's 60-85 ms searches) but warm at 1k (Orthanc's 2-3 ms), and every server
+on this VM answers about twice as slowly from idle; what a server still did after its turn (the
+node's metadata documents after an ingest) also fell into the other's.
 
 Prints the medians in ms (instances/s for ingest), node/Orthanc, and the node's figure against
 its value at the first size. Orthanc keeps its default SQLite index throughout.
@@ -340,9 +342,7 @@ def main() -> None:
                     repeat = 3 if measure.startswith("ingest") else args.repeat
                     for _ in range(repeat):
                         for who, runs in pairs:  # alternating
-                            # What one server still does after its turn (Orthanc after a
-                            # search of 50k studies, the node's metadata documents after an
-                            # ingest) must not fall into the other's.
+                            # every sample from idle (see the docstring)
                             wait_until_idle(*servers, interval=_QUIET_SECONDS)
                             samples[who.name].append(runs[measure]())
                     mine, theirs = (statistics.median(samples[who.name]) for who, _ in pairs)
