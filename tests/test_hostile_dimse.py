@@ -4,8 +4,10 @@ node must still serve a valid sender afterwards and hold every instance it ackno
 from __future__ import annotations
 
 import io
+import os
 import socket
 import struct
+import time
 import zlib
 
 import pytest
@@ -210,6 +212,28 @@ def test_idle_connections_take_no_association_slot(make_node):
         for sock in idle:
             sock.close()
     assert "waiting connections" in node.log()
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_connections_closed_before_a_request_leave_no_thread_behind(make_node):
+    """A port probe, a scanner or a load balancer's health check connects and closes without
+    an association request. pynetdicom's association thread waited for the request until the
+    ACSE timeout (here 30 s) even so: a flood of such connections piled up threads (3,000 in
+    23 s), and a sender was then refused. Each thread now ends with its connection."""
+    node = started(make_node, workers=1)  # one process: its threads are all of them
+    assert node.process is not None
+    assert_still_serves(node)  # the threads a node starts on its first association are up
+    before = _threads(node.process.pid)
+    for _ in range(300):
+        connect(node.port).close()
+    deadline = time.monotonic() + 10
+    while (left := _threads(node.process.pid) - before) > 2:
+        assert time.monotonic() < deadline, f"{left} threads of closed connections remain"
+        time.sleep(0.1)
+    assert_still_serves(node)
 
 
 def test_pdu_longer_than_the_limit_is_aborted_before_it_is_read(make_node):
