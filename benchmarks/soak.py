@@ -2,13 +2,14 @@
 
 Valid senders C-STORE small CT instances (new UIDs) with pynetdicom; hostile clients cycle through
 the attacks of issue 18 (garbage P-DATA in an association, a partial association request, idle
-and half-open sockets, a 1 GB PDU header, a deflate bomb, a truncated STOW-RS body, a slow HTTP
-request head, malformed DICOMweb queries); readers run QIDO-RS and WADO-RS metadata. A sampler
-reads the memory and open file descriptors of every node process. At the end it prints:
-instances acknowledged vs present (must be equal), associations refused to valid senders, HTTP
-5xx answers (must be 0), and per process the first and peak memory and descriptors (must stay
-flat). With `--orthanc` the DIMSE part (valid senders and DIMSE attacks) runs against Orthanc too,
-alternately, and its figures are printed beside the node's.
+and half-open sockets, port probes (connect, close), a 1 GB PDU header, a deflate bomb, a
+truncated STOW-RS body, a slow HTTP request head, malformed DICOMweb queries); readers run
+QIDO-RS and WADO-RS metadata. A sampler reads the memory, open file descriptors and threads of
+every node process. At the end it prints: instances acknowledged vs present (must be equal),
+associations refused to valid senders, HTTP 5xx answers (must be 0), and per process the first
+and peak memory, descriptors and threads (must stay flat). With `--orthanc` the DIMSE part
+(valid senders and DIMSE attacks) runs against Orthanc too, alternately, and its figures are
+printed beside the node's.
 
     python benchmarks/soak.py [--minutes 5] [--orthanc]
 """
@@ -107,6 +108,9 @@ def dimse_attack(port: int, called: str, kind: str) -> None:
         with socket.create_connection(address) as sock:
             sock.sendall(b"\x01\x00\x00\x00\x01\x00" + b"\x00" * 14)
             time.sleep(1.5)
+    elif kind == "port probes":  # a scanner or a health check: connect, close, no request
+        for _ in range(100):
+            socket.create_connection(address).close()
     elif kind == "idle sockets":
         sockets = [socket.create_connection(address) for _ in range(20)]
         time.sleep(2)
@@ -160,6 +164,7 @@ DIMSE_ATTACKS = [
     "garbage P-DATA",
     "partial association request",
     "idle sockets",
+    "port probes",
     "1 GB PDU header",
     "deflate bomb",
 ]
@@ -198,8 +203,8 @@ def reader(http: int, tally: Tally, stop: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def sample(pid: int) -> dict[int, tuple[int, int, str]]:
-    """pid -> (resident kB, open descriptors, name) for the node and its children."""
+def sample(pid: int) -> dict[int, tuple[int, int, int, str]]:
+    """pid -> (resident kB, open descriptors, threads, name) for the node and its children."""
     samples = {}
     for process in process_tree(pid):
         try:
@@ -208,6 +213,7 @@ def sample(pid: int) -> dict[int, tuple[int, int, str]]:
                 next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]
             )
             fds = len(list(Path(f"/proc/{process}/fd").iterdir()))
+            threads = len(list(Path(f"/proc/{process}/task").iterdir()))
             name = (
                 Path(f"/proc/{process}/cmdline")
                 .read_bytes()
@@ -216,7 +222,7 @@ def sample(pid: int) -> dict[int, tuple[int, int, str]]:
             )
         except (OSError, StopIteration, IndexError):
             continue
-        samples[process] = (rss, fds, name)
+        samples[process] = (rss, fds, threads, name)
     return samples
 
 
@@ -252,7 +258,7 @@ def run(
         threads += [threading.Thread(target=reader, args=(http, tally, stop)) for _ in range(2)]
     for thread in threads:
         thread.start()
-    history: dict[int, list[tuple[int, int, str]]] = {}
+    history: dict[int, list[tuple[int, int, int, str]]] = {}
     deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline:
         if pid:
@@ -291,12 +297,14 @@ def report(name: str, tally: Tally, present: int, history: dict) -> None:
             + ", ".join(f"{code}: {n}" for code, n in sorted(tally.http.items()))
         )
     for process, values in sorted(history.items()):
-        first, peak_rss, peak_fds = values[0], max(v[0] for v in values), max(v[1] for v in values)
+        first, last = values[0], values[-1]
+        peak_rss, peak_fds, peak_threads = (max(v[i] for v in values) for i in range(3))
         print(
-            f"  pid {process} ({first[2]}): memory {first[0] // 1024} -> "
+            f"  pid {process} ({first[3]}): memory {first[0] // 1024} -> "
             f"peak {peak_rss // 1024} MB, "
-            f"descriptors {first[1]} -> peak {peak_fds}, settled {values[-1][1]}; "
-            f"memory settled {values[-1][0] // 1024} MB"
+            f"descriptors {first[1]} -> peak {peak_fds}, settled {last[1]}; "
+            f"threads {first[2]} -> peak {peak_threads}, settled {last[2]}; "
+            f"memory settled {last[0] // 1024} MB"
         )
 
 
