@@ -154,7 +154,7 @@ def _stop_waiting_for_a_request(association: Association) -> None:
     threads behind, and a sender's association was then refused. An empty item is what that
     wait returns when it times out: the thread ends as it does then."""
     dul = association.dul
-    if association.is_acceptor and dul.state_machine.current_state == "Sta2":
+    if dul.state_machine.current_state == "Sta2":  # an acceptor's state only
         dul.to_user_queue.put(None)
 
 
